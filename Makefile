@@ -1,0 +1,91 @@
+# unclip - DALL-E 2 (unCLIP) as small Unix programs.
+#   make                 build every tool into ./bin
+#   make check           unit tests, golden cases, shell pipelines
+#   make check SAN=1     the same under AddressSanitizer + UBSan
+#   make bench           benchmarks (never part of check)
+#   make install PREFIX=/usr/local
+
+PREFIX  ?= /usr/local
+CC      ?= cc
+BLIS_INC ?= /usr/include/x86_64-linux-gnu/blis-pthread
+BLIS_LIB ?= /usr/lib/x86_64-linux-gnu/blis-pthread/libblis.a
+
+ifeq ($(SAN),1)
+BUILD   := build/san
+BIN     := build/san/bin
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+BUILD   := build/rel
+BIN     := bin
+OPT     := -O2 -g -march=native
+endif
+
+CFLAGS  ?=
+CFLAGS  += -std=c11 -Wall -Wextra $(OPT) -isystem $(BLIS_INC) -DUC_SHARE_DIR='"$(PREFIX)/share/unclip"'
+ifeq ($(WERROR),1)
+CFLAGS  += -Werror
+endif
+LDLIBS  := $(BLIS_LIB) -lmsgpackc -lpng -lz -lcjson -lutf8proc -lpthread -lm
+
+LIB_SRC := $(wildcard libcommon/*.c formats/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB     := $(BUILD)/libunclip.a
+TOOLS   := $(notdir $(basename $(wildcard tools/*.c)))
+GOLDEN_SRC := $(wildcard tests/golden-check/*.c)
+UNIT    := $(notdir $(basename $(wildcard tests/unit/test_*.c)))
+BENCH_SRC := $(wildcard bench/*.c)
+
+all: $(TOOLS:%=$(BIN)/%) $(BIN)/golden-check
+
+$(BUILD)/%.o: %.c $(wildcard libcommon/*.h formats/*.h tests/golden-check/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/%: $(BUILD)/tools/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/golden-check: $(GOLDEN_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BIN)/unclip-bench: $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+unit: $(UNIT:%=$(BUILD)/tests/%)
+	@set -e; for t in $^; do echo "== $$t"; $$t; done
+
+golden: $(BIN)/golden-check
+	$(BIN)/golden-check --pending tests/golden/PENDING tests/golden
+
+shell: all
+	@set -e; for t in tests/shell/*.sh; do echo "== $$t"; BIN=$(BIN) sh $$t; done
+
+check: all unit golden shell
+	@echo "make check: all suites passed"
+
+bench: $(BIN)/unclip-bench
+	$(BIN)/unclip-bench
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(TOOLS:%=$(BIN)/%) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 man/man1/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 man/man5/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
+	if ls models/*.safetensors >/dev/null 2>&1; then \
+	  install -d $(DESTDIR)$(PREFIX)/share/unclip/models; \
+	  install -m 644 models/*.safetensors $(DESTDIR)$(PREFIX)/share/unclip/models; fi
+
+clean:
+	rm -rf build bin
+
+.PHONY: all unit golden shell check bench install clean
+.SECONDARY:

@@ -1,0 +1,780 @@
+/* record.c - see record.h. Records are msgpack maps held as msgpack_objects
+ * in a zone that the record owns; new values are built in the same zone. */
+#define _POSIX_C_SOURCE 200809L
+#include "record.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../libcommon/common.h"
+
+struct rec {
+    msgpack_zone *zone;
+    msgpack_object_kv *kv;
+    int n, cap;
+    long number;
+};
+
+struct rec_reader {
+    msgpack_unpacker u;
+    int fd;          /* -1 for memory streams */
+    char *name;
+    long count;      /* records returned so far */
+    int eof, failed;
+};
+
+/* ---- building objects in a zone ---- */
+
+static void *zalloc(msgpack_zone *z, size_t n)
+{
+    void *p = msgpack_zone_malloc(z, n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "unclip: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static msgpack_object obj_str(msgpack_zone *z, const char *s, size_t n)
+{
+    msgpack_object o = {.type = MSGPACK_OBJECT_STR};
+    char *p = zalloc(z, n);
+    memcpy(p, s, n);
+    o.via.str.ptr = p;
+    o.via.str.size = (uint32_t)n;
+    return o;
+}
+
+static msgpack_object obj_clone(msgpack_zone *z, msgpack_object o)
+{
+    msgpack_object c = o;
+    switch (o.type) {
+    case MSGPACK_OBJECT_STR:
+        return obj_str(z, o.via.str.ptr, o.via.str.size);
+    case MSGPACK_OBJECT_BIN: {
+        char *p = zalloc(z, o.via.bin.size);
+        memcpy(p, o.via.bin.ptr, o.via.bin.size);
+        c.via.bin.ptr = p;
+        return c;
+    }
+    case MSGPACK_OBJECT_EXT: {
+        char *p = zalloc(z, o.via.ext.size);
+        memcpy(p, o.via.ext.ptr, o.via.ext.size);
+        c.via.ext.ptr = p;
+        return c;
+    }
+    case MSGPACK_OBJECT_ARRAY:
+        c.via.array.ptr = zalloc(z, o.via.array.size * sizeof(msgpack_object));
+        for (uint32_t i = 0; i < o.via.array.size; i++)
+            c.via.array.ptr[i] = obj_clone(z, o.via.array.ptr[i]);
+        return c;
+    case MSGPACK_OBJECT_MAP:
+        c.via.map.ptr = zalloc(z, o.via.map.size * sizeof(msgpack_object_kv));
+        for (uint32_t i = 0; i < o.via.map.size; i++) {
+            c.via.map.ptr[i].key = obj_clone(z, o.via.map.ptr[i].key);
+            c.via.map.ptr[i].val = obj_clone(z, o.via.map.ptr[i].val);
+        }
+        return c;
+    default:
+        return c;
+    }
+}
+
+static msgpack_object obj_map_of(msgpack_zone *z, const rec *sub)
+{
+    msgpack_object o = {.type = MSGPACK_OBJECT_MAP};
+    o.via.map.size = (uint32_t)sub->n;
+    o.via.map.ptr = zalloc(z, (size_t)sub->n * sizeof(msgpack_object_kv));
+    for (int i = 0; i < sub->n; i++) {
+        o.via.map.ptr[i].key = obj_clone(z, sub->kv[i].key);
+        o.via.map.ptr[i].val = obj_clone(z, sub->kv[i].val);
+    }
+    return o;
+}
+
+/* ---- records ---- */
+
+static rec *rec_empty(void)
+{
+    rec *r = uc_alloc(1, sizeof *r);
+    r->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (!r->zone) {
+        fprintf(stderr, "unclip: out of memory\n");
+        abort();
+    }
+    return r;
+}
+
+rec *rec_new(void)
+{
+    rec *r = rec_empty();
+    rec_set_u64(r, "version", UC_REC_VERSION);
+    return r;
+}
+
+void rec_free(rec *r)
+{
+    if (!r)
+        return;
+    msgpack_zone_free(r->zone);
+    free(r->kv);
+    uc_free(r);
+}
+
+static void push(rec *r, msgpack_object key, msgpack_object val)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 16;
+        r->kv = uc_xrealloc(r->kv, (size_t)r->cap, sizeof *r->kv);
+    }
+    r->kv[r->n].key = key;
+    r->kv[r->n].val = val;
+    r->n++;
+}
+
+rec *rec_clone(const rec *src)
+{
+    rec *r = rec_empty();
+    for (int i = 0; i < src->n; i++)
+        push(r, obj_clone(r->zone, src->kv[i].key), obj_clone(r->zone, src->kv[i].val));
+    r->number = src->number;
+    return r;
+}
+
+long rec_number(const rec *r) { return r->number; }
+void rec_set_number(rec *r, long n) { r->number = n; }
+int rec_count(const rec *r) { return r->n; }
+
+const char *rec_key_at(const rec *r, int i)
+{
+    /* keys are validated as strings on read; return a zone copy with NUL */
+    const msgpack_object *k = &r->kv[i].key;
+    char *s = zalloc(r->zone, k->via.str.size + 1);
+    memcpy(s, k->via.str.ptr, k->via.str.size);
+    s[k->via.str.size] = 0;
+    return s;
+}
+
+static int key_is(const msgpack_object *k, const char *key)
+{
+    size_t n = strlen(key);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, key, n) == 0;
+}
+
+static const msgpack_object *find(const rec *r, const char *key)
+{
+    for (int i = 0; i < r->n; i++)
+        if (key_is(&r->kv[i].key, key))
+            return &r->kv[i].val;
+    return NULL;
+}
+
+static void put(rec *r, const char *key, msgpack_object val)
+{
+    for (int i = 0; i < r->n; i++)
+        if (key_is(&r->kv[i].key, key)) {
+            r->kv[i].val = val;
+            return;
+        }
+    push(r, obj_str(r->zone, key, strlen(key)), val);
+}
+
+static int ferr(const rec *r, const char *key, const char *fmt, ...) UC_PRINTF(3, 4);
+static int ferr(const rec *r, const char *key, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->number > 0)
+        return uc_err("record %ld field %s: %s", r->number, key, msg);
+    return uc_err("field %s: %s", key, msg);
+}
+
+int rec_has(const rec *r, const char *key) { return find(r, key) != NULL; }
+
+static int get_uint(const msgpack_object *o, uint64_t *v)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return -1;
+    *v = o->via.u64;
+    return 0;
+}
+
+static int tensor_of(const rec *r, const char *key, const msgpack_object *o, uc_tensor *t)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return ferr(r, key, "not a tensor (expected a map {dtype, shape, data})");
+    const msgpack_object *dt = NULL, *sh = NULL, *data = NULL;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        const msgpack_object **slot = key_is(&kv->key, "dtype") ? &dt
+                                      : key_is(&kv->key, "shape") ? &sh
+                                      : key_is(&kv->key, "data") ? &data : NULL;
+        if (!slot)
+            return ferr(r, key, "tensor has an unexpected key");
+        if (*slot)
+            return ferr(r, key, "tensor has a duplicate key");
+        *slot = &kv->val;
+    }
+    if (!dt || !sh || !data)
+        return ferr(r, key, "tensor needs dtype, shape and data");
+    if (dt->type != MSGPACK_OBJECT_STR)
+        return ferr(r, key, "dtype is not a string");
+    int d = uc_dtype_parse(dt->via.str.ptr, dt->via.str.size);
+    if (d < 0)
+        return ferr(r, key, "unknown dtype '%.*s'", (int)UC_MIN(dt->via.str.size, 16u), dt->via.str.ptr);
+    if (sh->type != MSGPACK_OBJECT_ARRAY || sh->via.array.size > UC_MAXDIM)
+        return ferr(r, key, "shape is not an array of at most %d sizes", UC_MAXDIM);
+    if (data->type != MSGPACK_OBJECT_BIN)
+        return ferr(r, key, "data is not binary");
+    memset(t, 0, sizeof *t);
+    t->dtype = (uc_dtype)d;
+    t->ndim = (int)sh->via.array.size;
+    for (int i = 0; i < t->ndim; i++) {
+        uint64_t v;
+        if (get_uint(&sh->via.array.ptr[i], &v) || v > (uint64_t)INT64_MAX)
+            return ferr(r, key, "shape[%d] is not a non-negative integer", i);
+        t->shape[i] = (int64_t)v;
+    }
+    int64_t numel = uc_tensor_numel(t);
+    size_t bytes;
+    if (numel < 0 || uc_mul_ok((size_t)numel, uc_dtype_size(t->dtype), &bytes))
+        return ferr(r, key, "shape product overflows");
+    if (bytes != data->via.bin.size)
+        return ferr(r, key, "%zu data bytes, but dtype %s and the shape need %zu", (size_t)data->via.bin.size,
+                    uc_dtype_name(t->dtype), bytes);
+    t->data = data->via.bin.ptr;
+    t->nbytes = bytes;
+    return 0;
+}
+
+int rec_get_tensor(const rec *r, const char *key, uc_tensor *t)
+{
+    const msgpack_object *o = find(r, key);
+    if (!o)
+        return ferr(r, key, "missing");
+    return tensor_of(r, key, o, t);
+}
+
+float *rec_get_f32(const rec *r, const char *key, int ndim, const int64_t *want, int64_t *shape)
+{
+    uc_tensor t;
+    char a[96];
+    if (rec_get_tensor(r, key, &t))
+        return NULL;
+    if (t.dtype != UC_F32 && t.dtype != UC_F16 && t.dtype != UC_BF16 && t.dtype != UC_F64) {
+        ferr(r, key, "dtype %s, expected a float type", uc_dtype_name(t.dtype));
+        return NULL;
+    }
+    if (t.ndim != ndim) {
+        ferr(r, key, "shape %s has rank %d, expected %d", uc_shape_str(&t, a, sizeof a), t.ndim, ndim);
+        return NULL;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (want && want[i] >= 0 && want[i] != t.shape[i]) {
+            ferr(r, key, "shape %s, dimension %d should be %lld", uc_shape_str(&t, a, sizeof a), i,
+                 (long long)want[i]);
+            return NULL;
+        }
+    int64_t n = uc_tensor_numel(&t);
+    float *x = uc_alloc((size_t)n, sizeof(float));
+    uc_tensor_to_f32(&t, x);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) {
+            uc_free(x);
+            ferr(r, key, "element %lld is not finite", (long long)i);
+            return NULL;
+        }
+    if (shape)
+        memcpy(shape, t.shape, (size_t)ndim * sizeof *shape);
+    return x;
+}
+
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!len || i + len > n || c == 0 || c == 0xc0 || c == 0xc1 || c > 0xf4)
+            return 0;
+        for (size_t k = 1; k < len; k++)
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+        if (len == 3 && ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0)))
+            return 0;
+        if (len == 4 && ((c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] >= 0x90)))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+const char *rec_get_str(const rec *r, const char *key)
+{
+    const msgpack_object *o = find(r, key);
+    if (!o) {
+        ferr(r, key, "missing");
+        return NULL;
+    }
+    if (o->type != MSGPACK_OBJECT_STR) {
+        ferr(r, key, "not a string");
+        return NULL;
+    }
+    if (!utf8_ok((const unsigned char *)o->via.str.ptr, o->via.str.size)) {
+        ferr(r, key, "not valid UTF-8 (or holds a NUL byte)");
+        return NULL;
+    }
+    char *s = zalloc(r->zone, o->via.str.size + 1);
+    memcpy(s, o->via.str.ptr, o->via.str.size);
+    s[o->via.str.size] = 0;
+    return s;
+}
+
+int rec_get_u64(const rec *r, const char *key, uint64_t *v)
+{
+    const msgpack_object *o = find(r, key);
+    if (!o)
+        return ferr(r, key, "missing");
+    if (get_uint(o, v))
+        return ferr(r, key, "not a non-negative integer");
+    return 0;
+}
+
+int rec_get_f64(const rec *r, const char *key, double *v)
+{
+    const msgpack_object *o = find(r, key);
+    if (!o)
+        return ferr(r, key, "missing");
+    switch (o->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: *v = o->via.f64; break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: *v = (double)o->via.u64; break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *v = (double)o->via.i64; break;
+    default: return ferr(r, key, "not a number");
+    }
+    if (!isfinite(*v))
+        return ferr(r, key, "not finite");
+    return 0;
+}
+
+rec *rec_get_map(const rec *r, const char *key)
+{
+    const msgpack_object *o = find(r, key);
+    if (!o) {
+        ferr(r, key, "missing");
+        return NULL;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        ferr(r, key, "not a map");
+        return NULL;
+    }
+    rec *s = rec_empty();
+    s->number = r->number;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        if (o->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR) {
+            rec_free(s);
+            ferr(r, key, "map has a key that is not a string");
+            return NULL;
+        }
+        push(s, obj_clone(s->zone, o->via.map.ptr[i].key), obj_clone(s->zone, o->via.map.ptr[i].val));
+    }
+    return s;
+}
+
+void rec_set_tensor(rec *r, const char *key, uc_dtype dt, int ndim, const int64_t *shape, const void *data)
+{
+    uc_tensor t = {.dtype = dt, .ndim = ndim};
+    memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+    size_t bytes = (size_t)uc_tensor_numel(&t) * uc_dtype_size(dt);
+    msgpack_object m = {.type = MSGPACK_OBJECT_MAP};
+    msgpack_object_kv *kv = zalloc(r->zone, 3 * sizeof *kv);
+    kv[0].key = obj_str(r->zone, "dtype", 5);
+    kv[0].val = obj_str(r->zone, uc_dtype_name(dt), strlen(uc_dtype_name(dt)));
+    kv[1].key = obj_str(r->zone, "shape", 5);
+    kv[1].val.type = MSGPACK_OBJECT_ARRAY;
+    kv[1].val.via.array.size = (uint32_t)ndim;
+    kv[1].val.via.array.ptr = zalloc(r->zone, (size_t)ndim * sizeof(msgpack_object));
+    for (int i = 0; i < ndim; i++) {
+        kv[1].val.via.array.ptr[i].type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        kv[1].val.via.array.ptr[i].via.u64 = (uint64_t)shape[i];
+    }
+    kv[2].key = obj_str(r->zone, "data", 4);
+    kv[2].val.type = MSGPACK_OBJECT_BIN;
+    char *p = zalloc(r->zone, bytes);
+    memcpy(p, data, bytes);
+    kv[2].val.via.bin.ptr = p;
+    kv[2].val.via.bin.size = (uint32_t)bytes;
+    m.via.map.size = 3;
+    m.via.map.ptr = kv;
+    put(r, key, m);
+}
+
+void rec_set_str(rec *r, const char *key, const char *s) { put(r, key, obj_str(r->zone, s, strlen(s))); }
+
+void rec_set_u64(rec *r, const char *key, uint64_t v)
+{
+    msgpack_object o = {.type = MSGPACK_OBJECT_POSITIVE_INTEGER};
+    o.via.u64 = v;
+    put(r, key, o);
+}
+
+void rec_set_f64(rec *r, const char *key, double v)
+{
+    msgpack_object o = {.type = MSGPACK_OBJECT_FLOAT64};
+    o.via.f64 = v;
+    put(r, key, o);
+}
+
+void rec_set_map(rec *r, const char *key, const rec *sub) { put(r, key, obj_map_of(r->zone, sub)); }
+
+void rec_copy_field(rec *r, const rec *src, const char *key)
+{
+    const msgpack_object *o = find(src, key);
+    if (o)
+        put(r, key, obj_clone(r->zone, *o));
+}
+
+void rec_del(rec *r, const char *key)
+{
+    for (int i = 0; i < r->n; i++)
+        if (key_is(&r->kv[i].key, key)) {
+            memmove(&r->kv[i], &r->kv[i + 1], (size_t)(r->n - i - 1) * sizeof *r->kv);
+            r->n--;
+            return;
+        }
+}
+
+void rec_set_stage(rec *r, const char *field, const char *stage, const rec *sub)
+{
+    const msgpack_object *o = find(r, field);
+    rec *m = rec_empty();
+    if (o && o->type == MSGPACK_OBJECT_MAP)
+        for (uint32_t i = 0; i < o->via.map.size; i++)
+            push(m, obj_clone(m->zone, o->via.map.ptr[i].key), obj_clone(m->zone, o->via.map.ptr[i].val));
+    rec_set_map(m, stage, sub);
+    rec_set_map(r, field, m);
+    rec_free(m);
+}
+
+void rec_history_add(rec *r, const char *tool, int argc, char **argv)
+{
+    const msgpack_object *o = find(r, "history");
+    uint32_t n = (o && o->type == MSGPACK_OBJECT_ARRAY) ? o->via.array.size : 0;
+    msgpack_object a = {.type = MSGPACK_OBJECT_ARRAY};
+    a.via.array.size = n + 1;
+    a.via.array.ptr = zalloc(r->zone, (n + 1) * sizeof(msgpack_object));
+    for (uint32_t i = 0; i < n; i++)
+        a.via.array.ptr[i] = o->via.array.ptr[i];
+    rec *e = rec_empty();
+    rec_set_str(e, "tool", tool);
+    rec_set_str(e, "version", UC_VERSION);
+    msgpack_object args = {.type = MSGPACK_OBJECT_ARRAY};
+    args.via.array.size = (uint32_t)(argc > 1 ? argc - 1 : 0);
+    args.via.array.ptr = zalloc(e->zone, args.via.array.size * sizeof(msgpack_object));
+    for (int i = 1; i < argc; i++)
+        args.via.array.ptr[i - 1] = obj_str(e->zone, argv[i], strlen(argv[i]));
+    put(e, "arguments", args);
+    a.via.array.ptr[n] = obj_map_of(r->zone, e);
+    rec_free(e);
+    put(r, "history", a);
+}
+
+/* ---- writing ---- */
+
+static int pack(const rec *r, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, (size_t)r->n);
+    for (int i = 0; i < r->n; i++) {
+        msgpack_pack_object(&pk, r->kv[i].key);
+        msgpack_pack_object(&pk, r->kv[i].val);
+    }
+    return 0;
+}
+
+int rec_encode(const rec *r, char **buf, size_t *n)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack(r, &sb);
+    *n = sb.size;
+    *buf = msgpack_sbuffer_release(&sb);
+    return 0;
+}
+
+int rec_write(const rec *r, FILE *out)
+{
+    char *buf;
+    size_t n;
+    rec_encode(r, &buf, &n);
+    size_t w = fwrite(buf, 1, n, out);
+    free(buf);
+    if (w != n || fflush(out) != 0)
+        return uc_err("write error: %s", strerror(errno));
+    return 0;
+}
+
+/* ---- reading ---- */
+
+static rec_reader *reader_new(int fd, const char *name)
+{
+    rec_reader *r = uc_alloc(1, sizeof *r);
+    if (!msgpack_unpacker_init(&r->u, 1 << 16)) {
+        fprintf(stderr, "unclip: out of memory\n");
+        abort();
+    }
+    r->fd = fd;
+    r->name = uc_strdup(name);
+    return r;
+}
+
+rec_reader *rec_reader_new(int fd, const char *name) { return reader_new(fd, name); }
+
+rec_reader *rec_reader_mem(const void *data, size_t n, const char *name)
+{
+    rec_reader *r = reader_new(-1, name);
+    if (!msgpack_unpacker_reserve_buffer(&r->u, n)) {
+        fprintf(stderr, "unclip: out of memory\n");
+        abort();
+    }
+    memcpy(msgpack_unpacker_buffer(&r->u), data, n);
+    msgpack_unpacker_buffer_consumed(&r->u, n);
+    r->eof = 1;
+    return r;
+}
+
+void rec_reader_free(rec_reader *r)
+{
+    if (!r)
+        return;
+    msgpack_unpacker_destroy(&r->u);
+    free(r->name);
+    uc_free(r);
+}
+
+static int validate(rec *rc, rec_reader *r)
+{
+    uint64_t v;
+    for (int i = 0; i < rc->n; i++) {
+        if (rc->kv[i].key.type != MSGPACK_OBJECT_STR)
+            return uc_err("%s: record %ld: a key is not a string", r->name, rc->number);
+        for (int j = 0; j < i; j++)
+            if (rc->kv[j].key.via.str.size == rc->kv[i].key.via.str.size &&
+                memcmp(rc->kv[j].key.via.str.ptr, rc->kv[i].key.via.str.ptr, rc->kv[i].key.via.str.size) == 0)
+                return uc_err("%s: record %ld field %.*s: duplicate key", r->name, rc->number,
+                              (int)UC_MIN(rc->kv[i].key.via.str.size, 64u), rc->kv[i].key.via.str.ptr);
+    }
+    if (!rec_has(rc, "version"))
+        return uc_err("%s: record %ld field version: missing (not an unclip record stream?)", r->name,
+                      rc->number);
+    if (rec_get_u64(rc, "version", &v))
+        return uc_err_prefix("%s", r->name);
+    if (v != UC_REC_VERSION)
+        return uc_err("%s: record %ld field version: unknown format version %llu (this build reads %d)",
+                      r->name, rc->number, (unsigned long long)v, UC_REC_VERSION);
+    return 0;
+}
+
+int rec_read(rec_reader *r, rec **out)
+{
+    *out = NULL;
+    if (r->failed)
+        return -1;
+    msgpack_unpacked res;
+    msgpack_unpacked_init(&res);
+    for (;;) {
+        msgpack_unpack_return ret = msgpack_unpacker_next(&r->u, &res);
+        if (ret == MSGPACK_UNPACK_SUCCESS) {
+            long num = ++r->count;
+            if (res.data.type != MSGPACK_OBJECT_MAP) {
+                msgpack_unpacked_destroy(&res);
+                r->failed = 1;
+                return uc_err("%s: record %ld: not a map", r->name, num);
+            }
+            rec *rc = uc_alloc(1, sizeof *rc);
+            rc->zone = msgpack_unpacked_release_zone(&res);
+            rc->number = num;
+            for (uint32_t i = 0; i < res.data.via.map.size; i++)
+                push(rc, res.data.via.map.ptr[i].key, res.data.via.map.ptr[i].val);
+            msgpack_unpacked_destroy(&res);
+            if (validate(rc, r)) {
+                rec_free(rc);
+                r->failed = 1;
+                return -1;
+            }
+            *out = rc;
+            return 1;
+        }
+        if (ret != MSGPACK_UNPACK_CONTINUE) {
+            msgpack_unpacked_destroy(&res);
+            r->failed = 1;
+            return uc_err("%s: record %ld: %s", r->name, r->count + 1,
+                          ret == MSGPACK_UNPACK_NOMEM_ERROR ? "too large to hold in memory"
+                                                            : "malformed msgpack data");
+        }
+        if (msgpack_unpacker_message_size(&r->u) > UC_REC_MAX) {
+            msgpack_unpacked_destroy(&res);
+            r->failed = 1;
+            return uc_err("%s: record %ld: larger than %zu MiB", r->name, r->count + 1, UC_REC_MAX >> 20);
+        }
+        if (r->eof) {
+            size_t pending = msgpack_unpacker_message_size(&r->u) - msgpack_unpacker_parsed_size(&r->u);
+            int partial = msgpack_unpacker_message_size(&r->u) > 0 || pending > 0;
+            msgpack_unpacked_destroy(&res);
+            if (partial) {
+                r->failed = 1;
+                return uc_err("%s: record %ld: stream ends inside the record (truncated)", r->name,
+                              r->count + 1);
+            }
+            return 0;
+        }
+        if (!msgpack_unpacker_reserve_buffer(&r->u, 1 << 16)) {
+            msgpack_unpacked_destroy(&res);
+            r->failed = 1;
+            return uc_err("%s: out of memory", r->name);
+        }
+        ssize_t got;
+        do
+            got = read(r->fd, msgpack_unpacker_buffer(&r->u), msgpack_unpacker_buffer_capacity(&r->u));
+        while (got < 0 && errno == EINTR);
+        if (got < 0) {
+            msgpack_unpacked_destroy(&res);
+            r->failed = 1;
+            return uc_err("%s: read error: %s", r->name, strerror(errno));
+        }
+        if (got == 0)
+            r->eof = 1;
+        else
+            msgpack_unpacker_buffer_consumed(&r->u, (size_t)got);
+    }
+}
+
+/* ---- JSON rendering ---- */
+
+static cJSON *json_of(const rec *r, const char *key, const msgpack_object *o, int full);
+
+static cJSON *tensor_json(const uc_tensor *t, int full)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "dtype", uc_dtype_name(t->dtype));
+    cJSON *sh = cJSON_AddArrayToObject(j, "shape");
+    for (int i = 0; i < t->ndim; i++)
+        cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[i]));
+    int64_t n = uc_tensor_numel(t);
+    int isfloat = t->dtype == UC_F32 || t->dtype == UC_F16 || t->dtype == UC_BF16 || t->dtype == UC_F64;
+    int64_t show = full ? n : UC_MIN(n, 8);
+    cJSON *vals = cJSON_AddArrayToObject(j, "values");
+    double mn = INFINITY, mx = -INFINITY, sum = 0;
+    if (isfloat) {
+        float *x = uc_alloc((size_t)n, sizeof(float));
+        uc_tensor_to_f32(t, x);
+        for (int64_t i = 0; i < n; i++) {
+            mn = fmin(mn, x[i]);
+            mx = fmax(mx, x[i]);
+            sum += x[i];
+        }
+        for (int64_t i = 0; i < show; i++)
+            cJSON_AddItemToArray(vals, cJSON_CreateNumber(x[i]));
+        uc_free(x);
+    } else {
+        int64_t *x = uc_alloc((size_t)n, sizeof(int64_t));
+        uc_tensor_to_i64(t, x);
+        for (int64_t i = 0; i < n; i++) {
+            mn = fmin(mn, (double)x[i]);
+            mx = fmax(mx, (double)x[i]);
+            sum += (double)x[i];
+        }
+        for (int64_t i = 0; i < show; i++)
+            cJSON_AddItemToArray(vals, cJSON_CreateNumber((double)x[i]));
+        uc_free(x);
+    }
+    if (n > 0) {
+        cJSON_AddNumberToObject(j, "min", mn);
+        cJSON_AddNumberToObject(j, "max", mx);
+        cJSON_AddNumberToObject(j, "mean", sum / (double)n);
+    }
+    char hex[24];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)uc_fnv1a(t->data, t->nbytes, UC_FNV_INIT));
+    cJSON_AddStringToObject(j, "fnv1a", hex);
+    return j;
+}
+
+static int looks_like_tensor(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_MAP && o->via.map.size == 3 && key_is(&o->via.map.ptr[0].key, "dtype");
+}
+
+static cJSON *json_of(const rec *r, const char *key, const msgpack_object *o, int full)
+{
+    char tmp[64];
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return cJSON_CreateNull();
+    case MSGPACK_OBJECT_BOOLEAN: return cJSON_CreateBool(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        if (o->via.u64 > (1ULL << 53)) {
+            snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
+            return cJSON_CreateRaw(tmp);
+        }
+        return cJSON_CreateNumber((double)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return cJSON_CreateNumber((double)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return isfinite(o->via.f64) ? cJSON_CreateNumber(o->via.f64) : cJSON_CreateNull();
+    case MSGPACK_OBJECT_STR: {
+        char *s = uc_alloc(o->via.str.size + 1, 1);
+        memcpy(s, o->via.str.ptr, o->via.str.size);
+        cJSON *j = cJSON_CreateString(s);
+        uc_free(s);
+        return j;
+    }
+    case MSGPACK_OBJECT_BIN: {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "bin_bytes", o->via.bin.size);
+        return j;
+    }
+    case MSGPACK_OBJECT_ARRAY: {
+        cJSON *a = cJSON_CreateArray();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            cJSON_AddItemToArray(a, json_of(r, key, &o->via.array.ptr[i], full));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        uc_tensor t;
+        if (looks_like_tensor(o) && tensor_of(r, key, o, &t) == 0)
+            return tensor_json(&t, full);
+        cJSON *m = cJSON_CreateObject();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            char name[256];
+            if (k->type == MSGPACK_OBJECT_STR)
+                snprintf(name, sizeof name, "%.*s", (int)UC_MIN(k->via.str.size, 255u), k->via.str.ptr);
+            else
+                snprintf(name, sizeof name, "?");
+            cJSON_AddItemToObject(m, name, json_of(r, name, &o->via.map.ptr[i].val, full));
+        }
+        return m;
+    }
+    default: return cJSON_CreateString("(ext)");
+    }
+}
+
+int rec_dump_json(const rec *r, FILE *out, int full)
+{
+    msgpack_object m = {.type = MSGPACK_OBJECT_MAP};
+    m.via.map.size = (uint32_t)r->n;
+    m.via.map.ptr = r->kv;
+    cJSON *j = json_of(r, "", &m, full);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    int rc = fprintf(out, "%s\n", s) < 0 ? -1 : 0;
+    free(s);
+    return rc ? uc_err("write error: %s", strerror(errno)) : 0;
+}

@@ -1,0 +1,47 @@
+/* ops.h - the kernels every model is built from. Plain float buffers owned
+ * by the caller; shapes are passed explicitly, row-major. Every matrix
+ * product goes through BLIS (uc_gemm). */
+#ifndef UNCLIP_OPS_H
+#define UNCLIP_OPS_H
+
+#include <stdint.h>
+
+/* Threads for BLIS (n <= 0: all cores). Returns the count in use. */
+int uc_threads_init(int n);
+int uc_threads(void);
+
+/* C[M,N] = A[M,K] B[K,N] + beta * C, each operand given by its row and
+ * column strides (so transposes cost nothing to express); ldc is C's row
+ * stride (column stride 1). */
+void uc_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa, const float *B,
+             int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc);
+
+/* out[M,N] = in[M,K] W[N,K]^T (+ b[N] when b). W as stored by nn.Linear. */
+void uc_linear(float *out, const float *in, const float *W, const float *b, int64_t M, int64_t K, int64_t N);
+/* out[M,N] = in[M,K] P[K,N]: a projection stored [in, out] (CLIP's proj). */
+void uc_matmul(float *out, const float *in, const float *P, int64_t M, int64_t K, int64_t N);
+
+/* Row-wise LayerNorm over D (biased variance, eps inside the sqrt), as
+ * torch.nn.LayerNorm. in and out may alias. */
+void uc_layernorm(float *out, const float *in, const float *w, const float *b, int64_t M, int64_t D, float eps);
+
+void uc_gelu(float *x, int64_t n);       /* exact, erf form */
+void uc_quick_gelu(float *x, int64_t n); /* x * sigmoid(1.702 x) */
+void uc_silu(float *x, int64_t n);
+void uc_add(float *x, const float *y, int64_t n); /* x += y */
+/* Softmax of each row of x[M,N] in place. -inf entries give 0. */
+void uc_softmax_rows(float *x, int64_t M, int64_t N);
+
+/* One attention head: out[Tq,dh] = softmax(scale * q k^T + bias) v.
+ * q, k, v, out are row-major with row strides ldq, ldk, ldv, ldo (so heads
+ * can be read in place from a fused QKV buffer). bias is an additive
+ * [Tq,Tk] matrix (0 or -inf for masks) or NULL. scores: Tq*Tk scratch. */
+void uc_attention_head(float *out, int64_t ldo, const float *q, int64_t ldq, const float *k, int64_t ldk,
+                       const float *v, int64_t ldv, int64_t Tq, int64_t Tk, int64_t dh, float scale,
+                       const float *bias, float *scores);
+
+/* Sinusoidal timestep embedding (GLIDE/Karlo): out[dim] = [cos(t f_i),
+ * sin(t f_i)], f_i = exp(-ln(10000) i / half); a zero pad when dim is odd. */
+void uc_timestep_embedding(float *out, double t, int64_t dim);
+
+#endif
