@@ -60,14 +60,18 @@ $(BIN)/unclip-bench: $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/tests/mkmodel: $(BUILD)/tests/tools/mkmodel.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 unit: $(UNIT:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 
 golden: $(BIN)/golden-check
 	$(BIN)/golden-check --pending tests/golden/PENDING tests/golden
 
-shell: all
-	@set -e; for t in tests/shell/*.sh; do echo "== $$t"; BIN=$(BIN) sh $$t; done
+shell: all $(BUILD)/tests/mkmodel
+	@set -e; for t in tests/shell/*.sh; do echo "== $$t"; \
+	  BIN=$(BIN) MKMODEL=$(BUILD)/tests/mkmodel TMPROOT=$(BUILD)/tmp sh $$t; done
 
 check: all unit golden shell
 	@echo "make check: all suites passed"
@@ -84,8 +88,16 @@ install: all
 	  install -d $(DESTDIR)$(PREFIX)/share/unclip/models; \
 	  install -m 644 models/*.safetensors $(DESTDIR)$(PREFIX)/share/unclip/models; fi
 
+# Debian 12 packages (run as root). BLIS is the pthreads build, linked
+# statically so no other BLIS variant on the machine can take its place.
+DEBS := build-essential libblis-pthread-dev libmsgpack-dev libpng-dev zlib1g-dev \
+        libcmocka-dev libcjson-dev libutf8proc-dev
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS)
+
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check bench install clean
+.PHONY: all unit golden shell check bench install clean deps
 .SECONDARY:

@@ -73,7 +73,7 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_infop endinfo = info ? png_create_info_struct(png) : NULL;
-    unsigned char **rows = NULL;
+    unsigned char **volatile rows = NULL;
     if (!endinfo) {
         png_destroy_read_struct(&png, &info, &endinfo);
         return uc_err("%s: out of memory", name);
@@ -184,7 +184,7 @@ int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, c
     png_errctx ectx = {{0}};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
-    png_textp tx = NULL;
+    png_textp volatile tx = NULL;
     if (!info) {
         png_destroy_write_struct(&png, &info);
         return uc_err("out of memory");

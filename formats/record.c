@@ -778,3 +778,19 @@ int rec_dump_json(const rec *r, FILE *out, int full)
     free(s);
     return rc ? uc_err("write error: %s", strerror(errno)) : 0;
 }
+
+/* ---- a reader with bytes pushed back ---- */
+
+rec_reader *rec_reader_new_prefixed(int fd, const char *name, const void *prefix, size_t n)
+{
+    rec_reader *r = reader_new(fd, name);
+    if (n) {
+        if (!msgpack_unpacker_reserve_buffer(&r->u, n)) {
+            fprintf(stderr, "unclip: out of memory\n");
+            abort();
+        }
+        memcpy(msgpack_unpacker_buffer(&r->u), prefix, n);
+        msgpack_unpacker_buffer_consumed(&r->u, n);
+    }
+    return r;
+}

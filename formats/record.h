@@ -76,4 +76,8 @@ int rec_encode(const rec *r, char **buf, size_t *n);
 /* JSON rendering for rec-dump: tensors summarised unless full. */
 int rec_dump_json(const rec *r, FILE *out, int full);
 
+/* A reader over fd whose stream starts with the n bytes of prefix, already
+ * read from fd by the caller (e.g. to sniff the input type). */
+rec_reader *rec_reader_new_prefixed(int fd, const char *name, const void *prefix, size_t n);
+
 #endif
