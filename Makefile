@@ -10,7 +10,12 @@ CC      ?= cc
 BLIS_INC ?= /usr/include/x86_64-linux-gnu/blis-pthread
 BLIS_LIB ?= /usr/lib/x86_64-linux-gnu/blis-pthread/libblis.a
 
-ifeq ($(SAN),1)
+ifeq ($(FUZZ),1)
+CC      := clang
+BUILD   := build/fuzz
+BIN     := build/fuzz/bin
+OPT     := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+else ifeq ($(SAN),1)
 BUILD   := build/san
 BIN     := build/san/bin
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -63,6 +68,24 @@ $(BIN)/unclip-bench: $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 $(BUILD)/tests/mkmodel: $(BUILD)/tests/tools/mkmodel.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# libFuzzer targets (clang): make fuzz FUZZ_SECONDS=60
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(notdir $(basename $(wildcard fuzz/fuzz_*.c)))
+$(BUILD)/fuzz/%: $(BUILD)/fuzz/%.o $(LIB)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz:
+	$(MAKE) FUZZ=1 fuzz-run
+
+fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@set -e; mkdir -p $(BUILD)/artifacts; for t in $(FUZZ_TARGETS); do mkdir -p $(BUILD)/corpus/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  if ! $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/artifacts/$$t- $(BUILD)/corpus/$$t fuzz/corpus/$$t \
+	    > $(BUILD)/$$t.log 2>&1; then \
+	    grep -E 'ERROR|SUMMARY|artifact' $(BUILD)/$$t.log; echo "fuzz: $$t found a problem"; exit 1; fi; \
+	  grep -E '^stat::number_of_executed_units' $(BUILD)/$$t.log; done
+
 unit: $(UNIT:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 
@@ -90,7 +113,7 @@ install: all
 
 # Debian 12 packages (run as root). BLIS is the pthreads build, linked
 # statically so no other BLIS variant on the machine can take its place.
-DEBS := build-essential libblis-pthread-dev libmsgpack-dev libpng-dev zlib1g-dev \
+DEBS := build-essential clang libclang-rt-14-dev libblis-pthread-dev libmsgpack-dev libpng-dev zlib1g-dev \
         libcmocka-dev libcjson-dev libutf8proc-dev
 deps:
 	apt-get update -qq
@@ -99,5 +122,5 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check bench install clean deps
+.PHONY: all unit golden shell check bench install clean deps fuzz fuzz-run
 .SECONDARY:

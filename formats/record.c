@@ -21,13 +21,12 @@ struct rec {
     long number;
 };
 
-struct rec_reader {
-    msgpack_unpacker u;
-    int fd;          /* -1 for memory streams */
-    char *name;
-    long count;      /* records returned so far */
-    int eof, failed;
-};
+/* memcpy that accepts the NULL pointers msgpack-c gives empty strings */
+static void mcpy(void *d, const void *s, size_t n)
+{
+    if (n)
+        memcpy(d, s, n);
+}
 
 /* ---- building objects in a zone ---- */
 
@@ -45,7 +44,7 @@ static msgpack_object obj_str(msgpack_zone *z, const char *s, size_t n)
 {
     msgpack_object o = {.type = MSGPACK_OBJECT_STR};
     char *p = zalloc(z, n);
-    memcpy(p, s, n);
+    mcpy(p, s, n);
     o.via.str.ptr = p;
     o.via.str.size = (uint32_t)n;
     return o;
@@ -59,13 +58,13 @@ static msgpack_object obj_clone(msgpack_zone *z, msgpack_object o)
         return obj_str(z, o.via.str.ptr, o.via.str.size);
     case MSGPACK_OBJECT_BIN: {
         char *p = zalloc(z, o.via.bin.size);
-        memcpy(p, o.via.bin.ptr, o.via.bin.size);
+        mcpy(p, o.via.bin.ptr, o.via.bin.size);
         c.via.bin.ptr = p;
         return c;
     }
     case MSGPACK_OBJECT_EXT: {
         char *p = zalloc(z, o.via.ext.size);
-        memcpy(p, o.via.ext.ptr, o.via.ext.size);
+        mcpy(p, o.via.ext.ptr, o.via.ext.size);
         c.via.ext.ptr = p;
         return c;
     }
@@ -156,7 +155,7 @@ const char *rec_key_at(const rec *r, int i)
     /* keys are validated as strings on read; return a zone copy with NUL */
     const msgpack_object *k = &r->kv[i].key;
     char *s = zalloc(r->zone, k->via.str.size + 1);
-    memcpy(s, k->via.str.ptr, k->via.str.size);
+    mcpy(s, k->via.str.ptr, k->via.str.size);
     s[k->via.str.size] = 0;
     return s;
 }
@@ -164,7 +163,7 @@ const char *rec_key_at(const rec *r, int i)
 static int key_is(const msgpack_object *k, const char *key)
 {
     size_t n = strlen(key);
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, key, n) == 0;
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && (n == 0 || memcmp(k->via.str.ptr, key, n) == 0);
 }
 
 static const msgpack_object *find(const rec *r, const char *key)
@@ -294,7 +293,7 @@ float *rec_get_f32(const rec *r, const char *key, int ndim, const int64_t *want,
             return NULL;
         }
     if (shape)
-        memcpy(shape, t.shape, (size_t)ndim * sizeof *shape);
+        mcpy(shape, t.shape, (size_t)ndim * sizeof *shape);
     return x;
 }
 
@@ -333,7 +332,7 @@ const char *rec_get_str(const rec *r, const char *key)
         return NULL;
     }
     char *s = zalloc(r->zone, o->via.str.size + 1);
-    memcpy(s, o->via.str.ptr, o->via.str.size);
+    mcpy(s, o->via.str.ptr, o->via.str.size);
     s[o->via.str.size] = 0;
     return s;
 }
@@ -392,7 +391,7 @@ rec *rec_get_map(const rec *r, const char *key)
 void rec_set_tensor(rec *r, const char *key, uc_dtype dt, int ndim, const int64_t *shape, const void *data)
 {
     uc_tensor t = {.dtype = dt, .ndim = ndim};
-    memcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
+    mcpy(t.shape, shape, (size_t)ndim * sizeof *shape);
     size_t bytes = (size_t)uc_tensor_numel(&t) * uc_dtype_size(dt);
     msgpack_object m = {.type = MSGPACK_OBJECT_MAP};
     msgpack_object_kv *kv = zalloc(r->zone, 3 * sizeof *kv);
@@ -409,7 +408,7 @@ void rec_set_tensor(rec *r, const char *key, uc_dtype dt, int ndim, const int64_
     kv[2].key = obj_str(r->zone, "data", 4);
     kv[2].val.type = MSGPACK_OBJECT_BIN;
     char *p = zalloc(r->zone, bytes);
-    memcpy(p, data, bytes);
+    mcpy(p, data, bytes);
     kv[2].val.via.bin.ptr = p;
     kv[2].val.via.bin.size = (uint32_t)bytes;
     m.via.map.size = 3;
@@ -523,31 +522,159 @@ int rec_write(const rec *r, FILE *out)
     return 0;
 }
 
-/* ---- reading ---- */
+/* ---- reading ----
+ *
+ * Framing before parsing: a small scanner walks the msgpack structure of
+ * the bytes received so far (resumably, without allocating) until one
+ * top-level object is complete. Only then does msgpack-c parse it, so every
+ * container count it allocates for is backed by bytes actually present, and
+ * no record can grow past UC_REC_MAX. */
+
+#define SCAN_DEPTH 32
+
+typedef struct {
+    size_t pos;                 /* bytes of the current message scanned */
+    int depth;
+    uint64_t left[SCAN_DEPTH];  /* elements still expected per open level */
+} scan_state;
+
+static void scan_reset(scan_state *s)
+{
+    s->pos = 0;
+    s->depth = 1;
+    s->left[0] = 1;
+}
+
+static uint64_t be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* 1: a complete object of s->pos bytes; 0: need more bytes; -1: malformed
+ * (the message is in *why). */
+static int scan(scan_state *s, const unsigned char *b, size_t n, const char **why)
+{
+    for (;;) {
+        while (s->depth > 0 && s->left[s->depth - 1] == 0)
+            s->depth--;
+        if (s->depth == 0)
+            return 1;
+        if (s->pos >= n)
+            return 0;
+        unsigned c = b[s->pos];
+        size_t h = 1, lenbytes = 0;
+        uint64_t payload = 0, count = 0;
+        int is_container = 0, count_mult = 1;
+        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+            h = 1;
+        } else if (c >= 0x80 && c <= 0x8f) {
+            is_container = 1, count = c & 15, count_mult = 2;
+        } else if (c >= 0x90 && c <= 0x9f) {
+            is_container = 1, count = c & 15;
+        } else if (c >= 0xa0 && c <= 0xbf) {
+            payload = c & 31;
+        } else {
+            switch (c) {
+            case 0xc4: case 0xd9: lenbytes = 1; break;
+            case 0xc5: case 0xda: lenbytes = 2; break;
+            case 0xc6: case 0xdb: lenbytes = 4; break;
+            case 0xc7: lenbytes = 1, h = 2; break;
+            case 0xc8: lenbytes = 2, h = 2; break;
+            case 0xc9: lenbytes = 4, h = 2; break;
+            case 0xca: h = 5; break;
+            case 0xcb: h = 9; break;
+            case 0xcc: case 0xd0: h = 2; break;
+            case 0xcd: case 0xd1: h = 3; break;
+            case 0xce: case 0xd2: h = 5; break;
+            case 0xcf: case 0xd3: h = 9; break;
+            case 0xd4: h = 3; break;
+            case 0xd5: h = 4; break;
+            case 0xd6: h = 6; break;
+            case 0xd7: h = 10; break;
+            case 0xd8: h = 18; break;
+            case 0xdc: is_container = 1, lenbytes = 2; break;
+            case 0xdd: is_container = 1, lenbytes = 4; break;
+            case 0xde: is_container = 1, lenbytes = 2, count_mult = 2; break;
+            case 0xdf: is_container = 1, lenbytes = 4, count_mult = 2; break;
+            default: *why = "malformed msgpack data"; return -1; /* 0xc1 */
+            }
+        }
+        if (lenbytes) {
+            if (s->pos + 1 + lenbytes > n)
+                return 0;
+            uint64_t v = be(b + s->pos + 1, (int)lenbytes);
+            h += lenbytes;
+            if (is_container)
+                count = v;
+            else
+                payload = v;
+        }
+        count *= (uint64_t)count_mult;
+        if (s->pos + h + payload > UC_REC_MAX || count > UC_REC_MAX) {
+            *why = "larger than the record size limit";
+            return -1;
+        }
+        if (s->pos + h + payload > n)
+            return 0;
+        s->pos += h + (size_t)payload;
+        s->left[s->depth - 1]--;
+        if (is_container && count > 0) {
+            if (s->depth == SCAN_DEPTH) {
+                *why = "nested too deeply";
+                return -1;
+            }
+            s->left[s->depth++] = count;
+        }
+    }
+}
+
+struct rec_reader {
+    int fd;            /* -1 for memory streams */
+    char *name;
+    unsigned char *buf;
+    size_t len, cap;   /* bytes held; the current message starts at 0 */
+    scan_state scan;
+    long count;        /* records returned so far */
+    int eof, failed;
+};
 
 static rec_reader *reader_new(int fd, const char *name)
 {
     rec_reader *r = uc_alloc(1, sizeof *r);
-    if (!msgpack_unpacker_init(&r->u, 1 << 16)) {
-        fprintf(stderr, "unclip: out of memory\n");
-        abort();
-    }
     r->fd = fd;
     r->name = uc_strdup(name);
+    scan_reset(&r->scan);
     return r;
+}
+
+static void reader_push(rec_reader *r, const void *data, size_t n)
+{
+    if (n == 0)
+        return;
+    if (r->len + n > r->cap) {
+        r->cap = UC_MAX(r->len + n, r->cap ? 2 * r->cap : (size_t)1 << 16);
+        r->buf = uc_xrealloc(r->buf, r->cap, 1);
+    }
+    mcpy(r->buf + r->len, data, n);
+    r->len += n;
 }
 
 rec_reader *rec_reader_new(int fd, const char *name) { return reader_new(fd, name); }
 
+rec_reader *rec_reader_new_prefixed(int fd, const char *name, const void *prefix, size_t n)
+{
+    rec_reader *r = reader_new(fd, name);
+    reader_push(r, prefix, n);
+    return r;
+}
+
 rec_reader *rec_reader_mem(const void *data, size_t n, const char *name)
 {
     rec_reader *r = reader_new(-1, name);
-    if (!msgpack_unpacker_reserve_buffer(&r->u, n)) {
-        fprintf(stderr, "unclip: out of memory\n");
-        abort();
-    }
-    memcpy(msgpack_unpacker_buffer(&r->u), data, n);
-    msgpack_unpacker_buffer_consumed(&r->u, n);
+    reader_push(r, data, n);
     r->eof = 1;
     return r;
 }
@@ -556,7 +683,7 @@ void rec_reader_free(rec_reader *r)
 {
     if (!r)
         return;
-    msgpack_unpacker_destroy(&r->u);
+    free(r->buf);
     free(r->name);
     uc_free(r);
 }
@@ -569,7 +696,8 @@ static int validate(rec *rc, rec_reader *r)
             return uc_err("%s: record %ld: a key is not a string", r->name, rc->number);
         for (int j = 0; j < i; j++)
             if (rc->kv[j].key.via.str.size == rc->kv[i].key.via.str.size &&
-                memcmp(rc->kv[j].key.via.str.ptr, rc->kv[i].key.via.str.ptr, rc->kv[i].key.via.str.size) == 0)
+                (rc->kv[i].key.via.str.size == 0 ||
+                 memcmp(rc->kv[j].key.via.str.ptr, rc->kv[i].key.via.str.ptr, rc->kv[i].key.via.str.size) == 0))
                 return uc_err("%s: record %ld field %.*s: duplicate key", r->name, rc->number,
                               (int)UC_MIN(rc->kv[i].key.via.str.size, 64u), rc->kv[i].key.via.str.ptr);
     }
@@ -584,78 +712,69 @@ static int validate(rec *rc, rec_reader *r)
     return 0;
 }
 
+static int fail(rec_reader *r, const char *why)
+{
+    r->failed = 1;
+    return uc_err("%s: record %ld: %s", r->name, r->count + 1, why);
+}
+
 int rec_read(rec_reader *r, rec **out)
 {
     *out = NULL;
     if (r->failed)
         return -1;
-    msgpack_unpacked res;
-    msgpack_unpacked_init(&res);
-    for (;;) {
-        msgpack_unpack_return ret = msgpack_unpacker_next(&r->u, &res);
-        if (ret == MSGPACK_UNPACK_SUCCESS) {
-            long num = ++r->count;
-            if (res.data.type != MSGPACK_OBJECT_MAP) {
-                msgpack_unpacked_destroy(&res);
-                r->failed = 1;
-                return uc_err("%s: record %ld: not a map", r->name, num);
-            }
-            rec *rc = uc_alloc(1, sizeof *rc);
-            rc->zone = msgpack_unpacked_release_zone(&res);
-            rc->number = num;
-            for (uint32_t i = 0; i < res.data.via.map.size; i++)
-                push(rc, res.data.via.map.ptr[i].key, res.data.via.map.ptr[i].val);
-            msgpack_unpacked_destroy(&res);
-            if (validate(rc, r)) {
-                rec_free(rc);
-                r->failed = 1;
-                return -1;
-            }
-            *out = rc;
-            return 1;
-        }
-        if (ret != MSGPACK_UNPACK_CONTINUE) {
-            msgpack_unpacked_destroy(&res);
-            r->failed = 1;
-            return uc_err("%s: record %ld: %s", r->name, r->count + 1,
-                          ret == MSGPACK_UNPACK_NOMEM_ERROR ? "too large to hold in memory"
-                                                            : "malformed msgpack data");
-        }
-        if (msgpack_unpacker_message_size(&r->u) > UC_REC_MAX) {
-            msgpack_unpacked_destroy(&res);
-            r->failed = 1;
-            return uc_err("%s: record %ld: larger than %zu MiB", r->name, r->count + 1, UC_REC_MAX >> 20);
-        }
+    const char *why = NULL;
+    int st;
+    while ((st = scan(&r->scan, r->buf, r->len, &why)) == 0) {
         if (r->eof) {
-            size_t pending = msgpack_unpacker_message_size(&r->u) - msgpack_unpacker_parsed_size(&r->u);
-            int partial = msgpack_unpacker_message_size(&r->u) > 0 || pending > 0;
-            msgpack_unpacked_destroy(&res);
-            if (partial) {
-                r->failed = 1;
-                return uc_err("%s: record %ld: stream ends inside the record (truncated)", r->name,
-                              r->count + 1);
-            }
-            return 0;
+            if (r->len == 0)
+                return 0;
+            return fail(r, "stream ends inside the record (truncated)");
         }
-        if (!msgpack_unpacker_reserve_buffer(&r->u, 1 << 16)) {
-            msgpack_unpacked_destroy(&res);
-            r->failed = 1;
-            return uc_err("%s: out of memory", r->name);
+        if (r->cap - r->len < ((size_t)1 << 16)) {
+            r->cap = r->cap ? 2 * r->cap : (size_t)1 << 16;
+            r->buf = uc_xrealloc(r->buf, r->cap, 1);
         }
         ssize_t got;
         do
-            got = read(r->fd, msgpack_unpacker_buffer(&r->u), msgpack_unpacker_buffer_capacity(&r->u));
+            got = read(r->fd, r->buf + r->len, r->cap - r->len);
         while (got < 0 && errno == EINTR);
-        if (got < 0) {
-            msgpack_unpacked_destroy(&res);
-            r->failed = 1;
-            return uc_err("%s: read error: %s", r->name, strerror(errno));
-        }
+        if (got < 0)
+            return fail(r, strerror(errno));
         if (got == 0)
             r->eof = 1;
-        else
-            msgpack_unpacker_buffer_consumed(&r->u, (size_t)got);
+        r->len += (size_t)got;
     }
+    if (st < 0)
+        return fail(r, why);
+    size_t msg = r->scan.pos, off = 0;
+    long num = ++r->count;
+    /* msgpack-c's objects point into the bytes they were parsed from: keep
+     * the message in the record's own zone. */
+    rec *rc = rec_empty();
+    rc->number = num;
+    char *bytes = zalloc(rc->zone, msg);
+    mcpy(bytes, r->buf, msg);
+    memmove(r->buf, r->buf + msg, r->len - msg);
+    r->len -= msg;
+    scan_reset(&r->scan);
+    msgpack_object obj;
+    msgpack_unpack_return ret = msgpack_unpack(bytes, msg, &off, rc->zone, &obj);
+    if (ret != MSGPACK_UNPACK_SUCCESS || off != msg || obj.type != MSGPACK_OBJECT_MAP) {
+        rec_free(rc);
+        r->count--;
+        return fail(r, obj.type != MSGPACK_OBJECT_MAP && ret == MSGPACK_UNPACK_SUCCESS ? "not a map"
+                                                                                         : "malformed msgpack data");
+    }
+    for (uint32_t i = 0; i < obj.via.map.size; i++)
+        push(rc, obj.via.map.ptr[i].key, obj.via.map.ptr[i].val);
+    if (validate(rc, r)) {
+        rec_free(rc);
+        r->failed = 1;
+        return -1;
+    }
+    *out = rc;
+    return 1;
 }
 
 /* ---- JSON rendering ---- */
@@ -730,7 +849,7 @@ static cJSON *json_of(const rec *r, const char *key, const msgpack_object *o, in
     case MSGPACK_OBJECT_FLOAT64: return isfinite(o->via.f64) ? cJSON_CreateNumber(o->via.f64) : cJSON_CreateNull();
     case MSGPACK_OBJECT_STR: {
         char *s = uc_alloc(o->via.str.size + 1, 1);
-        memcpy(s, o->via.str.ptr, o->via.str.size);
+        mcpy(s, o->via.str.ptr, o->via.str.size);
         cJSON *j = cJSON_CreateString(s);
         uc_free(s);
         return j;
@@ -777,20 +896,4 @@ int rec_dump_json(const rec *r, FILE *out, int full)
     int rc = fprintf(out, "%s\n", s) < 0 ? -1 : 0;
     free(s);
     return rc ? uc_err("write error: %s", strerror(errno)) : 0;
-}
-
-/* ---- a reader with bytes pushed back ---- */
-
-rec_reader *rec_reader_new_prefixed(int fd, const char *name, const void *prefix, size_t n)
-{
-    rec_reader *r = reader_new(fd, name);
-    if (n) {
-        if (!msgpack_unpacker_reserve_buffer(&r->u, n)) {
-            fprintf(stderr, "unclip: out of memory\n");
-            abort();
-        }
-        memcpy(msgpack_unpacker_buffer(&r->u), prefix, n);
-        msgpack_unpacker_buffer_consumed(&r->u, n);
-    }
-    return r;
 }

@@ -18,7 +18,7 @@
 #include "tensor.h"
 
 #define UC_REC_VERSION 1
-#define UC_REC_MAX ((size_t)512 << 20)
+#define UC_REC_MAX ((size_t)64 << 20)
 
 typedef struct rec rec;
 typedef struct rec_reader rec_reader;
