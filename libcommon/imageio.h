@@ -29,13 +29,22 @@ int uc_base64_decode(const char *s, unsigned char **out, size_t *n);
 /* The input of an image stage: a stream of PNGs (concatenated) or of
  * records, told apart by the first bytes. Yields one record per image. */
 typedef struct uc_image_reader uc_image_reader;
+/* The reader does not close fd. */
 uc_image_reader *uc_image_reader_open(int fd, const char *name);
-/* 1: *out holds a record (caller frees); 0: end; -1: error (uc_errmsg). */
+/* Open a file by name ("-" or NULL: stdin); the reader closes the file it
+ * opened. NULL (uc_errmsg set) when it cannot be opened. */
+uc_image_reader *uc_image_reader_open_path(const char *path);
+/* 1: *out holds a record (caller frees); 0: end; -1: error (uc_errmsg).
+ * Records of a record stream come as read (the caller checks their fields);
+ * a PNG gives uc_record_from_png's record. Each is numbered in stream order
+ * (rec_number), so messages name it. */
 int uc_image_reader_next(uc_image_reader *r, rec **out);
 void uc_image_reader_free(uc_image_reader *r);
 
-/* Image conversions: U8 [H,W,3] <-> F32 [3,H,W] in [-1,1] (x/127.5 - 1;
- * back with round((x+1)*127.5) clamped, as Karlo's final image). */
+/* Image conversions: U8 [H,W,3] <-> F32 [3,H,W] in [-1,1]. Forward:
+ * x / 127.5 - 1. Back as Karlo's samplers and example.py turn the final
+ * sample into pixels: clamp(x * 0.5 + 0.5, 0, 1) * 255, truncated to an
+ * integer (float arithmetic; NaN gives 0). */
 void uc_image_u8_to_f32(const unsigned char *px, int h, int w, float *out);
 void uc_image_f32_to_u8(const float *x, int h, int w, unsigned char *px);
 
