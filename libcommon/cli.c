@@ -204,16 +204,19 @@ void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total
 
 FILE *uc_out_open(const uc_cli *c, const char *path)
 {
-    if (ntmp >= MAX_TMP)
-        uc_die(c, UC_EXIT_DATA, "too many open outputs");
-    int i = ntmp;
+    int i = 0;
+    while (i < ntmp && (tmp_paths[i][0] || tmp_files[i])) /* reuse committed slots */
+        i++;
+    if (i == MAX_TMP)
+        uc_die(c, UC_EXIT_DATA, "too many outputs open at once");
     snprintf(final_paths[i], PATH_MAX, "%s", path);
     snprintf(tmp_paths[i], PATH_MAX, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp_paths[i], "wb");
     if (!f)
         uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
     tmp_files[i] = f;
-    ntmp = i + 1;
+    if (i == ntmp)
+        ntmp = i + 1;
     return f;
 }
 
