@@ -22,10 +22,23 @@ int uc_threads_init(int n)
 
 int uc_threads(void) { return nthreads; }
 
+/* Products below this many multiply-adds run on one thread: splitting them
+ * costs more in synchronisation than it saves (and on a busy machine far
+ * more). */
+#define UC_GEMM_SERIAL_FLOPS 4194304.0
+
+static void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t rsa, int64_t csa,
+                  const float *B, int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
+{
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads((double)M * (double)N * (double)K < UC_GEMM_SERIAL_FLOPS ? 1 : nthreads, &rntm);
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, M, N, K, &alpha, (float *)A, rsa, csa, (float *)B, rsb,
+                 csb, &beta, C, ldc, 1, NULL, &rntm);
+}
+
 void uc_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa, const float *B,
              int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
 {
-    float one = 1.0f;
     if (M == 0 || N == 0)
         return;
     if (K == 0) {
@@ -34,8 +47,7 @@ void uc_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64
                 C[i * ldc + j] *= beta;
         return;
     }
-    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, M, N, K, &one, (float *)A, rsa, csa, (float *)B, rsb, csb,
-              &beta, C, ldc, 1);
+    sgemm(M, N, K, 1.0f, A, rsa, csa, B, rsb, csb, beta, C, ldc);
 }
 
 void uc_linear(float *out, const float *in, const float *W, const float *b, int64_t M, int64_t K, int64_t N)
@@ -124,13 +136,9 @@ void uc_attention_head(float *out, int64_t ldo, const float *q, int64_t ldq, con
     if (bias)
         memcpy(scores, bias, (size_t)(Tq * Tk) * sizeof *scores);
     /* scores = scale * q k^T (+ bias) */
-    float one = 1.0f, beta = bias ? 1.0f : 0.0f;
-    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, Tq, Tk, dh, &scale, (float *)q, ldq, 1, (float *)k, 1, ldk,
-              &beta, scores, Tk, 1);
+    sgemm(Tq, Tk, dh, scale, q, ldq, 1, k, 1, ldk, bias ? 1.0f : 0.0f, scores, Tk);
     uc_softmax_rows(scores, Tq, Tk);
-    float zero = 0.0f;
-    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, Tq, dh, Tk, &one, scores, Tk, 1, (float *)v, ldv, 1, &zero,
-              out, ldo, 1);
+    sgemm(Tq, dh, Tk, 1.0f, scores, Tk, 1, v, ldv, 1, 0.0f, out, ldo);
 }
 
 void uc_timestep_embedding(float *out, double t, int64_t dim)

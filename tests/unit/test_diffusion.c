@@ -1,0 +1,254 @@
+/* test_diffusion.c - schedules, respacing, p_mean_variance and the
+ * sampling loop (the numbers against upstream live in the golden cases;
+ * these check the properties and the edge cases). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../libcommon/common.h"
+#include "../../libcommon/diffusion.h"
+
+static int64_t ts[100000];
+
+static int space(int base, const char *spec)
+{
+    int n = -1;
+    if (uc_space_timesteps(base, spec, ts, &n))
+        return -1;
+    return n;
+}
+
+static void test_respacing(void **state)
+{
+    (void)state;
+    assert_int_equal(space(1000, "7"), 7);
+    const int64_t seven[] = {0, 166, 333, 500, 666, 832, 999}; /* round half to even */
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(ts[i], seven[i]);
+
+    assert_int_equal(space(1000, ""), 1000);
+    assert_int_equal(ts[999], 999);
+    assert_int_equal(space(1000, "25"), 25);
+    assert_int_equal(ts[0], 0);
+    assert_int_equal(ts[24], 999);
+
+    assert_int_equal(space(1000, "ddim25"), 25); /* stride 40 */
+    for (int i = 0; i < 25; i++)
+        assert_int_equal(ts[i], 40 * i);
+    assert_int_equal(space(1000, "ddim7"), 7); /* smallest stride: 143 */
+    assert_int_equal(ts[1], 143);
+
+    assert_int_equal(space(1000, "10,10,3,2,2"), 27);
+    assert_int_equal(ts[26], 999);
+    assert_int_equal(space(1000, "fast27"), 27);
+    assert_int_equal(ts[26], 997); /* Karlo moves the noisiest step */
+    assert_int_equal(ts[0], 0);
+
+    /* sections of unequal size: the first (extra) ones are one longer */
+    assert_int_equal(space(1001, "2,2"), 4);
+    assert_int_equal(ts[1], 500);
+    assert_int_equal(ts[2], 501);
+    assert_int_equal(ts[3], 1000);
+
+    /* errors */
+    const char *bad[] = {"abc", "5,", ",5", "1001", "1", "0", "ddim", "ddim0", "ddim1", "ddimx", "fast50",
+                         "-3", "2,,2", " 5", "5 ", "ddim999"};
+    for (size_t i = 0; i < UC_COUNT(bad); i++) {
+        if (space(1000, bad[i]) != -1)
+            fail_msg("respacing \"%s\" accepted", bad[i]);
+        assert_true(strlen(uc_errmsg()) > 0);
+    }
+}
+
+static void test_schedules(void **state)
+{
+    (void)state;
+    double b[1000];
+    assert_int_equal(uc_beta_schedule("squaredcos_cap_v2", 1000, b), 0);
+    for (int i = 0; i < 999; i++) {
+        assert_true(b[i] > 0 && b[i] <= 0.999);
+        assert_true(b[i] <= b[i + 1]);
+    }
+    assert_true(b[999] == 0.999); /* capped */
+    assert_int_equal(uc_beta_schedule("linear", 1000, b), 0);
+    assert_true(fabs(b[0] - 1e-4) < 1e-15 && b[999] == 0.02);
+    assert_int_equal(uc_beta_schedule("linear", 500, b), 0); /* scaled by 1000 / n */
+    assert_true(fabs(b[0] - 2e-4) < 1e-15 && b[499] == 0.04);
+    assert_int_equal(uc_beta_schedule("cosine", 1000, b), -1);
+    assert_non_null(strstr(uc_errmsg(), "cosine"));
+}
+
+static void test_respaced_process(void **state)
+{
+    (void)state;
+    uc_diffusion full, d;
+    assert_int_equal(uc_diffusion_init(&full, "squaredcos_cap_v2", 1000, "", UC_MEAN_EPSILON, UC_VAR_FIXED_SMALL), 0);
+    assert_int_equal(uc_diffusion_init(&d, "squaredcos_cap_v2", 1000, "10,10,3,2,2", UC_MEAN_EPSILON,
+                                       UC_VAR_FIXED_SMALL),
+                     0);
+    assert_int_equal(d.steps, 27);
+    for (int t = 0; t < d.steps; t++) {
+        /* the respaced chain keeps the base process's alpha-bar at its steps */
+        double want = full.alphas_cumprod[d.timestep_map[t]];
+        assert_true(fabs(d.alphas_cumprod[t] - want) <= 1e-12 * want + 1e-15);
+        assert_true(d.alphas_cumprod_prev[t] == (t ? d.alphas_cumprod[t - 1] : 1.0));
+        assert_true(d.posterior_log_variance_clipped[t] == log(d.posterior_variance[t ? t : 1]));
+    }
+    uc_diffusion_free(&full);
+    uc_diffusion_free(&d);
+}
+
+static void test_from_config(void **state)
+{
+    (void)state;
+    cJSON *j = cJSON_Parse("{\"steps\":1000,\"noise_schedule\":\"squaredcos_cap_v2\",\"learn_sigma\":true,"
+                           "\"sigma_small\":false,\"predict_xstart\":false,\"timestep_respacing\":\"\"}");
+    uc_diffusion d;
+    assert_int_equal(uc_diffusion_from_config(&d, j, "50"), 0);
+    assert_int_equal(d.steps, 50);
+    assert_int_equal(d.mean_type, UC_MEAN_EPSILON);
+    assert_int_equal(d.var_type, UC_VAR_LEARNED_RANGE);
+    uc_diffusion_free(&d);
+    assert_int_equal(uc_diffusion_from_config(&d, j, NULL), 0); /* the section's "": all steps */
+    assert_int_equal(d.steps, 1000);
+    uc_diffusion_free(&d);
+    cJSON_ReplaceItemInObject(j, "steps", cJSON_CreateString("many"));
+    assert_int_equal(uc_diffusion_from_config(&d, j, NULL), -1);
+    assert_non_null(strstr(uc_errmsg(), "steps"));
+    cJSON_Delete(j);
+
+    assert_int_equal(uc_sampler_for_respacing("ddim25"), UC_SAMPLER_DDIM);
+    assert_int_equal(uc_sampler_for_respacing("fast27"), UC_SAMPLER_DDIM);
+    assert_int_equal(uc_sampler_for_respacing("25"), UC_SAMPLER_DDPM);
+}
+
+static void test_p_mean_variance(void **state)
+{
+    (void)state;
+    uc_diffusion d;
+    assert_int_equal(uc_diffusion_init(&d, "squaredcos_cap_v2", 1000, "25", UC_MEAN_START_X, UC_VAR_FIXED_SMALL), 0);
+    enum { N = 2, C = 3 };
+    int64_t t[N] = {24, 5};
+    float x[N * C] = {0.5f, -1, 2, 0, 0.25f, -3}, mo[N * C] = {20, -20, 0.5f, 1, -1, 3};
+    float mean[N * C], var[N * C], lv[N * C], x0[N * C], qm[N * C];
+    uc_denoise dn = {.clamp = 10};
+    assert_int_equal(uc_p_mean_variance(&d, N, C, 1, t, x, mo, &dn, mean, var, lv, x0), 0);
+    assert_true(x0[0] == 10 && x0[1] == -10 && x0[2] == 0.5f); /* clamp(-10, 10) */
+    uc_q_posterior(&d, N, C, t, x0, x, qm, NULL, NULL);
+    for (int i = 0; i < N * C; i++) {
+        assert_true(mean[i] == qm[i]);
+        assert_true(var[i] == (float)d.posterior_variance[t[i / C]]);
+        assert_true(lv[i] == (float)d.posterior_log_variance_clipped[t[i / C]]);
+    }
+    uc_denoise clip = {.clip_denoised = 1};
+    assert_int_equal(uc_p_mean_variance(&d, N, C, 1, t, x, mo, &clip, mean, NULL, lv, x0), 0);
+    assert_true(x0[0] == 1 && x0[1] == -1 && x0[5] == 1);
+    int64_t bad[N] = {25, 0};
+    assert_int_equal(uc_p_mean_variance(&d, N, C, 1, bad, x, mo, &dn, mean, NULL, lv, x0), -1);
+    uc_diffusion_free(&d);
+
+    /* eps prediction inverts q_sample; learned range spans [posterior, beta] */
+    assert_int_equal(
+        uc_diffusion_init(&d, "squaredcos_cap_v2", 1000, "50", UC_MEAN_EPSILON, UC_VAR_LEARNED_RANGE), 0);
+    int64_t tt[1] = {30};
+    double a = d.alphas_cumprod[30];
+    float xs[2] = {0.3f, -0.7f}, eps[2] = {1.5f, -0.25f}, xt[2];
+    for (int i = 0; i < 2; i++)
+        xt[i] = (float)(sqrt(a) * xs[i] + sqrt(1 - a) * eps[i]);
+    float out[4] = {eps[0], eps[1], -1, 1}; /* channels: eps (1 x 2 spatial), then v */
+    float m2[2], l2[2], p2[2];
+    assert_int_equal(uc_p_mean_variance(&d, 1, 1, 2, tt, xt, out, NULL, m2, NULL, l2, p2), 0);
+    assert_true(fabsf(p2[0] - xs[0]) < 1e-5f && fabsf(p2[1] - xs[1]) < 1e-5f);
+    assert_true(l2[0] == (float)d.posterior_log_variance_clipped[30]);
+    assert_true(fabsf(l2[1] - (float)log(d.betas[30])) < 1e-6f);
+    uc_diffusion_free(&d);
+}
+
+/* A model that always predicts x_0 = 0.25 (or its eps); counts noise draws. */
+typedef struct {
+    const uc_diffusion *d;
+    int draws, steps_seen, bad;
+    int64_t last_t;
+} loop_ctx;
+
+static int const_model(void *ctx, const uc_step *s, const float *x, float *out)
+{
+    loop_ctx *c = ctx;
+    (void)x;
+    if (s->t != s->count - 1 - s->index || s->t_model != c->d->timestep_map[s->t])
+        c->bad = 1;
+    for (int i = 0; i < 6; i++)
+        out[i] = 0.25f;
+    return 0;
+}
+
+static int count_noise(void *ctx, int draw, float *out, int64_t n)
+{
+    loop_ctx *c = ctx;
+    if (draw != c->draws++ || n != 6)
+        c->bad = 1;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)((i * 7 + draw * 3) % 5) - 2.0f;
+    return 0;
+}
+
+static int trace(void *ctx, const uc_step *s, const float *x_in, const float *sample, const float *pred)
+{
+    loop_ctx *c = ctx;
+    (void)x_in, (void)sample;
+    c->steps_seen++;
+    c->last_t = s->t;
+    if (pred[0] != 0.25f)
+        c->bad = 1;
+    return 0;
+}
+
+static int failing_model(void *ctx, const uc_step *s, const float *x, float *out)
+{
+    (void)ctx, (void)x, (void)out;
+    return s->index == 2 ? uc_err("boom") : 0;
+}
+
+static void test_sample_loop(void **state)
+{
+    (void)state;
+    uc_diffusion d;
+    assert_int_equal(uc_diffusion_init(&d, "squaredcos_cap_v2", 1000, "ddim10", UC_MEAN_START_X, UC_VAR_FIXED_SMALL),
+                     0);
+    for (int s = 0; s < 2; s++) {
+        loop_ctx c = {.d = &d};
+        uc_sample_opts o = {.n = 2, .channels = 3, .spatial = 1, .sampler = s ? UC_SAMPLER_DDIM : UC_SAMPLER_DDPM,
+                            .model = const_model, .model_ctx = &c, .noise = count_noise, .noise_ctx = &c,
+                            .trace = trace, .trace_ctx = &c};
+        float x[6];
+        assert_int_equal(uc_diffusion_sample(&d, &o, x), 0);
+        assert_int_equal(c.bad, 0);
+        assert_int_equal(c.draws, d.steps + 1); /* x_T and one per step, also at t = 0 */
+        assert_int_equal(c.steps_seen, d.steps);
+        assert_int_equal(c.last_t, 0);
+        for (int i = 0; i < 6; i++) /* the last step returns x_0 itself */
+            assert_true(fabsf(x[i] - 0.25f) < 1e-6f);
+    }
+    loop_ctx c = {.d = &d};
+    uc_sample_opts o = {.n = 2, .channels = 3, .spatial = 1, .model = failing_model, .noise = count_noise,
+                        .noise_ctx = &c};
+    float x[6];
+    assert_int_equal(uc_diffusion_sample(&d, &o, x), -1);
+    assert_non_null(strstr(uc_errmsg(), "step 3 of 10"));
+    assert_non_null(strstr(uc_errmsg(), "boom"));
+    uc_diffusion_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_respacing),       cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_respaced_process), cmocka_unit_test(test_from_config),
+        cmocka_unit_test(test_p_mean_variance), cmocka_unit_test(test_sample_loop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
