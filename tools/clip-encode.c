@@ -1,0 +1,436 @@
+/* clip-encode - prompts (or images) to CLIP records: tokens, token mask,
+ * pooled text embedding and token sequence, with the unconditional
+ * (negative) prompt's encoding alongside for classifier-free guidance. */
+#define _POSIX_C_SOURCE 200809L /* getline */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../formats/png.h"
+#include "../formats/record.h"
+#include "../libcommon/bpe.h"
+#include "../libcommon/cli.h"
+#include "../libcommon/clip.h"
+#include "../libcommon/common.h"
+
+static const char usage[] =
+    "Usage: clip-encode [OPTION]... [PROMPT]...\n"
+    "  or:  clip-encode [OPTION]... --image FILE...\n"
+    "Encode prompts with CLIP's text encoder: one record per prompt on standard\n"
+    "output with prompt, tokens, token_mask, text_emb, text_seq and uncond (the\n"
+    "same fields for the negative prompt, for classifier-free guidance).\n"
+    "With no PROMPT, prompts are read from standard input, one per line (empty\n"
+    "lines are skipped; give \"\" as an argument for the empty prompt).\n"
+    "\n"
+    "  -n, --negative TEXT  prompt of the unconditional branch (default \"\")\n"
+    "  -i, --image          the arguments are PNG files (- for standard input):\n"
+    "                       one record per image with image_emb and source, the\n"
+    "                       empty prompt's text fields and uncond (for variations)\n"
+    "      --seq-f16        store text_seq as F16 instead of F32\n"
+    "  -m, --model FILE     CLIP model (safetensors, OpenAI or Hugging Face key\n"
+    "                       names, or a Hugging Face model directory); default:\n"
+    "                       clip.safetensors in $UNCLIP_MODELS or the models\n"
+    "                       directory\n"
+    "  -t, --threads N      threads (default: all cores)\n"
+    "  -s, --seed N         accepted for uniformity; nothing random is drawn\n"
+    "  -q, --quiet          no messages but errors (no truncation warnings)\n"
+    "  -v, --verbose        more messages\n"
+    "  -h, --help           this help\n"
+    "  -V, --version        version\n"
+    "\n"
+    "Prompts longer than the context (77 tokens for OpenAI CLIP) are truncated\n"
+    "as clip.tokenize(truncate=True) does, with a warning. Prompts must be\n"
+    "UTF-8. The tokenizer is the model's own (unclip.tokenizer.merges) or\n"
+    "bpe_simple_vocab_16e6.txt.gz ($UNCLIP_VOCAB).\n"
+    "Exit status: 0 ok, 1 data error, 2 usage error.\n";
+
+enum { OPT_SEQ_F16 = 256 };
+#define BATCH 8 /* text rows per forward */
+
+typedef struct {
+    uc_cli *cli;
+    clip_model *m;
+    uc_bpe *bpe;
+    int ctx, W, D;
+    int seq_f16;
+    const char *model_id;
+    char checksum[64];
+} encoder;
+
+/* One encoded text: the fields of a record or of its uncond map. */
+typedef struct {
+    const char *prompt;
+    int32_t *tokens;  /* [ctx] */
+    uint8_t *mask;    /* [ctx] */
+    float *emb;       /* [D] */
+    float *seq;       /* [ctx, W] */
+} text_enc;
+
+static void text_alloc(const encoder *e, text_enc *t, int n)
+{
+    t->tokens = uc_alloc((size_t)n * (size_t)e->ctx, sizeof *t->tokens);
+    t->mask = uc_alloc((size_t)n * (size_t)e->ctx, 1);
+    t->emb = uc_alloc((size_t)n * (size_t)e->D, sizeof *t->emb);
+    t->seq = uc_alloc((size_t)n * (size_t)e->ctx * (size_t)e->W, sizeof *t->seq);
+}
+
+static void text_free(text_enc *t)
+{
+    uc_free(t->tokens);
+    uc_free(t->mask);
+    uc_free(t->emb);
+    uc_free(t->seq);
+}
+
+/* Row i of a batch as a text_enc view. */
+static text_enc text_row(const encoder *e, const text_enc *b, int i, const char *prompt)
+{
+    size_t c = (size_t)e->ctx;
+    return (text_enc){prompt, b->tokens + (size_t)i * c, b->mask + (size_t)i * c, b->emb + (size_t)i * (size_t)e->D,
+                      b->seq + (size_t)i * c * (size_t)e->W};
+}
+
+/* Tokenize prompts[n] and encode them in one forward into b (allocated for
+ * n rows); labels name them in messages; truncated[n] (or NULL) says which
+ * did not fit. */
+static void encode_texts(const encoder *e, const char *const *prompts, const char *const *labels, int n,
+                         text_enc *b, int *truncated)
+{
+    int32_t *ids = uc_alloc((size_t)e->ctx, sizeof *ids);
+    for (int i = 0; i < n; i++) {
+        int k = uc_bpe_encode(e->bpe, prompts[i], ids, e->ctx);
+        if (k < 0)
+            uc_die(e->cli, UC_EXIT_DATA, "%s: not valid UTF-8", labels[i]);
+        if (truncated)
+            truncated[i] = k + 2 > e->ctx;
+        if (k + 2 > e->ctx && e->cli->verbose >= 0)
+            uc_warn(e->cli, "%s: %d tokens, truncated to the context of %d", labels[i], k + 2, e->ctx);
+        if (uc_tokenize(e->bpe, prompts[i], e->ctx, 1, b->tokens + (size_t)i * (size_t)e->ctx,
+                        b->mask + (size_t)i * (size_t)e->ctx))
+            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg());
+    }
+    uc_free(ids);
+    if (clip_encode_text(e->m, b->tokens, n, b->seq, b->emb))
+        uc_die_err(e->cli);
+}
+
+static void set_text_fields(const encoder *e, rec *r, const text_enc *t)
+{
+    int64_t ctx = e->ctx, W = e->W, D = e->D;
+    rec_set_str(r, "prompt", t->prompt);
+    rec_set_tensor(r, "tokens", UC_I32, 1, &ctx, t->tokens);
+    rec_set_tensor(r, "token_mask", UC_U8, 1, &ctx, t->mask);
+    rec_set_tensor(r, "text_emb", UC_F32, 1, &D, t->emb);
+    int64_t shape[2] = {ctx, W};
+    if (e->seq_f16) {
+        size_t n = (size_t)(ctx * W);
+        uint16_t *h = uc_alloc(n, sizeof *h);
+        for (size_t i = 0; i < n; i++)
+            h[i] = uc_f32_to_f16(t->seq[i]);
+        rec_set_tensor(r, "text_seq", UC_F16, 2, shape, h);
+        uc_free(h);
+    } else {
+        rec_set_tensor(r, "text_seq", UC_F32, 2, shape, t->seq);
+    }
+}
+
+static rec *new_map(void)
+{
+    rec *m = rec_new();
+    rec_del(m, "version");
+    return m;
+}
+
+/* One output record: text fields (t), negative_prompt and uncond (unc),
+ * image_emb and source (image records), params, models, history. */
+static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const float *image_emb,
+                 const char *source, int truncated)
+{
+    rec *r = rec_new();
+    if (t)
+        set_text_fields(e, r, t);
+    if (unc && unc->prompt[0])
+        rec_set_str(r, "negative_prompt", unc->prompt);
+    if (unc) {
+        rec *u = new_map();
+        set_text_fields(e, u, unc);
+        rec_set_map(r, "uncond", u);
+        rec_free(u);
+    }
+    if (image_emb) {
+        int64_t D = e->D;
+        rec_set_tensor(r, "image_emb", UC_F32, 1, &D, image_emb);
+        rec_set_str(r, "source", source);
+    }
+    rec *p = new_map();
+    if (unc)
+        rec_set_str(p, "negative_prompt", unc->prompt);
+    if (t) {
+        rec_set_str(p, "text_seq_dtype", e->seq_f16 ? "F16" : "F32");
+        rec_set_u64(p, "truncated", (uint64_t)truncated);
+    }
+    rec_set_stage(r, "params", "clip", p);
+    rec_free(p);
+    rec *mo = new_map();
+    rec_set_str(mo, "id", e->model_id);
+    rec_set_str(mo, "checksum", e->checksum);
+    rec_set_stage(r, "models", "clip", mo);
+    rec_free(mo);
+    rec_history_add(r, e->cli->tool, e->cli->argc, e->cli->argv);
+    if (rec_write(r, stdout))
+        uc_die_err(e->cli);
+    rec_free(r);
+}
+
+/* The checksum shown in models.clip: unclip.checksum, else FNV-1a 64 of the
+ * file's safetensors header (its length and JSON). */
+static void model_checksum(const uc_cli *c, st_file *f, char *out, size_t n)
+{
+    const char *meta = st_meta(f, "unclip.checksum");
+    if (meta) {
+        snprintf(out, n, "%s", meta);
+        return;
+    }
+    FILE *fp = fopen(st_path(f), "rb");
+    unsigned char len8[8];
+    if (!fp || fread(len8, 1, 8, fp) != 8)
+        uc_die(c, UC_EXIT_DATA, "%s: cannot read its header", st_path(f));
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--)
+        hl = hl << 8 | len8[i];
+    if (hl > ST_HEADER_MAX)
+        uc_die(c, UC_EXIT_DATA, "%s: header too large", st_path(f));
+    char *hdr = uc_alloc((size_t)hl + 1, 1);
+    if (fread(hdr, 1, (size_t)hl, fp) != (size_t)hl)
+        uc_die(c, UC_EXIT_DATA, "%s: cannot read its header", st_path(f));
+    fclose(fp);
+    uint64_t h = uc_fnv1a(hdr, (size_t)hl, uc_fnv1a(len8, 8, UC_FNV_INIT));
+    uc_free(hdr);
+    snprintf(out, n, "fnv1a64:%016" PRIx64, h);
+}
+
+/* The model's tokenizer (unclip.tokenizer.merges) or the default
+ * vocabulary file. NULL and uc_err when there is none or it does not fit
+ * the model. */
+static uc_bpe *load_tokenizer(const clip_model *m)
+{
+    const char *merges = st_meta(m->file, "unclip.tokenizer.merges");
+    uc_bpe *b;
+    if (merges) {
+        if (!(b = uc_bpe_load_text(merges, strlen(merges), -1))) {
+            uc_err_prefix("%s: unclip.tokenizer.merges", st_path(m->file));
+            return NULL;
+        }
+    } else {
+        const char *path = uc_bpe_default_path();
+        if (!path) {
+            uc_err("no BPE vocabulary: set UNCLIP_VOCAB to the path of bpe_simple_vocab_16e6.txt.gz");
+            return NULL;
+        }
+        if (!(b = uc_bpe_load_gz(path))) {
+            uc_err_prefix("BPE vocabulary (UNCLIP_VOCAB)");
+            return NULL;
+        }
+    }
+    if (uc_bpe_vocab_size(b) > m->vocab_size) {
+        uc_err("the tokenizer has %d ids but the model's vocabulary only %d", uc_bpe_vocab_size(b), m->vocab_size);
+        uc_bpe_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* Encode and write a batch of prompts; the first call also encodes the
+ * negative prompt (in the same forward) into *unc. */
+static void run_batch(const encoder *e, char **prompts, char **labels, int n, const char *negative, text_enc *unc,
+                      int *have_unc)
+{
+    const char *p[BATCH + 1], *l[BATCH + 1];
+    int rows = 0;
+    for (int i = 0; i < n; i++, rows++) {
+        p[rows] = prompts[i];
+        l[rows] = labels[i];
+    }
+    if (!*have_unc) {
+        p[rows] = negative;
+        l[rows++] = "negative prompt";
+    }
+    text_enc b;
+    int truncated[BATCH + 1];
+    text_alloc(e, &b, rows);
+    encode_texts(e, p, l, rows, &b, truncated);
+    if (!*have_unc) {
+        text_enc u = text_row(e, &b, rows - 1, negative);
+        memcpy(unc->tokens, u.tokens, (size_t)e->ctx * sizeof *u.tokens);
+        memcpy(unc->mask, u.mask, (size_t)e->ctx);
+        memcpy(unc->emb, u.emb, (size_t)e->D * sizeof *u.emb);
+        memcpy(unc->seq, u.seq, (size_t)e->ctx * (size_t)e->W * sizeof *u.seq);
+        unc->prompt = negative;
+        *have_unc = 1;
+    }
+    for (int i = 0; i < n; i++) {
+        text_enc t = text_row(e, &b, i, prompts[i]);
+        emit(e, &t, unc, NULL, NULL, truncated[i]);
+    }
+    text_free(&b);
+}
+
+static void encode_prompts(encoder *e, int nargs, char **args, const char *negative)
+{
+    text_enc unc;
+    int have_unc = 0;
+    text_alloc(e, &unc, 1);
+    char *prompts[BATCH], *labels[BATCH];
+    int n = 0;
+    if (nargs > 0) {
+        for (int i = 0; i < nargs; i++) {
+            labels[n] = uc_alloc(32, 1);
+            snprintf(labels[n], 32, "prompt %d", i + 1);
+            prompts[n++] = args[i];
+            if (n == BATCH || i == nargs - 1) {
+                run_batch(e, prompts, labels, n, negative, &unc, &have_unc);
+                for (int k = 0; k < n; k++)
+                    uc_free(labels[k]);
+                n = 0;
+            }
+        }
+    } else {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        long lineno = 0;
+        for (;;) {
+            len = getline(&line, &cap, stdin);
+            if (len >= 0) {
+                lineno++;
+                if ((size_t)len != strlen(line))
+                    uc_die(e->cli, UC_EXIT_DATA, "stdin line %ld: contains a NUL byte", lineno);
+                while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                    line[--len] = 0;
+                if (len == 0)
+                    continue;
+                labels[n] = uc_alloc(48, 1);
+                snprintf(labels[n], 48, "stdin line %ld", lineno);
+                prompts[n++] = uc_strdup(line);
+            } else if (ferror(stdin)) {
+                uc_die(e->cli, UC_EXIT_DATA, "stdin: read error");
+            }
+            if (n == BATCH || (len < 0 && n > 0)) {
+                run_batch(e, prompts, labels, n, negative, &unc, &have_unc);
+                for (int k = 0; k < n; k++) {
+                    uc_free(labels[k]);
+                    uc_free(prompts[k]);
+                }
+                n = 0;
+            }
+            if (len < 0)
+                break;
+        }
+        free(line);
+    }
+    text_free(&unc);
+}
+
+static void encode_images(encoder *e, int n, char **files, const char *negative)
+{
+    const clip_model *m = e->m;
+    if (!m->has_vision)
+        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", st_path(m->file));
+    /* The empty prompt's text fields and the negative prompt's, once. */
+    text_enc b = {0}, cond = {0}, unc = {0};
+    if (e->bpe) {
+        const char *p[2] = {"", negative}, *l[2] = {"empty prompt", "negative prompt"};
+        int rows = negative[0] ? 2 : 1;
+        text_alloc(e, &b, rows);
+        encode_texts(e, p, l, rows, &b, NULL);
+        cond = text_row(e, &b, 0, "");
+        unc = text_row(e, &b, rows - 1, negative);
+    } else if (!m->has_text) {
+        uc_info(e->cli, "the model has no text tower: records carry image_emb only");
+    }
+    int R = m->image_resolution;
+    float *px = uc_alloc((size_t)3 * (size_t)R * (size_t)R, sizeof *px), *emb = uc_alloc((size_t)e->D, sizeof *emb);
+    for (int i = 0; i < n; i++) {
+        uc_image img;
+        int rc;
+        if (strcmp(files[i], "-") == 0)
+            rc = uc_png_read(stdin, "stdin", 0, 1, &img);
+        else
+            rc = uc_png_read_file(files[i], 1, &img);
+        if (rc)
+            uc_die_err(e->cli);
+        if (clip_preprocess(&img, R, NULL, NULL, px))
+            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", files[i], uc_errmsg());
+        uc_image_free(&img);
+        if (clip_encode_image(m, px, 1, emb, NULL, NULL))
+            uc_die_err(e->cli);
+        emit(e, e->bpe ? &cond : NULL, e->bpe ? &unc : NULL, emb, files[i], 0);
+        uc_progress(e->cli, "images", i + 1, n);
+    }
+    uc_free(px);
+    uc_free(emb);
+    if (e->bpe)
+        text_free(&b);
+}
+
+int main(int argc, char **argv)
+{
+    uc_cli c;
+    uc_cli_init(&c, "clip-encode", usage, argc, argv);
+    static const struct option longopts[] = {
+        UC_CLI_LONGOPTS,
+        {"negative", 1, 0, 'n'},
+        {"image", 0, 0, 'i'},
+        {"seq-f16", 0, 0, OPT_SEQ_F16},
+        {0, 0, 0, 0},
+    };
+    const char *negative = "";
+    int images = 0, seq_f16 = 0, opt;
+    while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "n:i", longopts, NULL)) != -1) {
+        if (uc_cli_common(&c, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'n': negative = optarg; break;
+        case 'i': images = 1; break;
+        case OPT_SEQ_F16: seq_f16 = 1; break;
+        default: uc_die(&c, UC_EXIT_USAGE, "bad option");
+        }
+    }
+    if (images && optind == argc)
+        uc_die(&c, UC_EXIT_USAGE, "--image needs at least one FILE");
+    uc_cli_ready(&c);
+
+    const char *path = uc_model_path(&c, "clip");
+    clip_model *m = clip_open(path);
+    if (!m)
+        uc_die_err(&c);
+    if (!images && !m->has_text)
+        uc_die(&c, UC_EXIT_DATA, "%s: this CLIP model has no text tower", path);
+    encoder e = {.cli = &c, .m = m, .ctx = m->context_length, .W = m->transformer_width, .D = m->embed_dim,
+                 .seq_f16 = seq_f16};
+    const char *id = st_meta(m->file, "unclip.model_id");
+    if (!id) {
+        const char *slash = strrchr(path, '/');
+        id = slash && slash[1] ? slash + 1 : path;
+    }
+    e.model_id = id;
+    model_checksum(&c, m->file, e.checksum, sizeof e.checksum);
+    if (m->has_text && !(e.bpe = load_tokenizer(m))) {
+        if (!images)
+            uc_die_err(&c);
+        uc_warn(&c, "records get image_emb only (no text fields): %s", uc_errmsg());
+    }
+    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", path, m->has_text ? "yes" : "no",
+            m->has_vision ? "yes" : "no", m->embed_dim);
+
+    if (images)
+        encode_images(&e, argc - optind, argv + optind, negative);
+    else
+        encode_prompts(&e, argc - optind, argv + optind, negative);
+    uc_stdout_check(&c);
+    uc_bpe_free(e.bpe);
+    clip_free(m);
+    return UC_EXIT_OK;
+}
