@@ -96,8 +96,8 @@ shell: all $(BUILD)/tests/mkmodel
 	@set -e; for t in tests/shell/*.sh; do echo "== $$t"; \
 	  BIN=$(BIN) MKMODEL=$(BUILD)/tests/mkmodel TMPROOT=$(BUILD)/tmp sh $$t; done
 
-check: all unit golden shell
-	@echo "make check: all suites passed"
+check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
+	@BUILD=$(BUILD) BIN=$(BIN) sh tests/check.sh
 
 bench: $(BIN)/unclip-bench
 	$(BIN)/unclip-bench
