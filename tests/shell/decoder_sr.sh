@@ -1,0 +1,77 @@
+#!/bin/sh
+# decoder-diffuse and upsample in real pipelines with small test models:
+# PNG and record outputs, provenance through PNGs, determinism, -o files,
+# --fast, and clean failures on bad input.
+set -eu
+BIN=${BIN:-bin}
+MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
+G=tests/golden
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() {
+    echo "decoder_sr.sh: $*" >&2
+    exit 1
+}
+expect() {
+    want=$1 pat=$2
+    shift 2
+    set +e
+    "$@" > "$tmp/out" 2> "$tmp/err"
+    got=$?
+    set -e
+    [ "$got" -eq "$want" ] || { cat "$tmp/err" >&2; fail "'$*' exited $got, expected $want"; }
+    grep -q -- "$pat" "$tmp/err" || { cat "$tmp/err" >&2; fail "'$*': stderr lacks '$pat'"; }
+}
+
+"$MKMODEL" clip "$tmp/clip.st"
+"$MKMODEL" prior "$tmp/prior.st" $G/karlo/prior-sample
+"$MKMODEL" decoder "$tmp/dec.st" $G/karlo/decoder-forward
+"$MKMODEL" sr "$tmp/sr.st" $G/karlo/sr-forward-updown
+"$BIN/clip-encode" -m "$tmp/clip.st" "a red cube" "two green circles" > "$tmp/a.rec"
+"$BIN/prior-sample" -m "$tmp/prior.st" -s 5 "$tmp/a.rec" > "$tmp/p.rec"
+
+# records: image added, everything else passed through, params/models/history
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 5 -n 2 -f record --float "$tmp/p.rec" > "$tmp/d.rec"
+"$BIN/rec-dump" "$tmp/d.rec" > "$tmp/d.json"
+[ "$(wc -l < "$tmp/d.json")" -eq 4 ] || fail "decoder-diffuse -n 2: expected 4 records"
+for f in '"image":{"dtype":"U8","shape":\[8,8,3\]' '"image_f32":{"dtype":"F32","shape":\[3,8,8\]' \
+    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","seed":5}' '"index":1' '"tool":"decoder-diffuse"'; do
+    grep -q "$f" "$tmp/d.json" || fail "decoder-diffuse: output lacks $f"
+done
+e_in=$("$BIN/rec-dump" "$tmp/p.rec" | head -1 | grep -o '"image_emb":{[^}]*}')
+e_out=$(head -1 "$tmp/d.json" | grep -o '"image_emb":{[^}]*}')
+[ "$e_in" = "$e_out" ] || fail "decoder-diffuse changed image_emb"
+# same seed (the record's), same bytes; -s changes them; PNG by default
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 5 -n 2 -f record --float "$tmp/p.rec" | cmp -s - "$tmp/d.rec" ||
+    fail "decoder-diffuse is not deterministic"
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 5 -n 2 -s 6 -f record --float "$tmp/p.rec" | cmp -s - "$tmp/d.rec" &&
+    fail "the seed changes nothing"
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S ddim5 "$tmp/p.rec" > "$tmp/d.png"
+head -c 8 "$tmp/d.png" | od -An -c | grep -q 'P   N   G' || fail "decoder-diffuse: no PNG on stdout"
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 5 -o "$tmp/img-%d.png" "$tmp/p.rec"
+[ -s "$tmp/img-0.png" ] && [ -s "$tmp/img-1.png" ] && [ ! -e "$tmp/img-2.png" ] || fail "-o pattern: files missing"
+
+# upsample: records (image_f32 used), PNGs with their provenance, --fast
+"$BIN/upsample" -m "$tmp/sr.st" -f record "$tmp/d.rec" > "$tmp/u.rec"
+"$BIN/rec-dump" "$tmp/u.rec" > "$tmp/u.json"
+[ "$(wc -l < "$tmp/u.json")" -eq 4 ] || fail "upsample: expected 4 records"
+grep -q '"image":{"dtype":"U8","shape":\[32,32,3\]' "$tmp/u.json" || fail "upsample: no 32x32 image"
+grep -q '"image_f32"' "$tmp/u.json" && fail "upsample: stale image_f32 kept"
+grep -q '"sr":{"steps":"7","seed":5,"scale":4}' "$tmp/u.json" || fail "upsample: params.sr"
+"$BIN/upsample" -m "$tmp/sr.st" "$tmp/img-0.png" "$tmp/img-1.png" | "$BIN/upsample" --fast -f record |
+    "$BIN/rec-dump" > "$tmp/v.json"
+grep -q '"prompt":"two green circles"' "$tmp/v.json" || fail "upsample: provenance lost through PNGs"
+grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/v.json" || fail "upsample --fast: not x4"
+"$BIN/upsample" -m "$tmp/sr.st" "$tmp/d.png" > "$tmp/u1.png"
+"$BIN/upsample" -m "$tmp/sr.st" "$tmp/d.png" | cmp -s - "$tmp/u1.png" || fail "upsample is not deterministic"
+
+# bad input: clear one-line messages naming record and field, exit 1 / 2
+expect 1 "record 1 field image_emb: missing" "$BIN/decoder-diffuse" -m "$tmp/dec.st" "$tmp/a.rec"
+expect 1 "a sr model, not a decoder model" "$BIN/decoder-diffuse" -m "$tmp/sr.st" "$tmp/p.rec"
+expect 2 "needs exactly one %d" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -o "$tmp/x.png" "$tmp/p.rec"
+expect 2 "\-\-steps" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 2000 "$tmp/p.rec"
+expect 1 "record 1 field image: missing" "$BIN/upsample" -m "$tmp/sr.st" "$tmp/a.rec"
+head -c 200 "$tmp/d.png" > "$tmp/cut.png"
+expect 1 "cut.png" "$BIN/upsample" -m "$tmp/sr.st" "$tmp/cut.png"
+ls "$tmp" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+echo "decoder_sr.sh: ok"
