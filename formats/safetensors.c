@@ -260,7 +260,7 @@ const float *st_f32(st_file *f, const char *name, int ndim, const int64_t *shape
         uc_err("tensor %s: dtype %s, expected a float type", name, uc_dtype_name(t->dtype));
         return NULL;
     }
-    float *w = uc_alloc((size_t)uc_tensor_numel(t), sizeof(float));
+    float *w = uc_alloc_raw((size_t)uc_tensor_numel(t), sizeof(float));
     uc_tensor_to_f32(t, w);
     f->owned = uc_xrealloc(f->owned, (size_t)f->nowned + 1, sizeof *f->owned);
     f->owned[f->nowned++] = w;

@@ -49,18 +49,22 @@ int uc_mul_ok(size_t n, size_t m, size_t *out)
     return 0;
 }
 
-void *uc_alloc(size_t n, size_t size)
+void *uc_alloc_raw(size_t n, size_t size)
 {
     size_t bytes;
     if (uc_mul_ok(n, size, &bytes) || bytes > SIZE_MAX - 64)
         oom(SIZE_MAX);
     bytes = (bytes + 63) & ~(size_t)63;
-    if (bytes == 0)
-        bytes = 64;
-    void *p = aligned_alloc(64, bytes);
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
     if (!p)
         oom(bytes);
-    memset(p, 0, bytes);
+    return p;
+}
+
+void *uc_alloc(size_t n, size_t size)
+{
+    void *p = uc_alloc_raw(n, size);
+    memset(p, 0, n * size);
     return p;
 }
 

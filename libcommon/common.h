@@ -31,6 +31,8 @@ const char *uc_errmsg(void);
  * memory; free it with uc_free. */
 void *uc_alloc(size_t n, size_t size);
 void uc_free(void *p);
+/* The same without zeroing, for buffers the caller fills at once. */
+void *uc_alloc_raw(size_t n, size_t size);
 void *uc_xrealloc(void *p, size_t n, size_t size);
 char *uc_strdup(const char *s);
 
