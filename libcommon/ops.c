@@ -2,8 +2,12 @@
 #define _GNU_SOURCE
 #include "ops.h"
 
+#include "common.h"
+
 #include <blis.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,24 +43,148 @@ int uc_threads_init(int n)
         n = c > 0 ? (int)c : 1;
     }
     nthreads = n;
-    bli_thread_set_num_threads(n);
+    bli_thread_set_num_threads(1); /* every parallel loop, GEMMs included, runs on the pool below */
     return n;
 }
 
 int uc_threads(void) { return nthreads; }
 
-/* Products below this many multiply-adds run on one thread: splitting them
- * costs more in synchronisation than it saves (and on a busy machine far
- * more). */
+/* ---- the thread pool ----------------------------------------------------
+ *
+ * One pool for all parallel work: BLIS itself runs single-threaded, and a
+ * large product is split into column blocks that the pool's threads take
+ * one at a time. Idle threads block on a condition variable instead of
+ * spinning, so a busy machine slows a run down gracefully rather than
+ * stalling it, and items are dealt out dynamically so a thread that loses
+ * its core does not hold the others up. Each item is computed the same way
+ * whichever thread takes it: results do not depend on the thread count. */
+
+#define MAX_POOL 64
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    int workers;      /* threads started besides the caller */
+    uint64_t gen;     /* job number */
+    int pending;      /* workers still inside the current job */
+    uc_par_fn fn;
+    void *ctx;
+    int64_t n, slices;
+    atomic_llong next; /* next slice to take */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL, NULL, 0, 0, 0};
+
+/* Take contiguous slices of [0, n) until none is left. */
+static void take_slices(uc_par_fn fn, void *ctx, int64_t n, int64_t slices)
+{
+    for (;;) {
+        int64_t s = (int64_t)atomic_fetch_add(&pool.next, 1);
+        if (s >= slices)
+            return;
+        int64_t i0 = n * s / slices, i1 = n * (s + 1) / slices;
+        if (i1 > i0)
+            fn(ctx, i0, i1);
+    }
+}
+
+static void *pool_worker(void *arg)
+{
+    (void)arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (pool.gen == seen)
+            pthread_cond_wait(&pool.go, &pool.mu);
+        seen = pool.gen;
+        uc_par_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int64_t n = pool.n, slices = pool.slices;
+        pthread_mutex_unlock(&pool.mu);
+        take_slices(fn, ctx, n, slices);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0)
+            pthread_cond_signal(&pool.done);
+    }
+    return NULL;
+}
+
+void uc_parallel_for(int64_t n, double work, uc_par_fn fn, void *ctx)
+{
+    int want = UC_MIN(nthreads, MAX_POOL) - 1; /* workers besides the caller */
+    if (want <= 0 || n < 2 || work < 2e5) {
+        fn(ctx, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&pool.mu);
+    while (pool.workers < want) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, pool_worker, NULL))
+            break;
+        pthread_detach(th);
+        pool.workers++;
+    }
+    if (pool.workers == 0) {
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, 0, n);
+        return;
+    }
+    int64_t slices = UC_MIN(n, 4 * (int64_t)(pool.workers + 1)); /* a few per thread, for balance */
+    pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.slices = slices;
+    atomic_store(&pool.next, 0);
+    pool.pending = pool.workers;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.go);
+    pthread_mutex_unlock(&pool.mu);
+    take_slices(fn, ctx, n, slices);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+/* ---- matrix products ---------------------------------------------------- */
+
+static void sgemm1(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t rsa, int64_t csa,
+                   const float *B, int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
+{
+    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, M, N, K, &alpha, (float *)A, rsa, csa, (float *)B, rsb, csb,
+              &beta, C, ldc, 1);
+}
+
+typedef struct {
+    int64_t M, N, K, block;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t rsa, csa, rsb, csb, ldc;
+    float *C;
+} gemm_job;
+
+static void gemm_block(void *ctx, int64_t i0, int64_t i1)
+{
+    const gemm_job *g = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t j0 = i * g->block, nj = UC_MIN(g->block, g->N - j0);
+        sgemm1(g->M, nj, g->K, g->alpha, g->A, g->rsa, g->csa, g->B + j0 * g->csb, g->rsb, g->csb, g->beta,
+               g->C + j0, g->ldc);
+    }
+}
+
+/* Products below this many multiply-adds are not split: synchronising
+ * costs more than it saves. */
 #define UC_GEMM_SERIAL_FLOPS 4194304.0
 
 static void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t rsa, int64_t csa,
                   const float *B, int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
 {
-    rntm_t rntm = BLIS_RNTM_INITIALIZER;
-    bli_rntm_set_num_threads((double)M * (double)N * (double)K < UC_GEMM_SERIAL_FLOPS ? 1 : nthreads, &rntm);
-    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, M, N, K, &alpha, (float *)A, rsa, csa, (float *)B, rsb,
-                 csb, &beta, C, ldc, 1, NULL, &rntm);
+    double flops = (double)M * (double)N * (double)K;
+    if (nthreads <= 1 || flops < UC_GEMM_SERIAL_FLOPS || N < 64) {
+        sgemm1(M, N, K, alpha, A, rsa, csa, B, rsb, csb, beta, C, ldc);
+        return;
+    }
+    /* column blocks: a few per thread for balance, multiples of 32 wide */
+    int64_t blocks = 4 * (int64_t)nthreads, block = (N + blocks - 1) / blocks;
+    block = UC_MAX(64, (block + 31) / 32 * 32);
+    gemm_job g = {M, N, K, block, alpha, beta, A, B, rsa, csa, rsb, csb, ldc, C};
+    uc_parallel_for((N + block - 1) / block, flops, gemm_block, &g);
 }
 
 void uc_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa, const float *B,

@@ -10,6 +10,12 @@
 int uc_threads_init(int n);
 int uc_threads(void);
 
+/* fn(ctx, i0, i1) over items [i0, i1) of [0, n), spread over the threads
+ * (work: a rough cost of the whole job; small jobs run on the caller). Each
+ * item must be computed the same way whichever thread takes it. */
+typedef void (*uc_par_fn)(void *ctx, int64_t i0, int64_t i1);
+void uc_parallel_for(int64_t n, double work, uc_par_fn fn, void *ctx);
+
 /* C[M,N] = A[M,K] B[K,N] + beta * C, each operand given by its row and
  * column strides (so transposes cost nothing to express); ldc is C's row
  * stride (column stride 1). */

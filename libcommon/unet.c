@@ -1,12 +1,11 @@
 /* unet.c - see unet.h. In order: the layer table and its loader (one walk
  * of UNetModel.__init__ that binds or lists the tensors), the workspace
- * plan, the kernels (a small thread pool for the passes outside BLIS,
+ * plan, the kernels (run on the shared pool of ops.h,
  * convolution as GEMM over im2col row tiles, GroupNorm fused with FiLM and
  * SiLU, softmax, resampling), the blocks, the forward, config helpers. */
 #include "unet.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -510,89 +509,6 @@ void uc_unet_ws_free(uc_unet_ws *ws)
 
 /* ---- kernels ------------------------------------------------------------ */
 
-/* ---- a small thread pool for the passes outside BLIS -------------------- */
-
-/* fn(ctx, i0, i1) over [0, n) split in contiguous slices, one per thread.
- * Every item is computed the same way whatever the slicing, so results
- * do not depend on the thread count. */
-typedef void (*par_fn)(void *ctx, int64_t i0, int64_t i1);
-
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    int nthreads;     /* workers + the caller */
-    int jobthreads;   /* slices of the current job (<= nthreads) */
-    uint64_t gen;     /* job number */
-    int pending;      /* workers still running the job */
-    par_fn fn;
-    void *ctx;
-    int64_t n;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 1, 1, 0, 0, NULL, NULL, 0};
-
-static void *pool_worker(void *arg)
-{
-    int id = (int)(intptr_t)arg;
-    uint64_t seen = 0;
-    pthread_mutex_lock(&pool.mu);
-    for (;;) {
-        while (pool.gen == seen)
-            pthread_cond_wait(&pool.go, &pool.mu);
-        seen = pool.gen;
-        par_fn fn = pool.fn;
-        void *ctx = pool.ctx;
-        int64_t n = pool.n, nt = pool.jobthreads;
-        pthread_mutex_unlock(&pool.mu);
-        int64_t i0 = n * id / nt, i1 = n * (id + 1) / nt;
-        if (id < nt && i1 > i0)
-            fn(ctx, i0, i1);
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0)
-            pthread_cond_signal(&pool.done);
-    }
-    return NULL;
-}
-
-/* work: a rough cost of the whole job; small jobs run on the caller. */
-static void parallel_for(int64_t n, double work, par_fn fn, void *ctx)
-{
-    int want = uc_threads();
-    if (want > 64)
-        want = 64;
-    if (want <= 1 || n < 2 || work < 2e5) {
-        fn(ctx, 0, n);
-        return;
-    }
-    pthread_mutex_lock(&pool.mu);
-    while (pool.nthreads < want) { /* grow once to the thread count */
-        pthread_t th;
-        if (pthread_create(&th, NULL, pool_worker, (void *)(intptr_t)pool.nthreads)) {
-            want = pool.nthreads;
-            break;
-        }
-        pthread_detach(th);
-        pool.nthreads++;
-    }
-    if (want > pool.nthreads)
-        want = pool.nthreads;
-    if (want < 2) {
-        pthread_mutex_unlock(&pool.mu);
-        fn(ctx, 0, n);
-        return;
-    }
-    pool.fn = fn, pool.ctx = ctx, pool.n = n, pool.jobthreads = want;
-    pool.pending = pool.nthreads - 1;
-    pool.gen++;
-    int64_t nt = want;
-    pthread_cond_broadcast(&pool.go);
-    pthread_mutex_unlock(&pool.mu);
-    fn(ctx, 0, n / nt);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.pending > 0)
-        pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
-}
-
-
 /* Activations are [C, B*H, W]: the images of the batch stacked as one tall
  * image per channel, so row r is row r % H of image r / H. */
 
@@ -670,7 +586,7 @@ void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, con
     for (int64_t r0 = 0; r0 < rows; r0 += tile) {
         int64_t nr = UC_MIN(tile, rows - r0), n = nr * wo;
         im2col_job j = {x, col, B, h, w, ho, wo, k, stride, r0, nr};
-        parallel_for(cin, (double)(K * n), im2col_items, &j);
+        uc_parallel_for(cin, (double)(K * n), im2col_items, &j);
         uc_gemm(cout, n, K, wgt, K, 1, col, n, 1, 1.0f, y + r0 * wo, N);
     }
 }
@@ -802,7 +718,7 @@ static void group_norm(const float *x, float *y, int64_t C, int64_t B, int64_t h
                        const float *beta, const float *film, int silu)
 {
     gn_job j = {x, y, C, B, hw, gamma, beta, film, silu};
-    parallel_for(B * GN_GROUPS, 3.0 * (double)(C * B * hw), gn_items, &j);
+    uc_parallel_for(B * GN_GROUPS, 3.0 * (double)(C * B * hw), gn_items, &j);
 }
 
 /* ---- softmax --------------------------------------------------------------- */
@@ -859,7 +775,7 @@ static void softmax_items(void *ctx, int64_t i0, int64_t i1)
 static void softmax_rows(float *x, int64_t rows, int64_t n)
 {
     sm_job j = {x, n};
-    parallel_for(rows, 10.0 * (double)(rows * n), softmax_items, &j);
+    uc_parallel_for(rows, 10.0 * (double)(rows * n), softmax_items, &j);
 }
 
 /* 2x nearest up-sampling (dir > 0) or 2x2 average pooling (dir < 0) of
