@@ -1,0 +1,399 @@
+"""The four training stages (clip, prior, decoder, sr): resumable from
+train/runs/<stage>/ckpt.pt (saved every few minutes, at the end and on
+SIGTERM/SIGINT), seeded per step, losses logged to train/runs/<stage>/log.txt.
+
+Every step draws its batch and noise from generators seeded by (seed, step),
+so a resumed run continues the same sequence of batches."""
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import config, data, features, grammar
+from .clip import CLIP, normalize_images
+from .diffusion import Diffusion
+from .prior import PriorDiffusionModel
+from .tokenizer import shapes_tokenizer
+from .unet import ImprovedSupRes64to256ProgressiveModel, Text2ImProgressiveModel
+
+RUNS = os.path.join(data.HERE, "runs")
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Logger:
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, msg):
+        line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
+        print(line, flush=True)
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+class Stage:
+    """Subclasses define setup() (data, model, self.params), loss(step, gen)
+    -> (loss tensor, {name: float}), and optionally evaluate()."""
+    name = ""
+    ema_module = None  # the module whose EMA is kept (None: no EMA)
+
+    def __init__(self, seed=config.SEED):
+        self.seed = seed
+        self.dir = os.path.join(RUNS, self.name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.log = Logger(os.path.join(self.dir, "log.txt"))
+        self.dev = device()
+        self.hp = config.TRAIN[self.name]
+        self.step = 0
+        self.elapsed = 0.0
+
+    # checkpoint -------------------------------------------------------
+    def state(self):
+        s = {"step": self.step, "elapsed": self.elapsed, "seed": self.seed,
+             "model": self.module.state_dict(), "opt": self.opt.state_dict()}
+        if self.ema is not None:
+            s["ema"] = self.ema
+        return s
+
+    def save(self):
+        path = os.path.join(self.dir, "ckpt.pt")
+        s = self.state()
+        s.update(self.extra_state())
+        torch.save(s, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+    def extra_state(self):
+        return {}
+
+    def load_extra(self, ck):
+        pass
+
+    def restore(self):
+        path = os.path.join(self.dir, "ckpt.pt")
+        if not os.path.exists(path):
+            return False
+        ck = torch.load(path, map_location="cpu")
+        self.module.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.step, self.elapsed, self.seed = ck["step"], ck["elapsed"], ck["seed"]
+        if self.ema is not None and "ema" in ck:
+            self.ema = {k: v.to(self.dev) for k, v in ck["ema"].items()}
+        self.load_extra(ck)
+        return True
+
+    # training ---------------------------------------------------------
+    def build_opt(self):
+        decay, no_decay = [], []
+        for n, p in self.module.named_parameters():
+            (decay if p.ndim >= 2 and "embedding" not in n else no_decay).append(p)
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hp["wd"]},
+                                      {"params": no_decay, "weight_decay": 0.0}],
+                                     lr=self.hp["lr"], betas=(0.9, 0.99))
+        self.ema = None
+        if self.hp["ema"] > 0:
+            self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def lr_at(self, frac):
+        warm = min(1.0, (self.step + 1) / self.hp["warmup"])
+        frac = min(max(frac, 0.0), 1.0)
+        return self.hp["lr"] * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def update_ema(self):
+        d = min(self.hp["ema"], (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for k, v in self.module.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.ema[k].mul_(d).add_(v, alpha=1 - d)
+                else:
+                    self.ema[k].copy_(v)
+
+    def evaluate(self):
+        pass
+
+    def run(self, minutes=None, total_minutes=None, plan_minutes=None, ckpt_every=300.0):
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % (2 ** 32))
+        self.setup()
+        self.module.to(self.dev)
+        self.build_opt()
+        resumed = self.restore()
+        if total_minutes is not None:
+            target = total_minutes * 60.0
+        else:
+            target = self.elapsed + (minutes if minutes is not None else self.hp["minutes"]) * 60.0
+        plan = (plan_minutes or total_minutes or self.hp["minutes"]) * 60.0
+        nparam = sum(p.numel() for p in self.module.parameters())
+        self.log(f"{self.name}: {'resumed at step %d (%.1f min)' % (self.step, self.elapsed / 60) if resumed else 'new run'}; "
+                 f"{nparam / 1e6:.2f}M params; training to {target / 60:.1f} min (lr plan {plan / 60:.0f} min); "
+                 f"device {self.dev}, {torch.get_num_threads()} threads, seed {self.seed}")
+        stop = {"flag": False}
+
+        def on_signal(sig, frame):
+            stop["flag"] = True
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        acc, nacc = {}, 0
+        t_last_ckpt = t_last_log = time.time()
+        self.module.train()
+        try:
+            while self.elapsed < target and not stop["flag"]:
+                t0 = time.time()
+                for g in self.opt.param_groups:
+                    g["lr"] = self.lr_at(self.elapsed / plan)
+                torch.manual_seed(self.seed * 1000003 + self.step)
+                gen = torch.Generator().manual_seed(self.seed * 7919 + self.step)
+                loss, stats = self.loss(self.step, gen)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+                self.opt.step()
+                self.after_step()
+                self.step += 1
+                if self.ema is not None:
+                    self.update_ema()
+                self.elapsed += time.time() - t0
+                stats["gnorm"] = float(gn)
+                for k, v in stats.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                nacc += 1
+                now = time.time()
+                if now - t_last_log >= 60 or self.step in (1, 10) or self.elapsed >= target:
+                    msg = " ".join(f"{k}={v / nacc:.4f}" for k, v in acc.items())
+                    self.log(f"step {self.step} t={self.elapsed / 60:.1f}min lr={self.opt.param_groups[0]['lr']:.2e} "
+                             f"{msg} ({nacc / max(now - t_last_log, 1e-9):.2f} steps/s)")
+                    acc, nacc, t_last_log = {}, 0, now
+                if now - t_last_ckpt >= ckpt_every:
+                    self.save()
+                    t_last_ckpt = now
+        finally:
+            self.save()
+            for s, h in old.items():
+                signal.signal(s, h)
+        self.log(f"{self.name}: checkpoint at step {self.step} ({self.elapsed / 60:.1f} min)"
+                 + (" (stopped by signal)" if stop["flag"] else ""))
+        if not stop["flag"]:
+            self.module.eval()
+            self.evaluate()
+        return not stop["flag"]
+
+    def after_step(self):
+        pass
+
+
+def scenes():
+    d = config.DATA["scenes"]
+    return data.dataset("scenes", d["n"], d["seed"], d["size"])
+
+
+def to_pm1(u8):
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
+    return u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+# --------------------------------------------------------------------------
+class ClipStage(Stage):
+    """Contrastive CLIP: symmetric cross-entropy over the batch, where every
+    pair with the same caption counts as a positive (captions repeat)."""
+    name = "clip"
+
+    def setup(self):
+        self.tok = shapes_tokenizer()
+        self.cfg = config.clip_config(self.tok.vocab_size)
+        self.module = CLIP(self.cfg)
+        caps, self.images = scenes()
+        self.uniq = sorted(set(caps))
+        idx = {c: i for i, c in enumerate(self.uniq)}
+        self.cap_id = torch.tensor([idx[c] for c in caps])
+        self.tokens, _ = self.tok.tokenize(self.uniq, self.cfg["context_length"])
+        self.images_t = torch.from_numpy(self.images)
+
+    def extra_state(self):
+        return {"config": self.cfg, "merges": self.tok.text()}
+
+    def loss(self, step, gen):
+        b = self.hp["batch"]
+        idx = torch.randperm(len(self.cap_id), generator=gen)[:b]
+        cid = self.cap_id[idx]
+        uc, inv = torch.unique(cid, return_inverse=True)
+        img = normalize_images(self.images_t[idx].to(self.dev))
+        ie = self.module.encode_image(img)
+        te = self.module.encode_text(self.tokens[uc].to(self.dev))[inv.to(self.dev)]
+        ie = ie / ie.norm(dim=1, keepdim=True)
+        te = te / te.norm(dim=1, keepdim=True)
+        scale = self.module.logit_scale.exp()
+        logits = scale * ie @ te.t()
+        pos = (cid[:, None] == cid[None, :]).float().to(self.dev)
+        target = pos / pos.sum(1, keepdim=True)
+        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+        acc = (pos[torch.arange(b, device=self.dev), logits.argmax(1)] > 0).float().mean()
+        return loss, {"loss": float(loss), "acc": float(acc), "scale": float(scale)}
+
+    def after_step(self):
+        with torch.no_grad():
+            self.module.logit_scale.clamp_(0, math.log(100))
+
+    def evaluate(self):
+        """Held-out retrieval: each held-out scene against every grammar caption."""
+        d = config.DATA["heldout"]
+        caps, imgs = data.dataset("heldout", d["n"], d["seed"], d["size"])
+        allc = grammar.all_captions()
+        with torch.no_grad():
+            toks, _ = self.tok.tokenize(allc, self.cfg["context_length"])
+            te = torch.cat([self.module.encode_text(toks[s:s + 512].to(self.dev)) for s in range(0, len(allc), 512)])
+            ie = features.image_embeddings(self.module, imgs, self.dev)
+            te = te / te.norm(dim=1, keepdim=True)
+            ie = ie.to(self.dev)
+            ie = ie / ie.norm(dim=1, keepdim=True)
+            top = (ie @ te.t()).topk(5, dim=1).indices.cpu()
+        want = torch.tensor([allc.index(c) for c in caps])
+        res = {}
+        for k in ("single", "relation", "count"):
+            sel = torch.tensor([grammar.kind(c) == k for c in caps])
+            r1 = (top[sel, 0] == want[sel]).float().mean().item()
+            r5 = (top[sel] == want[sel, None]).any(1).float().mean().item()
+            res[k] = f"top1={r1:.3f} top5={r5:.3f}"
+        self.log("clip held-out retrieval over all %d captions: %s" % (len(allc), "; ".join(f"{k} {v}" for k, v in res.items())))
+
+
+# --------------------------------------------------------------------------
+class FeatureStage(Stage):
+    """Stages that see the frozen CLIP's features of the scenes."""
+
+    def setup_features(self):
+        self.captions, self.images = scenes()
+        _, self.tok, self.text, self.emb = features.frozen(RUNS, self.images, "scenes", self.dev, self.log)
+        self.cap_id = self.text.ids(self.captions)
+
+    def text_batch(self, tid):
+        t = self.text
+        return (t.feat[tid].to(self.dev), t.seq[tid].to(self.dev), t.mask[tid].to(self.dev))
+
+
+class PriorStage(FeatureStage):
+    """x0 prediction of the normalised image embedding, MSE, text dropout."""
+    name = "prior"
+
+    def setup(self):
+        self.setup_features()
+        self.diff = Diffusion.from_config(config.PRIOR["diffusion"])
+        self.module = PriorDiffusionModel(config.PRIOR)
+        self.module.clip_mean.copy_(self.emb.mean(0))
+        self.module.clip_std.copy_(self.emb.std(0))
+        self.drop = config.PRIOR["model"]["hparams"]["text_drop"]
+
+    def extra_state(self):
+        return {"config": config.PRIOR, "clip_mean": self.module.clip_mean.cpu(),
+                "clip_std": self.module.clip_std.cpu()}
+
+    def loss(self, step, gen):
+        b = self.hp["batch"]
+        idx = torch.randint(0, len(self.emb), (b,), generator=gen)
+        m = self.module
+        x0 = ((self.emb[idx].to(self.dev) - m.clip_mean) / m.clip_std)
+        tid = self.cap_id[idx].clone()
+        tid[torch.rand(b, generator=gen) < self.drop] = self.text.empty
+        tf, ts, tm = self.text_batch(tid)
+        t = torch.randint(0, self.diff.T, (b,), generator=gen).to(self.dev)
+        noise = torch.randn(x0.shape, generator=gen).to(self.dev)
+        xt = self.diff.q_sample(x0, t, noise)
+        out = m.model(xt, t, tf, ts, tm)
+        loss = self.diff.loss_x0(out, x0, xt, t, noise).mean()
+        return loss, {"loss": float(loss)}
+
+
+class DecoderStage(FeatureStage):
+    """eps prediction + learned-range variance (hybrid loss), with Karlo's
+    guidance dropouts: the text replaced by the empty prompt's features, the
+    image embedding replaced by cf_param (both at once for the CFG branch)."""
+    name = "decoder"
+
+    def setup(self):
+        self.setup_features()
+        self.diff = Diffusion.from_config(config.DECODER["diffusion"])
+        self.module = Text2ImProgressiveModel(config.DECODER)
+        self.images_t = torch.from_numpy(self.images)
+
+    def extra_state(self):
+        return {"config": config.DECODER}
+
+    def loss(self, step, gen):
+        b = self.hp["batch"]
+        idx = torch.randint(0, len(self.emb), (b,), generator=gen)
+        net = self.module.model
+        x0 = to_pm1(self.images_t[idx]).to(self.dev)
+        y = self.emb[idx].to(self.dev)
+        tid = self.cap_id[idx].clone()
+        r = torch.rand(b, generator=gen)
+        p = config.DECODER_DROP
+        drop_text = r < p["both"] + p["text_only"]
+        drop_emb = (r < p["both"]) | ((r >= p["both"] + p["text_only"]) & (r < p["both"] + p["text_only"] + p["emb_only"]))
+        tid[drop_text] = self.text.empty
+        y = torch.where(drop_emb.to(self.dev)[:, None], net.cf_param[None].expand(b, -1), y)
+        tf, ts, tm = self.text_batch(tid)
+        t = torch.randint(0, self.diff.T, (b,), generator=gen).to(self.dev)
+        noise = torch.randn(x0.shape, generator=gen).to(self.dev)
+        xt = self.diff.q_sample(x0, t, noise)
+        out = net(xt, t, tf, ts, tm, y)
+        loss, mse, vb = self.diff.loss_hybrid(out, x0, xt, t, noise)
+        return loss.mean(), {"loss": float(loss.mean()), "mse": float(mse.mean()), "vb": float(vb.mean())}
+
+
+class SRStage(Stage):
+    """x4 upsampler: eps MSE on random crops; low_res = the 32 px render of
+    the same scene (lightly degraded), upsampled bicubic with antialias."""
+    name = "sr"
+
+    def setup(self):
+        lo, hi = config.DATA["sr_lo"], config.DATA["sr_hi"]
+        caps_lo, lo_img = data.dataset("sr_lo", lo["n"], lo["seed"], lo["size"])
+        caps_hi, hi_img = data.dataset("sr_hi", hi["n"], hi["seed"], hi["size"])
+        assert caps_lo == caps_hi, "sr_lo and sr_hi must be the same scenes"
+        self.lo, self.hi = torch.from_numpy(lo_img), torch.from_numpy(hi_img)
+        self.diff = Diffusion.from_config(dict(config.SR["diffusion"], timestep_respacing=""))
+        self.module = ImprovedSupRes64to256ProgressiveModel(config.SR)
+        self.net = self.module.model_first_steps
+        # model_last_step shares the trained weights at export; no own gradients
+        for p in self.module.model_last_step.parameters():
+            p.requires_grad_(False)
+
+    def extra_state(self):
+        return {"config": config.SR}
+
+    def degrade(self, lo, gen):
+        b = lo.shape[0]
+        blur = torch.rand(b, generator=gen) < 0.3
+        if blur.any():
+            sig = 0.3 + 0.5 * torch.rand(1, generator=gen).item()
+            k = torch.exp(-torch.arange(-1, 2).float() ** 2 / (2 * sig * sig))
+            k = (k[:, None] * k[None, :]) / k.sum() ** 2
+            w = k.expand(3, 1, 3, 3).to(lo.device)
+            lo[blur] = F.conv2d(F.pad(lo[blur], (1, 1, 1, 1), mode="replicate"), w, groups=3)
+        noisy = (torch.rand(b, generator=gen) < 0.5).float().view(b, 1, 1, 1)
+        sigma = 0.04 * torch.rand(b, 1, 1, 1, generator=gen)
+        return lo + noisy * sigma * torch.randn(lo.shape, generator=gen)
+
+    def loss(self, step, gen):
+        b, c = self.hp["batch"], self.hp["crop"]
+        idx = torch.randint(0, len(self.lo), (b,), generator=gen)
+        lo = self.degrade(to_pm1(self.lo[idx]), gen)
+        hi = to_pm1(self.hi[idx])
+        size = hi.shape[-1]
+        up = F.interpolate(lo, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        oy, ox = torch.randint(0, size - c + 1, (2,), generator=gen).tolist()
+        x0 = hi[:, :, oy:oy + c, ox:ox + c].to(self.dev)
+        lr = up[:, :, oy:oy + c, ox:ox + c].to(self.dev)
+        t = torch.randint(0, self.diff.T, (b,), generator=gen).to(self.dev)
+        noise = torch.randn(x0.shape, generator=gen).to(self.dev)
+        xt = self.diff.q_sample(x0, t, noise)
+        loss = self.diff.loss_eps(self.net(xt, t, lr), x0, xt, t, noise).mean()
+        return loss, {"loss": float(loss)}
+
+
+STAGES = {"clip": ClipStage, "prior": PriorStage, "decoder": DecoderStage, "sr": SRStage}
