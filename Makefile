@@ -40,7 +40,12 @@ GOLDEN_SRC := $(wildcard tests/golden-check/*.c)
 UNIT    := $(notdir $(basename $(wildcard tests/unit/test_*.c)))
 BENCH_SRC := $(wildcard bench/*.c)
 
-all: $(TOOLS:%=$(BIN)/%) $(BIN)/golden-check
+all: $(TOOLS:%=$(BIN)/%) $(BIN)/golden-check $(BIN)/unclip-convert
+
+# the converter is a Python script (stdlib + numpy): no PyTorch, no pickle code runs
+$(BIN)/unclip-convert: scripts/unclip-convert
+	@mkdir -p $(BIN)
+	install -m 755 $< $@
 
 $(BUILD)/%.o: %.c $(wildcard libcommon/*.h formats/*.h tests/golden-check/*.h)
 	@mkdir -p $(dir $@)
@@ -104,7 +109,7 @@ bench: $(BIN)/unclip-bench
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 755 $(TOOLS:%=$(BIN)/%) $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(DESTDIR)$(PREFIX)/bin
 	install -m 644 man/man1/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 man/man5/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
 	if ls models/*.safetensors >/dev/null 2>&1; then \
@@ -114,7 +119,7 @@ install: all
 # Debian 12 packages (run as root). BLIS is the pthreads build, linked
 # statically so no other BLIS variant on the machine can take its place.
 DEBS := build-essential clang libclang-rt-14-dev libblis-pthread-dev libmsgpack-dev libpng-dev zlib1g-dev \
-        libcmocka-dev libcjson-dev libutf8proc-dev
+        libcmocka-dev libcjson-dev libutf8proc-dev python3 python3-numpy
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS)
