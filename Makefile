@@ -47,7 +47,7 @@ $(BIN)/unclip-convert: scripts/unclip-convert
 	@mkdir -p $(BIN)
 	install -m 755 $< $@
 
-$(BUILD)/%.o: %.c $(wildcard libcommon/*.h formats/*.h tests/golden-check/*.h)
+$(BUILD)/%.o: %.c $(wildcard libcommon/*.h formats/*.h tests/golden-check/*.h bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -104,8 +104,11 @@ shell: all $(BUILD)/tests/mkmodel
 check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
 	@BUILD=$(BUILD) BIN=$(BIN) sh tests/check.sh
 
+# Real-size models with random weights (written once to $$UNCLIP_BENCH_DIR,
+# default /tmp/unclip-bench, about 14 GB), then PyTorch on the same shapes
+# when Debian's python3-torch is installed.
 bench: $(BIN)/unclip-bench
-	$(BIN)/unclip-bench
+	$(BIN)/unclip-bench --torch bench/torch_bench.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5

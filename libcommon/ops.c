@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 static int nthreads = 1;
+static cntx_t *small_cntx; /* kernels for products with few rows, or NULL */
 
 /* BLIS 0.9 (Debian 12) knows no Zen 4: on an AVX-512 AMD processor it falls
  * back to its generic kernels, five times slower than its Skylake-X ones,
@@ -31,6 +32,8 @@ static void choose_blis_kernels(void)
         char id[16];
         snprintf(id, sizeof id, "%d", (int)BLIS_ARCH_SKX);
         setenv("BLIS_ARCH_TYPE", id, 0);
+        bli_init();
+        small_cntx = bli_gks_lookup_ind_cntx(BLIS_ARCH_ZEN3, BLIS_NAT);
     }
 #endif
 }
@@ -143,11 +146,20 @@ void uc_parallel_for(int64_t n, double work, uc_par_fn fn, void *ctx)
 
 /* ---- matrix products ---------------------------------------------------- */
 
+/* The Skylake-X kernels pack operands through BLIS's reference code, which
+ * dominates products with few rows (the prior's steps have 6). Its Zen 3
+ * (AVX2) kernels handle those far better, so with the Skylake-X choice above
+ * a product of fewer than SMALL_ROWS rows runs with the Zen 3 context. The
+ * choice depends on the shape alone: results stay deterministic. */
+#define SMALL_ROWS 96
+
 static void sgemm1(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t rsa, int64_t csa,
                    const float *B, int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
 {
-    bli_sgemm(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, M, N, K, &alpha, (float *)A, rsa, csa, (float *)B, rsb, csb,
-              &beta, C, ldc, 1);
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(1, &rntm);
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, M, N, K, &alpha, (float *)A, rsa, csa, (float *)B, rsb,
+                 csb, &beta, C, ldc, 1, M < SMALL_ROWS ? small_cntx : NULL, &rntm);
 }
 
 typedef struct {

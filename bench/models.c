@@ -1,0 +1,468 @@
+/* models.c - random model files for unclip-bench (see bench.h).
+ *
+ * The tensors are those the loaders ask for: explicit name lists for CLIP
+ * (OpenAI layout) and the prior, the model APIs' enumerators for the
+ * decoder and the SR UNets. Files are streamed to disk tensor by tensor (a
+ * real-size SR file is 5.6 GB of F32), under a temporary name renamed when
+ * complete. Weights are uniform with the variance of N(0, 1/fan_in), norm
+ * gains 1, biases 0, so activations stay finite through every layer. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../formats/safetensors.h"
+#include "../libcommon/common.h"
+#include "../libcommon/decoder.h"
+#include "../libcommon/rng.h"
+#include "../libcommon/sr.h"
+#include "bench.h"
+
+/* Bump when the weights written for the same config and seed change. */
+#define GEN_VERSION 1
+
+/* ---- configs ------------------------------------------------------------ */
+
+/* OpenAI CLIP ViT-L/14 (the text tower is Karlo's text encoder). */
+static const char clip_real[] =
+    "{\"embed_dim\":768,\"image_resolution\":224,\"vision_layers\":24,\"vision_width\":1024,"
+    "\"vision_patch_size\":14,\"context_length\":77,\"vocab_size\":49408,\"transformer_width\":768,"
+    "\"transformer_heads\":12,\"transformer_layers\":12}";
+static const char clip_quick[] =
+    "{\"embed_dim\":128,\"image_resolution\":64,\"vision_layers\":2,\"vision_width\":128,"
+    "\"vision_patch_size\":16,\"context_length\":77,\"vocab_size\":49408,\"transformer_width\":128,"
+    "\"transformer_heads\":2,\"transformer_layers\":2}";
+
+/* kakaobrain/karlo configs/prior_1B_vit_l.yaml */
+static const char prior_real[] =
+    "{\"model\":{\"type\":\"prior\",\"diffusion_sampler\":\"uniform\",\"hparams\":{\"text_ctx\":77,"
+    "\"xf_width\":2048,\"xf_layers\":20,\"xf_heads\":32,\"xf_final_ln\":true,\"text_drop\":0.2,"
+    "\"clip_dim\":768}},\"diffusion\":{\"steps\":1000,\"learn_sigma\":false,\"sigma_small\":true,"
+    "\"noise_schedule\":\"squaredcos_cap_v2\",\"use_kl\":false,\"predict_xstart\":true,"
+    "\"rescale_learned_sigmas\":false,\"timestep_respacing\":\"\"}}";
+static const char prior_quick[] =
+    "{\"model\":{\"type\":\"prior\",\"hparams\":{\"text_ctx\":77,\"xf_width\":256,\"xf_layers\":2,"
+    "\"xf_heads\":4,\"xf_final_ln\":true,\"clip_dim\":128}},\"diffusion\":{\"steps\":1000,"
+    "\"learn_sigma\":false,\"sigma_small\":true,\"noise_schedule\":\"squaredcos_cap_v2\","
+    "\"predict_xstart\":true,\"rescale_learned_sigmas\":false,\"timestep_respacing\":\"\"}}";
+
+/* kakaobrain/karlo configs/decoder_900M_vit_l.yaml (channel_mult '' is
+ * 1,2,3,4 at 64 px) */
+static const char decoder_real[] =
+    "{\"model\":{\"type\":\"t2i-decoder\",\"diffusion_sampler\":\"uniform\",\"hparams\":{\"image_size\":64,"
+    "\"num_channels\":320,\"num_res_blocks\":3,\"channel_mult\":\"\",\"attention_resolutions\":\"32,16,8\","
+    "\"num_heads\":-1,\"num_head_channels\":64,\"num_heads_upsample\":-1,\"use_scale_shift_norm\":true,"
+    "\"dropout\":0.1,\"clip_dim\":768,\"clip_emb_mult\":4,\"text_ctx\":77,\"xf_width\":1536,\"xf_layers\":0,"
+    "\"xf_heads\":0,\"xf_final_ln\":false,\"resblock_updown\":true,\"learn_sigma\":true,\"text_drop\":0.3,"
+    "\"clip_emb_type\":\"image\",\"clip_emb_drop\":0.1,\"use_plm\":true}},\"diffusion\":{\"steps\":1000,"
+    "\"learn_sigma\":true,\"sigma_small\":false,\"noise_schedule\":\"squaredcos_cap_v2\",\"use_kl\":false,"
+    "\"predict_xstart\":false,\"rescale_learned_sigmas\":true,\"timestep_respacing\":\"\"}}";
+static const char decoder_quick[] =
+    "{\"model\":{\"type\":\"t2i-decoder\",\"hparams\":{\"image_size\":32,\"num_channels\":32,"
+    "\"num_res_blocks\":1,\"channel_mult\":\"1,2,3\",\"attention_resolutions\":\"16,8\",\"num_heads\":-1,"
+    "\"num_head_channels\":32,\"num_heads_upsample\":-1,\"use_scale_shift_norm\":true,\"dropout\":0.0,"
+    "\"clip_dim\":128,\"clip_emb_mult\":4,\"text_ctx\":77,\"xf_width\":128,\"xf_layers\":0,"
+    "\"resblock_updown\":true,\"learn_sigma\":true,\"clip_emb_type\":\"image\",\"clip_emb_drop\":0.1}},"
+    "\"diffusion\":{\"steps\":1000,\"learn_sigma\":true,\"sigma_small\":false,"
+    "\"noise_schedule\":\"squaredcos_cap_v2\",\"predict_xstart\":false,\"rescale_learned_sigmas\":true,"
+    "\"timestep_respacing\":\"\"}}";
+
+/* kakaobrain/karlo configs/improved_sr_64_256_1.4B.yaml */
+static const char sr_real[] =
+    "{\"model\":{\"type\":\"improved_sr_64_256\",\"diffusion_sampler\":\"uniform\",\"hparams\":{"
+    "\"channels\":320,\"depth\":3,\"channels_multiple\":[1,2,3,4],\"dropout\":0.0}},\"diffusion\":{"
+    "\"steps\":1000,\"learn_sigma\":false,\"sigma_small\":true,\"noise_schedule\":\"squaredcos_cap_v2\","
+    "\"use_kl\":false,\"predict_xstart\":false,\"rescale_learned_sigmas\":true,\"timestep_respacing\":\"7\"},"
+    "\"sampling\":{\"timestep_respacing\":\"7\",\"clip_denoise\":true}}";
+static const char sr_quick[] =
+    "{\"model\":{\"type\":\"improved_sr_64_256\",\"hparams\":{\"channels\":32,\"depth\":1,"
+    "\"channels_multiple\":[1,2],\"dropout\":0.0}},\"diffusion\":{\"steps\":1000,\"learn_sigma\":false,"
+    "\"sigma_small\":true,\"noise_schedule\":\"squaredcos_cap_v2\",\"predict_xstart\":false,"
+    "\"rescale_learned_sigmas\":true,\"timestep_respacing\":\"7\"}}";
+
+static const struct {
+    const char *stage, *real, *quick;
+} configs[] = {
+    {"clip", clip_real, clip_quick},
+    {"prior", prior_real, prior_quick},
+    {"decoder", decoder_real, decoder_quick},
+    {"sr", sr_real, sr_quick},
+};
+
+const char *bench_config(const char *stage, int quick)
+{
+    for (size_t i = 0; i < UC_COUNT(configs); i++)
+        if (strcmp(stage, configs[i].stage) == 0)
+            return quick ? configs[i].quick : configs[i].real;
+    return NULL;
+}
+
+/* ---- tensor lists ------------------------------------------------------- */
+
+typedef struct {
+    char *name;
+    int ndim;
+    int64_t shape[UC_MAXDIM];
+} tdesc;
+
+typedef struct {
+    tdesc *t;
+    int n;
+} tlist;
+
+static void add(void *ctx, const char *name, int ndim, const int64_t *shape)
+{
+    tlist *l = ctx;
+    l->t = uc_xrealloc(l->t, (size_t)l->n + 1, sizeof *l->t);
+    tdesc *d = &l->t[l->n++];
+    memset(d, 0, sizeof *d);
+    d->name = uc_strdup(name);
+    d->ndim = ndim;
+    if (ndim > 0)
+        memcpy(d->shape, shape, (size_t)ndim * sizeof *shape);
+}
+
+static void addf(tlist *l, int ndim, const int64_t *shape, const char *fmt, ...) UC_PRINTF(4, 5);
+static void addf(tlist *l, int ndim, const int64_t *shape, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    add(l, name, ndim, shape);
+}
+
+static void tlist_free(tlist *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->t[i].name);
+    uc_free(l->t);
+    memset(l, 0, sizeof *l);
+}
+
+#define S0 0, NULL
+#define S1(a) 1, (int64_t[]){a}
+#define S2(a, b) 2, (int64_t[]){a, b}
+#define S3(a, b, c) 3, (int64_t[]){a, b, c}
+#define S4(a, b, c, d) 4, (int64_t[]){a, b, c, d}
+
+static int jint(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valueint : 0;
+}
+
+/* One residual block of CLIP (OpenAI names, prefix ends with '.'). */
+static void clip_block(tlist *l, const char *prefix, int i, int64_t W)
+{
+    addf(l, S2(3 * W, W), "%s%d.attn.in_proj_weight", prefix, i);
+    addf(l, S1(3 * W), "%s%d.attn.in_proj_bias", prefix, i);
+    addf(l, S2(W, W), "%s%d.attn.out_proj.weight", prefix, i);
+    addf(l, S1(W), "%s%d.attn.out_proj.bias", prefix, i);
+    addf(l, S1(W), "%s%d.ln_1.weight", prefix, i);
+    addf(l, S1(W), "%s%d.ln_1.bias", prefix, i);
+    addf(l, S2(4 * W, W), "%s%d.mlp.c_fc.weight", prefix, i);
+    addf(l, S1(4 * W), "%s%d.mlp.c_fc.bias", prefix, i);
+    addf(l, S2(W, 4 * W), "%s%d.mlp.c_proj.weight", prefix, i);
+    addf(l, S1(W), "%s%d.mlp.c_proj.bias", prefix, i);
+    addf(l, S1(W), "%s%d.ln_2.weight", prefix, i);
+    addf(l, S1(W), "%s%d.ln_2.bias", prefix, i);
+}
+
+static int clip_tensors(const cJSON *c, tlist *l)
+{
+    int64_t D = jint(c, "embed_dim"), R = jint(c, "image_resolution"), Wv = jint(c, "vision_width");
+    int64_t P = jint(c, "vision_patch_size"), T = jint(c, "context_length"), V = jint(c, "vocab_size");
+    int64_t W = jint(c, "transformer_width"), G = P ? R / P : 0;
+    int tl = jint(c, "transformer_layers"), vl = jint(c, "vision_layers");
+    if (D < 1 || G < 1 || Wv < 1 || T < 1 || V < 1 || W < 1)
+        return uc_err("bench clip config: a size is missing");
+    add(l, "positional_embedding", S2(T, W));
+    add(l, "text_projection", S2(W, D));
+    add(l, "logit_scale", S0);
+    add(l, "token_embedding.weight", S2(V, W));
+    add(l, "ln_final.weight", S1(W));
+    add(l, "ln_final.bias", S1(W));
+    for (int i = 0; i < tl; i++)
+        clip_block(l, "transformer.resblocks.", i, W);
+    add(l, "visual.class_embedding", S1(Wv));
+    add(l, "visual.positional_embedding", S2(G * G + 1, Wv));
+    add(l, "visual.proj", S2(Wv, D));
+    add(l, "visual.conv1.weight", S4(Wv, 3, P, P));
+    add(l, "visual.ln_pre.weight", S1(Wv));
+    add(l, "visual.ln_pre.bias", S1(Wv));
+    for (int i = 0; i < vl; i++)
+        clip_block(l, "visual.transformer.resblocks.", i, Wv);
+    add(l, "visual.ln_post.weight", S1(Wv));
+    add(l, "visual.ln_post.bias", S1(Wv));
+    return 0;
+}
+
+/* Karlo's PriorDiffusionModel state dict ("model." + PriorTransformer)
+ * plus clip_mean / clip_std. The token sequence width is clip_dim (CLIP
+ * ViT-L/14's text width equals its embedding size). */
+static int prior_tensors(const cJSON *c, tlist *l)
+{
+    const cJSON *hp = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "model"), "hparams");
+    int64_t W = jint(hp, "xf_width"), D = jint(hp, "clip_dim"), T = jint(hp, "text_ctx");
+    int layers = jint(hp, "xf_layers");
+    if (W < 1 || D < 1 || T < 1)
+        return uc_err("bench prior config: a size is missing");
+    add(l, "model.time_embed.0.weight", S2(W, W));
+    add(l, "model.time_embed.0.bias", S1(W));
+    add(l, "model.time_embed.2.weight", S2(W, W));
+    add(l, "model.time_embed.2.bias", S1(W));
+    add(l, "model.text_enc_proj.weight", S2(W, D));
+    add(l, "model.text_enc_proj.bias", S1(W));
+    add(l, "model.text_emb_proj.weight", S2(W, D));
+    add(l, "model.text_emb_proj.bias", S1(W));
+    add(l, "model.clip_img_proj.weight", S2(W, D));
+    add(l, "model.clip_img_proj.bias", S1(W));
+    add(l, "model.out_proj.weight", S2(D, W));
+    add(l, "model.out_proj.bias", S1(D));
+    add(l, "model.positional_embedding", S3(1, T + 4, W));
+    add(l, "model.prd_emb", S3(1, 1, W));
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(hp, "xf_final_ln"))) {
+        add(l, "model.final_ln.weight", S1(W));
+        add(l, "model.final_ln.bias", S1(W));
+    }
+    for (int i = 0; i < layers; i++) {
+        const char *p = "model.transformer.resblocks";
+        addf(l, S1(W), "%s.%d.ln_1.weight", p, i);
+        addf(l, S1(W), "%s.%d.ln_1.bias", p, i);
+        addf(l, S2(3 * W, W), "%s.%d.attn.c_qkv.weight", p, i);
+        addf(l, S1(3 * W), "%s.%d.attn.c_qkv.bias", p, i);
+        addf(l, S2(W, W), "%s.%d.attn.c_proj.weight", p, i);
+        addf(l, S1(W), "%s.%d.attn.c_proj.bias", p, i);
+        addf(l, S1(W), "%s.%d.ln_2.weight", p, i);
+        addf(l, S1(W), "%s.%d.ln_2.bias", p, i);
+        addf(l, S2(4 * W, W), "%s.%d.mlp.c_fc.weight", p, i);
+        addf(l, S1(4 * W), "%s.%d.mlp.c_fc.bias", p, i);
+        addf(l, S2(W, 4 * W), "%s.%d.mlp.c_proj.weight", p, i);
+        addf(l, S1(W), "%s.%d.mlp.c_proj.bias", p, i);
+    }
+    add(l, "clip_mean", S1(D));
+    add(l, "clip_std", S1(D));
+    return 0;
+}
+
+static int stage_tensors(const char *stage, const cJSON *config, tlist *l)
+{
+    if (strcmp(stage, "clip") == 0)
+        return clip_tensors(config, l);
+    if (strcmp(stage, "prior") == 0)
+        return prior_tensors(config, l);
+    if (strcmp(stage, "decoder") == 0)
+        return uc_decoder_tensors(config, add, l);
+    if (strcmp(stage, "sr") == 0)
+        return uc_sr_tensors(config, add, l);
+    return uc_err("bench: no stage %s", stage);
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Every value of tensor d is const_v when *std == 0, else uniform with
+ * that standard deviation. */
+static void init_rule(const tdesc *d, float *std, float *const_v)
+{
+    *std = 0;
+    *const_v = 0;
+    if (d->ndim == 0) { /* logit_scale: log(100) */
+        *const_v = 4.6052f;
+    } else if (strcmp(d->name, "clip_std") == 0) {
+        *const_v = 1.0f;
+    } else if (strcmp(d->name, "clip_mean") == 0) {
+        *const_v = 0.0f;
+    } else if (d->ndim == 1 && ends_with(d->name, ".weight")) { /* LayerNorm / GroupNorm gains */
+        *const_v = 1.0f;
+    } else if (d->ndim == 1 && ends_with(d->name, ".bias")) {
+        *const_v = 0.0f;
+    } else if (d->ndim == 1) { /* learned vectors: class_embedding, cf_param */
+        *std = 0.02f;
+    } else {
+        /* fan_in: the input axis; CLIP's [in, out] projections have it first */
+        int64_t fan = 1;
+        if (strcmp(d->name, "text_projection") == 0 || strcmp(d->name, "visual.proj") == 0)
+            fan = d->shape[0];
+        else
+            for (int i = 1; i < d->ndim; i++)
+                fan *= d->shape[i];
+        *std = (float)(1.0 / sqrt((double)UC_MAX(fan, 1)));
+    }
+}
+
+static int64_t numel(const tdesc *d)
+{
+    int64_t n = 1;
+    for (int i = 0; i < d->ndim; i++)
+        n *= d->shape[i];
+    return n;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) UC_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (b->s && b->len + (size_t)k < b->cap) {
+            b->len += (size_t)k;
+            return;
+        }
+        b->cap = (b->cap + (size_t)k + 1) * 2;
+        b->s = uc_xrealloc(b->s, b->cap, 1);
+    }
+}
+
+/* A JSON string literal of s. */
+static void sb_json_str(sbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            sb_printf(b, "\\%c", c);
+        else if (c < 0x20)
+            sb_printf(b, "\\u%04x", c);
+        else
+            sb_printf(b, "%c", c);
+    }
+    sb_printf(b, "\"");
+}
+
+static int write_model(const char *path, const tlist *l, const char *const *meta, int nmeta, uint64_t seed,
+                       int quiet)
+{
+    sbuf h = {0};
+    sb_printf(&h, "{\"__metadata__\":{");
+    for (int i = 0; i < nmeta; i++) {
+        sb_printf(&h, i ? "," : "");
+        sb_json_str(&h, meta[2 * i]);
+        sb_printf(&h, ":");
+        sb_json_str(&h, meta[2 * i + 1]);
+    }
+    sb_printf(&h, "}");
+    uint64_t off = 0;
+    for (int i = 0; i < l->n; i++) {
+        const tdesc *d = &l->t[i];
+        uint64_t bytes = (uint64_t)numel(d) * 4;
+        sb_printf(&h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", d->name);
+        for (int k = 0; k < d->ndim; k++)
+            sb_printf(&h, "%s%lld", k ? "," : "", (long long)d->shape[k]);
+        sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                  (unsigned long long)(off + bytes));
+        off += bytes;
+    }
+    sb_printf(&h, "}");
+    while (h.len % 8) /* data starts 8-byte aligned */
+        sb_printf(&h, " ");
+
+    if (!quiet)
+        fprintf(stderr, "unclip-bench: writing %s (%.2f GB of random F32 weights)\n", path, (double)off / 1e9);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) {
+        free(h.s);
+        return uc_err("%s: %s", tmp, strerror(errno));
+    }
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+    int ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(h.s, 1, h.len, fp) == h.len;
+    free(h.s);
+
+    enum { CHUNK = 1 << 20 };
+    float *buf = uc_alloc(CHUNK, sizeof *buf);
+    uc_rng rng;
+    for (int i = 0; ok && i < l->n; i++) {
+        const tdesc *d = &l->t[i];
+        float std, cv;
+        init_rule(d, &std, &cv);
+        uc_rng_init(&rng, seed, (uint32_t)i);
+        float a = std * 1.7320508f; /* uniform on [-a, a] has variance a^2 / 3 */
+        for (int64_t left = numel(d); ok && left > 0;) {
+            int64_t n = UC_MIN(left, (int64_t)CHUNK);
+            for (int64_t j = 0; j < n; j++)
+                buf[j] = std > 0 ? a * ((float)(uc_rng_u32(&rng) >> 8) * (2.0f / 16777216.0f) - 1.0f) : cv;
+            ok = fwrite(buf, sizeof *buf, (size_t)n, fp) == (size_t)n;
+            left -= n;
+        }
+    }
+    uc_free(buf);
+    if (fclose(fp) != 0)
+        ok = 0;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return uc_err("%s: cannot write (%s)", path, strerror(e));
+    }
+    return 0;
+}
+
+/* The file at path is one this generator wrote for the same config, seed
+ * and tensor list. */
+static int is_current(const char *path, const char *config, const char *tag, const tlist *l)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return 0;
+    st_file *f = st_open(path);
+    if (!f)
+        return 0;
+    const char *c = st_meta(f, "unclip.config"), *g = st_meta(f, "unclip.bench");
+    int ok = c && g && strcmp(c, config) == 0 && strcmp(g, tag) == 0 && st_count(f) == l->n;
+    for (int i = 0; ok && i < l->n; i++) {
+        const uc_tensor *t = st_get(f, l->t[i].name);
+        ok = t && t->dtype == UC_F32 && uc_tensor_shape_is(t, l->t[i].ndim, l->t[i].shape);
+    }
+    st_close(f);
+    return ok;
+}
+
+int bench_model(const char *dir, const char *stage, int quick, uint64_t seed, int quiet, char *path, size_t n)
+{
+    const char *config = bench_config(stage, quick);
+    if (!config)
+        return uc_err("bench: no stage %s", stage);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return uc_err("%s: %s", dir, strerror(errno));
+    snprintf(path, n, "%s/%s%s.safetensors", dir, stage, quick ? "-quick" : "");
+    cJSON *cfg = cJSON_Parse(config);
+    tlist l = {0};
+    int rc = stage_tensors(stage, cfg, &l);
+    if (rc == 0) {
+        char tag[96], id[64];
+        snprintf(tag, sizeof tag, "unclip-bench %d seed %llu", GEN_VERSION, (unsigned long long)seed);
+        snprintf(id, sizeof id, "unclip-bench/%s%s", stage, quick ? "-quick" : "");
+        const char *meta[] = {"unclip.stage", stage, "unclip.config", config, "unclip.model_id", id,
+                              "unclip.bench", tag};
+        if (!is_current(path, config, tag, &l))
+            rc = write_model(path, &l, meta, (int)UC_COUNT(meta) / 2, seed, quiet);
+    }
+    tlist_free(&l);
+    cJSON_Delete(cfg);
+    return rc;
+}
