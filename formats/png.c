@@ -10,19 +10,28 @@
 
 typedef struct {
     char msg[256];
+    char why[128]; /* libpng's warning that says which IHDR field is bad */
 } png_errctx;
 
 static void on_error(png_structp png, png_const_charp msg)
 {
     png_errctx *e = png_get_error_ptr(png);
-    snprintf(e->msg, sizeof e->msg, "%s", msg);
+    if (e->why[0])
+        snprintf(e->msg, sizeof e->msg, "%s (%s)", msg, e->why);
+    else
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
     png_longjmp(png, 1);
 }
 
 static void on_warning(png_structp png, png_const_charp msg)
 {
-    (void)png;
-    (void)msg;
+    png_errctx *e = png_get_error_ptr(png);
+    /* libpng reports a chunk longer than png_set_chunk_malloc_max as a
+     * benign error, then allocates and clears it anyway: refuse it. */
+    if (strstr(msg, "chunk data is too large"))
+        png_error(png, msg);
+    if (!e->why[0] && strstr(msg, "IHDR"))
+        snprintf(e->why, sizeof e->why, "%s", msg);
 }
 
 int uc_png_sig(const unsigned char *b8) { return png_sig_cmp(b8, 0, 8) == 0; }
@@ -69,7 +78,7 @@ static void take_text(png_structp png, png_infop info, uc_image *img)
 int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_image *img)
 {
     memset(img, 0, sizeof *img);
-    png_errctx ectx = {{0}};
+    png_errctx ectx = {{0}, {0}};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_infop endinfo = info ? png_create_info_struct(png) : NULL;
@@ -82,9 +91,13 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
         free(rows);
         uc_image_free(img);
         png_destroy_read_struct(&png, &info, &endinfo);
+        if (feof(f))
+            return uc_err("%s: bad PNG: truncated (the input ends inside it)", name);
         return uc_err("%s: bad PNG: %s", name, ectx.msg[0] ? ectx.msg : "read error");
     }
     png_set_user_limits(png, UC_PNG_MAX_SIDE, UC_PNG_MAX_SIDE);
+    /* a damaged text chunk would lose the record it carries: refuse it */
+    png_set_crc_action(png, PNG_CRC_DEFAULT, PNG_CRC_ERROR_QUIT);
     png_set_chunk_malloc_max(png, UC_PNG_MAX_TEXT);
     png_set_chunk_cache_max(png, 1000);
     png_init_io(png, f);
@@ -181,7 +194,7 @@ static int ascii(const char *s)
 
 int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, const uc_png_text *text, int ntext)
 {
-    png_errctx ectx = {{0}};
+    png_errctx ectx = {{0}, {0}};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_textp volatile tx = NULL;

@@ -531,9 +531,13 @@ int rec_write(const rec *r, FILE *out)
  * no record can grow past UC_REC_MAX. */
 
 #define SCAN_DEPTH 32
+/* Values in one record: msgpack-c gives each 24 bytes, so this bounds a
+ * record's parsed size (a tensor is 4 values whatever its data). */
+#define SCAN_VALUES ((uint64_t)1 << 20)
 
 typedef struct {
     size_t pos;                 /* bytes of the current message scanned */
+    uint64_t values;            /* values of the current message scanned */
     int depth;
     uint64_t left[SCAN_DEPTH];  /* elements still expected per open level */
 } scan_state;
@@ -541,6 +545,7 @@ typedef struct {
 static void scan_reset(scan_state *s)
 {
     s->pos = 0;
+    s->values = 0;
     s->depth = 1;
     s->left[0] = 1;
 }
@@ -619,6 +624,10 @@ static int scan(scan_state *s, const unsigned char *b, size_t n, const char **wh
         }
         if (s->pos + h + payload > n)
             return 0;
+        if (++s->values > SCAN_VALUES) {
+            *why = "more than 1048576 values";
+            return -1;
+        }
         s->pos += h + (size_t)payload;
         s->left[s->depth - 1]--;
         if (is_container && count > 0) {
@@ -688,19 +697,33 @@ void rec_reader_free(rec_reader *r)
     uc_free(r);
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    const msgpack_object *x = *(const msgpack_object *const *)a, *y = *(const msgpack_object *const *)b;
+    if (x->via.str.size != y->via.str.size)
+        return x->via.str.size < y->via.str.size ? -1 : 1;
+    return x->via.str.size ? memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size) : 0;
+}
+
 static int validate(rec *rc, rec_reader *r)
 {
     uint64_t v;
-    for (int i = 0; i < rc->n; i++) {
+    for (int i = 0; i < rc->n; i++)
         if (rc->kv[i].key.type != MSGPACK_OBJECT_STR)
             return uc_err("%s: record %ld: a key is not a string", r->name, rc->number);
-        for (int j = 0; j < i; j++)
-            if (rc->kv[j].key.via.str.size == rc->kv[i].key.via.str.size &&
-                (rc->kv[i].key.via.str.size == 0 ||
-                 memcmp(rc->kv[j].key.via.str.ptr, rc->kv[i].key.via.str.ptr, rc->kv[i].key.via.str.size) == 0))
-                return uc_err("%s: record %ld field %.*s: duplicate key", r->name, rc->number,
-                              (int)UC_MIN(rc->kv[i].key.via.str.size, 64u), rc->kv[i].key.via.str.ptr);
-    }
+    /* duplicates by sorting: a record may have a million keys */
+    const msgpack_object **keys = uc_alloc((size_t)rc->n + 1, sizeof *keys);
+    for (int i = 0; i < rc->n; i++)
+        keys[i] = &rc->kv[i].key;
+    qsort(keys, (size_t)rc->n, sizeof *keys, cmp_key);
+    for (int i = 1; i < rc->n; i++)
+        if (cmp_key(&keys[i - 1], &keys[i]) == 0) {
+            const msgpack_object *k = keys[i];
+            uc_free(keys);
+            return uc_err("%s: record %ld field %.*s: duplicate key", r->name, rc->number,
+                          (int)UC_MIN(k->via.str.size, 64u), k->via.str.ptr);
+        }
+    uc_free(keys);
     if (!rec_has(rc, "version"))
         return uc_err("%s: record %ld field version: missing (not an unclip record stream?)", r->name,
                       rc->number);

@@ -6,9 +6,9 @@
  * little-endian, C order. A tool replaces or appends only the fields it
  * produces; every other field passes through untouched and in order.
  *
- * Every read is bounded: a record may hold at most UC_REC_MAX bytes, tensor
- * sizes are checked against their data before use, and every error names the
- * record (1-based, in stream order) and the field. */
+ * Every read is bounded: a record may hold at most UC_REC_MAX bytes and 2^20
+ * values, tensor sizes are checked against their data before use, and every
+ * error names the record (1-based, in stream order) and the field. */
 #ifndef UNCLIP_RECORD_H
 #define UNCLIP_RECORD_H
 

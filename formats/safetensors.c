@@ -20,6 +20,7 @@ struct st_file {
     const unsigned char *map;
     size_t size;
     st_entry *entries;
+    const st_entry **byname; /* entries sorted by name, for st_get */
     int n;
     char **meta; /* key, value pairs */
     int nmeta;
@@ -32,6 +33,11 @@ static int cmp_begin(const void *a, const void *b)
     const st_entry *x = a, *y = b;
     uintptr_t p = (uintptr_t)x->t.data, q = (uintptr_t)y->t.data;
     return p < q ? -1 : p > q;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp((*(const st_entry *const *)a)->name, (*(const st_entry *const *)b)->name);
 }
 
 static int parse_u64(const cJSON *j, uint64_t *out)
@@ -65,6 +71,10 @@ static int parse_header(st_file *f, const char *json, size_t len, size_t data_si
                 uc_err("__metadata__ is not an object");
                 goto out;
             }
+            if (f->meta) {
+                uc_err("__metadata__: duplicate name");
+                goto out;
+            }
             int m = cJSON_GetArraySize(it);
             f->meta = uc_alloc((size_t)m * 2 + 1, sizeof(char *));
             for (cJSON *kv = it->child; kv; kv = kv->next) {
@@ -78,11 +88,6 @@ static int parse_header(st_file *f, const char *json, size_t len, size_t data_si
             }
             continue;
         }
-        for (int i = 0; i < f->n; i++)
-            if (strcmp(f->entries[i].name, name) == 0) {
-                uc_err("tensor %s: duplicate name", name);
-                goto out;
-            }
         st_entry *e = &f->entries[f->n];
         const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
         const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
@@ -129,6 +134,16 @@ static int parse_header(st_file *f, const char *json, size_t len, size_t data_si
         e->t.nbytes = (size_t)(en - b);
         f->n++;
     }
+    /* Duplicate names by sorting (a header may name a million tensors). */
+    f->byname = uc_alloc((size_t)f->n + 1, sizeof *f->byname);
+    for (int i = 0; i < f->n; i++)
+        f->byname[i] = &f->entries[i];
+    qsort(f->byname, (size_t)f->n, sizeof *f->byname, cmp_name);
+    for (int i = 1; i < f->n; i++)
+        if (strcmp(f->byname[i - 1]->name, f->byname[i]->name) == 0) {
+            uc_err("tensor %s: duplicate name", f->byname[i]->name);
+            goto out;
+        }
     /* Overlap check on a sorted copy (order of the file is kept for users). */
     st_entry *sorted = uc_alloc((size_t)f->n + 1, sizeof *sorted);
     memcpy(sorted, f->entries, (size_t)f->n * sizeof *sorted);
@@ -202,6 +217,7 @@ void st_close(st_file *f)
     for (int i = 0; i < f->n; i++)
         free((char *)f->entries[i].name);
     uc_free(f->entries);
+    uc_free(f->byname);
     for (int i = 0; i < 2 * f->nmeta; i++)
         free(f->meta[i]);
     uc_free(f->meta);
@@ -225,10 +241,9 @@ void st_meta_at(const st_file *f, int i, const char **key, const char **val)
 
 const uc_tensor *st_get(const st_file *f, const char *name)
 {
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->entries[i].name, name) == 0)
-            return &f->entries[i].t;
-    return NULL;
+    st_entry key = {.name = name};
+    const st_entry *k = &key, *const *e = bsearch(&k, f->byname, (size_t)f->n, sizeof *f->byname, cmp_name);
+    return e ? &(*e)->t : NULL;
 }
 
 const char *st_meta(const st_file *f, const char *key)

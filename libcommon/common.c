@@ -12,12 +12,21 @@
 
 static _Thread_local char err_buf[1024];
 
+/* Messages quote names from hostile files: keep them on one line. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
 int uc_err(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err_buf, sizeof err_buf, fmt, ap);
     va_end(ap);
+    one_line(err_buf);
     return -1;
 }
 
@@ -30,6 +39,7 @@ int uc_err_prefix(const char *fmt, ...)
     va_end(ap);
     memcpy(old, err_buf, sizeof old);
     snprintf(err_buf, sizeof err_buf, "%.200s: %.800s", prefix, old);
+    one_line(err_buf);
     return -1;
 }
 

@@ -145,7 +145,8 @@ int uc_decoder_open(uc_decoder *d, const char *path)
     const char *stage = st_meta(f, "unclip.stage"), *text = st_meta(f, "unclip.config");
     cJSON *cfg = NULL;
     if (!stage || strcmp(stage, "decoder")) {
-        uc_err("%s: a %s model, not a decoder model", path, stage ? stage : "unknown (no unclip.stage)");
+        uc_err("%s: %s%.64s%s model, not a decoder model", path, stage ? "a " : "", stage ? stage : "an unknown",
+               stage ? "" : " (no unclip.stage)");
     } else if (!text || !(cfg = cJSON_Parse(text))) {
         uc_err("%s: metadata unclip.config missing or not JSON", path);
     } else if (uc_decoder_load(d, f, cfg) == 0) {

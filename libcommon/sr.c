@@ -79,7 +79,8 @@ int uc_sr_open(uc_sr *s, const char *path)
     const char *stage = st_meta(f, "unclip.stage"), *text = st_meta(f, "unclip.config");
     cJSON *cfg = NULL;
     if (!stage || strcmp(stage, "sr")) {
-        uc_err("%s: a %s model, not an sr model", path, stage ? stage : "unknown (no unclip.stage)");
+        uc_err("%s: %s%.64s%s model, not an sr model", path, stage ? "a " : "", stage ? stage : "an unknown",
+               stage ? "" : " (no unclip.stage)");
     } else if (!text || !(cfg = cJSON_Parse(text))) {
         uc_err("%s: metadata unclip.config missing or not JSON", path);
     } else if (uc_sr_load(s, f, cfg) == 0) {

@@ -56,7 +56,7 @@ typedef struct {
     int ctx, W, D;
     int seq_f16;
     const char *model_id;
-    char checksum[64];
+    char checksum[80];
 } encoder;
 
 /* One encoded text: the fields of a record or of its uncond map. */
@@ -102,7 +102,7 @@ static void encode_texts(const encoder *e, const char *const *prompts, const cha
     for (int i = 0; i < n; i++) {
         int k = uc_bpe_encode(e->bpe, prompts[i], ids, e->ctx);
         if (k < 0)
-            uc_die(e->cli, UC_EXIT_DATA, "%s: not valid UTF-8", labels[i]);
+            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg()); /* UTF-8, size, &#N; */
         if (truncated)
             truncated[i] = k + 2 > e->ctx;
         if (k + 2 > e->ctx && e->cli->verbose >= 0)
@@ -300,7 +300,7 @@ static void encode_prompts(encoder *e, int nargs, char **args, const char *negat
         char *line = NULL;
         size_t cap = 0;
         ssize_t len;
-        long lineno = 0;
+        long lineno = 0, nprompts = 0;
         for (;;) {
             len = getline(&line, &cap, stdin);
             if (len >= 0) {
@@ -314,6 +314,7 @@ static void encode_prompts(encoder *e, int nargs, char **args, const char *negat
                 labels[n] = uc_alloc(48, 1);
                 snprintf(labels[n], 48, "stdin line %ld", lineno);
                 prompts[n++] = uc_strdup(line);
+                nprompts++;
             } else if (ferror(stdin)) {
                 uc_die(e->cli, UC_EXIT_DATA, "stdin: read error");
             }
@@ -329,6 +330,8 @@ static void encode_prompts(encoder *e, int nargs, char **args, const char *negat
                 break;
         }
         free(line);
+        if (nprompts == 0)
+            uc_die(e->cli, UC_EXIT_DATA, "stdin: empty input (no prompts)");
     }
     text_free(&unc);
 }

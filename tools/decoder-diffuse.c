@@ -408,12 +408,15 @@ int main(int argc, char **argv)
         rec_reader *rd = uc_open_records(&o.cli, name);
         rec *r;
         int got;
+        uint64_t first = ordinal;
         while ((got = rec_read(rd, &r)) == 1) {
             process(&o, r, src, ++ordinal, argc, argv);
             rec_free(r);
         }
         if (got < 0)
             uc_die_err(&o.cli);
+        if (ordinal == first) /* an upstream stage that failed leaves nothing */
+            uc_die(&o.cli, UC_EXIT_DATA, "%s: empty input (no records)", src);
         rec_reader_free(rd);
     }
     if (o.output && o.format == FMT_RECORD)

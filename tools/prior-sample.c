@@ -259,6 +259,7 @@ int main(int argc, char **argv)
         rec_reader *rd = uc_open_records(&c, name);
         rec *r;
         int got;
+        uint64_t first = ordinal;
         while ((got = rec_read(rd, &r)) == 1) {
             ordinal++;
             /* check everything before computing */
@@ -358,6 +359,8 @@ int main(int argc, char **argv)
         }
         if (got < 0)
             uc_die_err(&c);
+        if (ordinal == first) /* an upstream stage that failed leaves nothing */
+            uc_die(&c, UC_EXIT_DATA, "%s: empty input (no records)", src);
         rec_reader_free(rd);
     }
     uc_stdout_check(&c);

@@ -131,6 +131,10 @@ static float *input_image(opts *o, const rec *r, const char *src, int64_t *H, in
     if (h * o->scale > MAX_SIDE || w * o->scale > MAX_SIDE)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld field image: %lldx%lld times %d is larger than %d", src,
                rec_number(r), (long long)w, (long long)h, o->scale, MAX_SIDE);
+    /* the output (U8, and F32 with --float) must fit in a record */
+    if ((uint64_t)(h * o->scale) * (uint64_t)(w * o->scale) * (o->want_float ? 15u : 3u) > UC_REC_MAX)
+        uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld field image: %lldx%lld times %d would not fit in a record", src,
+               rec_number(r), (long long)w, (long long)h, o->scale);
     *H = h, *W = w;
     if (rec_has(r, "image_f32")) { /* must be the same picture, unquantised */
         float *x = rec_get_f32(r, "image_f32", 3, (int64_t[]){3, h, w}, NULL);
@@ -298,12 +302,15 @@ int main(int argc, char **argv)
             uc_die_err(&o.cli);
         rec *r;
         int got;
+        uint64_t first = ordinal;
         while ((got = uc_image_reader_next(rd, &r)) == 1) {
             process(&o, r, src, ++ordinal, argc, argv);
             rec_free(r);
         }
         if (got < 0)
             uc_die_err(&o.cli);
+        if (ordinal == first) /* an upstream stage that failed leaves nothing */
+            uc_die(&o.cli, UC_EXIT_DATA, "%s: empty input (no images or records)", src);
         uc_image_reader_free(rd);
     }
     if (o.output && o.format == FMT_RECORD)

@@ -1,0 +1,103 @@
+#define _GNU_SOURCE /* memfd_create */
+/* fuzz_config - model-file metadata and stage configs: the stage's open
+ * function (CLIP, prior, decoder, sr; all four when the metadata names no
+ * known stage) on a hostile model file, and the diffusion settings of the
+ * ones that load.
+ *
+ * Input: the safetensors header JSON, then optionally a NUL byte and data
+ * bytes. The harness frames it as a model file (u64 header length, header,
+ * data) and extends the data with zeros up to the largest end offset the
+ * header names (up to 64 MiB), so mutations of the JSON (the metadata's
+ * unclip.stage and unclip.config, tensor names and shapes) stay well-formed
+ * files and the corpus holds headers only. Offsets and lengths themselves
+ * are fuzz_safetensors's business. */
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../libcommon/clip.h"
+#include "../libcommon/decoder.h"
+#include "../libcommon/diffusion.h"
+#include "../libcommon/prior.h"
+#include "../libcommon/sr.h"
+
+#define PAD_MAX ((size_t)64 << 20)
+
+/* The largest data_offsets end in the header (or 0), and which stage its
+ * metadata names: 0 clip, 1 prior, 2 decoder, 3 sr, -1 none of them. */
+static size_t scan_header(const char *json, size_t len, int *stage)
+{
+    static const char *stages[] = {"clip", "prior", "decoder", "sr"};
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    size_t need = 0;
+    *stage = -1;
+    for (cJSON *it = root ? root->child : NULL; it; it = it->next) {
+        cJSON *off = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+        cJSON *end = cJSON_IsArray(off) ? cJSON_GetArrayItem(off, 1) : NULL;
+        if (cJSON_IsNumber(end) && end->valuedouble > (double)need && end->valuedouble <= (double)PAD_MAX)
+            need = (size_t)end->valuedouble;
+        cJSON *st = cJSON_GetObjectItemCaseSensitive(it, "unclip.stage");
+        for (int i = 0; cJSON_IsString(st) && i < 4; i++)
+            if (strcmp(st->valuestring, stages[i]) == 0)
+                *stage = i;
+    }
+    cJSON_Delete(root);
+    return need;
+}
+
+static void diffusion(const cJSON *cfg)
+{
+    static const char *respacings[] = {NULL, "", "5", "ddim3", "fast27", "2,1"};
+    for (size_t i = 0; i < sizeof respacings / sizeof *respacings; i++) {
+        uc_diffusion d;
+        if (uc_diffusion_from_config(&d, cfg, respacings[i]) == 0)
+            uc_diffusion_free(&d);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const uint8_t *nul = memchr(data, 0, size);
+    size_t hlen = nul ? (size_t)(nul - data) : size;
+    const uint8_t *body = nul ? nul + 1 : data + size;
+    size_t blen = (size_t)(data + size - body);
+    int stage;
+    size_t need = scan_header((const char *)data, hlen, &stage);
+
+    int fd = memfd_create("fuzz-model", 0);
+    if (fd < 0)
+        return 0;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+    int ok = write(fd, len8, 8) == 8 && write(fd, data, hlen) == (ssize_t)hlen &&
+             (blen == 0 || write(fd, body, blen) == (ssize_t)blen) &&
+             (blen >= need || ftruncate(fd, (off_t)(8 + hlen + need)) == 0);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    /* the opener of the stage the file names, or all four (each refuses
+     * the others' files) */
+    if (ok && (stage < 0 || stage == 0))
+        clip_free(clip_open(path));
+    uc_prior p;
+    if (ok && (stage < 0 || stage == 1) && uc_prior_open(&p, path) == 0) {
+        diffusion(cJSON_GetObjectItemCaseSensitive(p.config, "diffusion"));
+        uc_prior_free(&p);
+    }
+    uc_decoder d;
+    if (ok && (stage < 0 || stage == 2) && uc_decoder_open(&d, path) == 0) {
+        diffusion(d.diffusion);
+        uc_decoder_free(&d);
+    }
+    uc_sr s;
+    if (ok && (stage < 0 || stage == 3) && uc_sr_open(&s, path) == 0) {
+        diffusion(s.diffusion);
+        uc_sr_free(&s);
+    }
+    close(fd);
+    return 0;
+}

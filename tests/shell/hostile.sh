@@ -1,0 +1,308 @@
+#!/bin/sh
+# Hostile input: a table of truncated, corrupted and crafted streams, model
+# files and PNGs. Each row runs one tool on one bad input and expects its
+# exit status and a single line on standard error that names the problem
+# (and, for streams, the record and the field). Inputs are crafted with
+# tests/tools/craft.sh (msgpack by hand with printf) and dd, or are the PNGs
+# of fuzz/corpus/fuzz_image, which serve as fuzzing seeds and fixtures.
+set -eu
+BIN=${BIN:-bin}
+MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
+G=tests/golden
+PNGS=fuzz/corpus/fuzz_image
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() {
+    echo "hostile.sh: $*" >&2
+    exit 1
+}
+rows=0
+
+# t STATUS PATTERN INPUT CMD...: CMD with INPUT on stdin exits STATUS; for a
+# failure its standard error is one line that matches PATTERN (grep -E).
+t() {
+    want=$1 pat=$2 in=$3
+    shift 3
+    set +e
+    "$@" < "$in" > "$tmp/out" 2> "$tmp/err"
+    got=$?
+    set -e
+    rows=$((rows + 1))
+    [ "$got" -eq "$want" ] || { cat "$tmp/err" >&2; fail "row $rows: '$*' < $in exited $got, expected $want"; }
+    if [ "$want" -ne 0 ]; then
+        [ "$(wc -l < "$tmp/err")" -eq 1 ] || { cat "$tmp/err" >&2; fail "row $rows: '$*': not one line on stderr"; }
+        grep -Eq -- "$pat" "$tmp/err" || { cat "$tmp/err" >&2; fail "row $rows: '$*': stderr lacks '$pat'"; }
+    elif [ -n "$pat" ]; then
+        grep -Eq -- "$pat" "$tmp/err" || { cat "$tmp/err" >&2; fail "row $rows: '$*': stderr lacks '$pat'"; }
+    fi
+}
+
+# ---- crafted inputs (by, rep, map, arr, str, uint, tensor, stfile) ----
+. tests/tools/craft.sh
+# emb KEY DTYPE: a record {version: 1, KEY: DTYPE [4] of ones}
+emb() {
+    map 2
+    str version
+    by 1
+    str "$1"
+    case $2 in
+    F32) tensor F32 16 4 && rep 4 $ONE ;;
+    I32) tensor I32 16 4 && rep 4 1 0 0 0 ;;
+    esac
+}
+
+# ---- models and valid inputs ----
+"$MKMODEL" clip "$tmp/clip.st" 16 16 1 2 64 16 8
+"$MKMODEL" prior "$tmp/prior.st" $G/karlo/prior-sample
+"$MKMODEL" decoder "$tmp/dec.st" $G/karlo/decoder-forward
+"$MKMODEL" sr "$tmp/sr.st" $G/karlo/sr-forward-updown
+"$BIN/clip-encode" -m "$tmp/clip.st" "a red cube" > "$tmp/a.rec"
+emb image_emb F32 > "$tmp/e.rec"
+: > "$tmp/empty"
+
+# ---- streams: every byte offset of a valid record ----
+{ map 3 && str version && by 1 && str p && str ab && str x && tensor F32 4 1 && by $ONE; } > "$tmp/small.rec"
+n=$(wc -c < "$tmp/small.rec")
+i=1
+while [ "$i" -lt "$n" ]; do
+    head -c "$i" "$tmp/small.rec" > "$tmp/cut"
+    t 1 '^rec-dump: stdin: record 1: stream ends inside the record \(truncated\)$' "$tmp/cut" "$BIN/rec-dump"
+    i=$((i + 1))
+done
+# ... and of the second record: the first is printed, the second named
+cat "$tmp/small.rec" "$tmp/small.rec" | head -c $((n + n / 2)) > "$tmp/cut"
+t 1 'stdin: record 2: stream ends inside the record' "$tmp/cut" "$BIN/rec-dump"
+[ "$(wc -l < "$tmp/out")" -eq 1 ] || fail "rec-dump: the record before the cut is not printed"
+# every stage names the cut record
+head -c 5000 "$tmp/a.rec" > "$tmp/cut"
+t 1 'stdin: record 1: stream ends inside' "$tmp/cut" "$BIN/prior-sample" -m "$tmp/prior.st"
+t 1 'stdin: record 1: stream ends inside' "$tmp/cut" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+t 1 'stdin: record 1: stream ends inside' "$tmp/cut" "$BIN/upsample" -m "$tmp/sr.st"
+t 1 'stdin: record 1: stream ends inside' "$tmp/cut" "$BIN/emb-interp"
+t 1 'stdin: record 1: stream ends inside' "$tmp/cut" "$BIN/shapes-eval"
+t 1 'cut: record 1: stream ends inside' "$tmp/empty" "$BIN/emb-textdiff" "$tmp/cut" "$tmp/a.rec" "$tmp/a.rec"
+
+# ---- streams: empty input ----
+# A stage needs a record in each input (an upstream stage that failed
+# leaves nothing); rec-dump and shapes-eval only look, and print nothing or
+# an empty summary.
+t 1 '^prior-sample: stdin: empty input \(no records\)$' "$tmp/empty" "$BIN/prior-sample" -m "$tmp/prior.st"
+t 1 '^decoder-diffuse: stdin: empty input \(no records\)$' "$tmp/empty" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+t 1 '^upsample: stdin: empty input \(no images or records\)$' "$tmp/empty" "$BIN/upsample" -m "$tmp/sr.st"
+t 1 '^upsample: .*/empty: empty input' "$tmp/empty" "$BIN/upsample" --fast "$PNGS/rgb8.png" "$tmp/empty"
+t 1 '^clip-encode: stdin: empty input \(no prompts\)$' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st"
+printf '\n\r\n\n' > "$tmp/in"
+t 1 '^clip-encode: stdin: empty input \(no prompts\)$' "$tmp/in" "$BIN/clip-encode" -m "$tmp/clip.st"
+t 1 '^emb-interp: stdin: no record for A$' "$tmp/empty" "$BIN/emb-interp"
+t 1 '^emb-interp: stdin: no record for B' "$tmp/e.rec" "$BIN/emb-interp"
+t 1 '^emb-textdiff: .*/empty: no record' "$tmp/empty" "$BIN/emb-textdiff" "$tmp/empty" "$tmp/a.rec" "$tmp/a.rec"
+t 0 '' "$tmp/empty" "$BIN/rec-dump"
+[ ! -s "$tmp/out" ] || fail "rec-dump printed something for an empty stream"
+
+# ---- streams: crafted records ----
+emb image_emb I32 > "$tmp/in"
+t 1 'record 1 field image_emb: dtype I32, expected a float type' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+{ map 2 && str version && by 1 && str image_emb && tensor I32 128 32 && rep 32 1 0 0 0; } > "$tmp/in"
+t 1 'record 1 field image_emb: dtype I32, expected a float type' "$tmp/in" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+{ map 2 && str version && by 1 && str image_emb && tensor F32 16 2 2 && rep 4 $ONE; } > "$tmp/in"
+t 1 'record 1 field image_emb: shape \[2, ?2\] has rank 2, expected 1' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+t 1 'record 1 field image_emb: shape \[2, ?2\], but the decoder model needs \[32\]' "$tmp/in" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+t 1 'record 1 field image_emb: shape \[4\], but the decoder model needs \[32\]' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+{ map 2 && str version && by 1 && str image && tensor F32 48 2 2 3 && rep 12 $ONE; } > "$tmp/in"
+t 1 'record 1 field image: .*U8' "$tmp/in" "$BIN/upsample" -m "$tmp/sr.st"
+{ map 2 && str version && by 1 && str image && tensor U8 12 2 2 3 2 && rep 12 0; } > "$tmp/in"
+t 1 'record 1 field image: ' "$tmp/in" "$BIN/upsample" -m "$tmp/sr.st"
+# an image whose upscaled output could not travel in a record: refused
+# before any work
+{ map 2 && str version && by 1 && str image && map 3 && str dtype && str U8 && str shape && arr 3 && uint 530 &&
+    uint 530 && by 3 && str data && by 198 0 12 219 204 && head -c 842700 /dev/zero; } > "$tmp/in"
+t 1 'record 1 field image: 530x530 times 4 would not fit in a record' "$tmp/in" "$BIN/upsample" --fast --float
+# declared sizes far beyond the data
+{ map 2 && str version && by 1 && str image_emb && tensor F32 16 1000000 && rep 4 $ONE; } > "$tmp/in"
+t 1 'record 1 field image_emb: 16 data bytes, but dtype F32 and the shape need 4000000' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+{ map 2 && str version && by 1 && str image_emb && by 198 255 255 255 255 && rep 4 $ONE; } > "$tmp/in"
+t 1 'stdin: record 1: larger than the record size limit' "$tmp/in" "$BIN/rec-dump"
+{ map 2 && str version && by 1 && str image_emb && by 198 1 0 0 0 && rep 4 $ONE; } > "$tmp/in"
+t 1 'stdin: record 1: stream ends inside the record' "$tmp/in" "$BIN/rec-dump"
+{ by 223 255 255 255 255 && str version && by 1; } > "$tmp/in"
+t 1 'stdin: record 1: larger than the record size limit' "$tmp/in" "$BIN/rec-dump"
+{ map 2 && str version && by 1 && str x && by 219 255 255 255 255 && str abc; } > "$tmp/in"
+t 1 'stdin: record 1: larger than the record size limit' "$tmp/in" "$BIN/rec-dump"
+{ map 2 && str version && by 1 && str x && rep 40 145 && by 1; } > "$tmp/in"
+t 1 'stdin: record 1: nested too deeply' "$tmp/in" "$BIN/rec-dump"
+# a million values (msgpack-c spends 24 bytes on each); 200 000 keys with a
+# duplicate at the end (found by sorting, not by comparing every pair)
+{ map 2 && str version && by 1 && str x && by 221 0 16 200 224 && head -c 1100000 /dev/zero | tr '\0' '\300'; } > "$tmp/in"
+t 1 'stdin: record 1: more than 1048576 values' "$tmp/in" "$BIN/rec-dump"
+{ by 223 0 3 13 66 && str version && by 1 &&
+    awk 'BEGIN { for (i = 0; i < 200000; i++) printf "{%c%c%c%c}", 65 + i % 26, 65 + int(i / 26) % 26,
+        65 + int(i / 676) % 26, 65 + int(i / 17576) % 26; printf "{AAAA}" }' | tr '{}' '\244\300'; } > "$tmp/in"
+t 1 'stdin: record 1 field AAAA: duplicate key' "$tmp/in" "$BIN/rec-dump" --fields
+# shape products that overflow, sizes that do not fit int64
+{ map 2 && str version && by 1 && str image_emb && map 3 && str dtype && str F32 && str shape && arr 2 &&
+    by 207 64 0 0 0 0 0 0 0 207 64 0 0 0 0 0 0 0 && str data && by 196 16 && rep 4 $ONE; } > "$tmp/in"
+t 1 'record 1 field image_emb: shape product overflows' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+{ map 2 && str version && by 1 && str image_emb && map 3 && str dtype && str F32 && str shape && arr 1 &&
+    by 207 255 255 255 255 255 255 255 255 && str data && by 196 16 && rep 4 $ONE; } > "$tmp/in"
+t 1 'record 1 field image_emb: shape\[0\] is not a non-negative integer' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+{ map 2 && str version && by 1 && str image_emb && map 3 && str dtype && str F32 && str shape && arr 9 &&
+    rep 9 1 && str data && by 196 4 && rep 1 $ONE; } > "$tmp/in"
+t 1 'record 1 field image_emb: shape is not an array of at most 8' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+{ map 2 && str version && by 1 && str image_emb && map 3 && str dtype && str F33 && str shape && arr 1 &&
+    by 4 && str data && by 196 16 && rep 4 $ONE; } > "$tmp/in"
+t 1 "record 1 field image_emb: unknown dtype 'F33'" "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+# duplicate keys, in a record and in a tensor
+{ map 3 && str version && by 1 && str prompt && str a && str prompt && str b; } > "$tmp/in"
+t 1 'stdin: record 1 field prompt: duplicate key' "$tmp/in" "$BIN/rec-dump"
+{ map 2 && str version && by 1 && str image_emb && map 4 && str dtype && str F32 && str shape && arr 1 && by 4 &&
+    str data && by 196 16 && rep 4 $ONE && str dtype && str F32; } > "$tmp/in"
+t 1 'record 1 field image_emb: tensor has a duplicate key' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+# not a map, no version, another version, a key that is not a string
+{ arr 2 && by 1 2; } > "$tmp/in"
+t 1 'stdin: record 1: not a map' "$tmp/in" "$BIN/rec-dump"
+{ emb image_emb F32 && by 7; } > "$tmp/in"
+t 1 'stdin: record 2: not a map' "$tmp/in" "$BIN/rec-dump"
+{ map 1 && str prompt && str a; } > "$tmp/in"
+t 1 'stdin: record 1 field version: missing' "$tmp/in" "$BIN/rec-dump"
+{ map 1 && str version && by 2; } > "$tmp/in"
+t 1 'stdin: record 1 field version: unknown format version 2' "$tmp/in" "$BIN/rec-dump"
+{ map 1 && str version && str 1; } > "$tmp/in"
+t 1 'record 1 field version: not a non-negative integer' "$tmp/in" "$BIN/rec-dump"
+{ map 2 && str version && by 1 && by 5 && by 1; } > "$tmp/in"
+t 1 'stdin: record 1: a key is not a string' "$tmp/in" "$BIN/rec-dump"
+{ by 193; } > "$tmp/in"
+t 1 'stdin: record 1: malformed msgpack' "$tmp/in" "$BIN/rec-dump"
+# NaN and infinite embeddings
+{ map 2 && str version && by 1 && str image_emb && tensor F32 16 4 && by $ONE $ONE $NAN $ONE; } > "$tmp/in"
+t 1 'record 1 field image_emb: element 2 is not finite' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+{ map 2 && str version && by 1 && str image_emb && tensor F32 128 32 && rep 31 $ONE && by $INF; } > "$tmp/in"
+t 1 'record 1 field image_emb: element 31 is not finite' "$tmp/in" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+{ map 2 && str version && by 1 && str image_emb && tensor F16 4 2 && by 0 124 0 60; } > "$tmp/in"
+t 1 'record 1 field image_emb: element 0 is not finite' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+# strings: a prompt that is not UTF-8 reaches the PNG text chunks
+{ map 3 && str version && by 1 && str prompt && by 162 255 65 && str image && tensor U8 12 2 2 3 && rep 12 9; } > "$tmp/in"
+t 1 'record 1 field prompt: not valid UTF-8' "$tmp/in" "$BIN/upsample" --fast
+
+# ---- prompts ----
+words=$(i=0 && while [ $i -lt 100 ]; do printf 'cube '; i=$((i + 1)); done)
+t 0 'prompt 1: 102 tokens, truncated to the context of 77' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" "$words"
+"$BIN/rec-dump" "$tmp/out" | grep -q '"truncated":1' || fail "clip-encode: a truncated prompt is not marked"
+t 1 'prompt 1: .*UTF-8' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" "$(printf 'caf\351')"
+printf 'a cube\n\377\376\n' > "$tmp/in"
+t 1 'stdin line 2: .*UTF-8' "$tmp/in" "$BIN/clip-encode" -m "$tmp/clip.st"
+printf 'a cube\nnul \000 byte\n' > "$tmp/in"
+t 1 'stdin line 2: contains a NUL byte' "$tmp/in" "$BIN/clip-encode" -m "$tmp/clip.st"
+printf '&#%04301d;\n' 1 > "$tmp/in"
+t 1 'stdin line 1: text: numeric character reference with 4301 digits' "$tmp/in" "$BIN/clip-encode" -m "$tmp/clip.st"
+head -c 17000000 /dev/zero | tr '\0' 'a' > "$tmp/in"
+t 1 'stdin line 1: text: 17000000 bytes, more than the limit 16777216' "$tmp/in" "$BIN/clip-encode" -m "$tmp/clip.st"
+
+# ---- model files ----
+t 1 'a prior model, not a decoder model' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/prior.st"
+t 1 'stage is "decoder", but "prior" is needed' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/dec.st"
+t 1 'a decoder model, not an sr model' "$tmp/e.rec" "$BIN/upsample" -m "$tmp/dec.st"
+t 1 'stage.*sr.*clip|clip.*sr' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/sr.st" "a cube"
+t 1 'clip.*decoder|decoder.*clip' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/clip.st"
+t 1 'nothing.st: No such file' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/nothing.st"
+t 1 'empty: not a safetensors file' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/empty"
+# header length past the end
+cp "$tmp/dec.st" "$tmp/bad.st"
+by 255 255 255 0 | dd of="$tmp/bad.st" bs=1 conv=notrunc 2> /dev/null
+t 1 'bad.st: header length 16777215 past the end of the file' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+head -c 4000 "$tmp/dec.st" > "$tmp/bad.st"
+t 1 'bad.st: header length [0-9]+ past the end' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+# a missing tensor: rename one, keeping the header's length
+off=$(grep -boa '"model.out.2.bias"' "$tmp/dec.st" | head -1 | cut -d: -f1)
+cp "$tmp/dec.st" "$tmp/bad.st"
+printf X | dd of="$tmp/bad.st" bs=1 seek=$((off + 16)) conv=notrunc 2> /dev/null
+t 1 'tensor model.out.2.bias: missing' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+# a tensor whose shape disagrees with the config
+off=$(grep -boa '"model.cf_param":{"dtype":"F32","shape":\[32\]' "$tmp/dec.st" | head -1 | cut -d: -f1)
+cp "$tmp/dec.st" "$tmp/bad.st"
+printf '"shape":[16],"data_offsets":[0, 64]}' > "$tmp/patch"
+grep -q '"model.cf_param":{"dtype":"F32","shape":\[32\],"data_offsets":\[0,128\]}' "$tmp/dec.st" ||
+    fail "decoder test model: unexpected header layout"
+dd if="$tmp/patch" of="$tmp/bad.st" bs=1 seek=$((off + 32)) conv=notrunc 2> /dev/null
+t 1 'model.cf_param' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+# small crafted files: out-of-range and overlapping offsets, bad dtype,
+# duplicate names, a header that is not JSON
+stfile '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,800]}}' 8 > "$tmp/bad.st"
+t 1 'bad.st: tensor a: data_offsets outside the 8 data bytes' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}' 12 > "$tmp/bad.st"
+t 1 'bad.st: tensors a and b overlap' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}' 8 > "$tmp/bad.st"
+t 1 'bad.st: tensor a: 8 data bytes do not match its dtype and shape' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}' 8 > "$tmp/bad.st"
+t 1 'bad.st: tensor a: 8 data bytes do not match' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}' 8 > "$tmp/bad.st"
+t 1 'bad.st: tensor a: unknown dtype Q4' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}' 16 > "$tmp/bad.st"
+t 1 'bad.st: tensor a: duplicate name' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"__metadata__":{"a":"1","b":"2","c":"3","d":"4","e":"5"},"__metadata__":{"x":"1"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: __metadata__: duplicate name' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"__metadata__":{"unclip.stage":7}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: __metadata__.unclip.stage is not a string' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"__metadata__":{"unclip.stage":"pri\nor\u0007"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: a pri\?or\? model, not a decoder model' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+# 100 000 tensors with a duplicate at the end (found by sorting)
+awk 'BEGIN { printf "{"; for (i = 0; i < 100000; i++) printf "\"t%06d\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},", i
+    printf "\"t000000\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}" }' > "$tmp/hdr"
+l=$(wc -c < "$tmp/hdr")
+{ by $((l & 255)) $((l >> 8 & 255)) $((l >> 16 & 255)) 0 0 0 0 0 && cat "$tmp/hdr"; } > "$tmp/bad.st"
+t 1 'bad.st: tensor t000000: duplicate name' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"a":' 0 > "$tmp/bad.st"
+t 1 'bad.st: header is not a JSON object' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"__metadata__":{"unclip.stage":"decoder","unclip.config":"{\"model\":"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: .*unclip.config' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"__metadata__":{"unclip.stage":"prior","unclip.config":"{\"model\":{\"hparams\":{\"xf_width\":1e300}}}"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: ' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/bad.st"
+
+# ---- PNGs ----
+"$BIN/upsample" --fast "$PNGS/rgb8.png" > "$tmp/ok.png"
+n=$(wc -c < "$tmp/ok.png")
+for cut in 8 33 $((n / 2)) $((n - 1)); do
+    head -c "$cut" "$tmp/ok.png" > "$tmp/cut.png"
+    t 1 'cut.png: image 1: bad PNG: truncated' "$tmp/empty" "$BIN/upsample" --fast "$tmp/cut.png"
+done
+head -c 5 "$tmp/ok.png" > "$tmp/cut.png"
+t 1 'cut.png: record 1: stream ends inside' "$tmp/empty" "$BIN/upsample" --fast "$tmp/cut.png"
+t 1 'cut.png: not a PNG file' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/cut.png"
+head -c 100 "$tmp/ok.png" > "$tmp/cut.png"
+t 1 'cut.png: bad PNG: truncated' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/cut.png"
+t 1 'stdin: bad PNG: truncated' "$tmp/cut.png" "$BIN/clip-encode" -m "$tmp/clip.st" --image -
+t 1 'stdin: image 1: bad PNG: truncated' "$tmp/cut.png" "$BIN/shapes-eval"
+# bad CRCs: in IHDR, IDAT, and a text chunk (which may carry the record)
+cp "$tmp/ok.png" "$tmp/crc.png"
+by 255 | dd of="$tmp/crc.png" bs=1 seek=29 conv=notrunc 2> /dev/null
+t 1 'crc.png: image 1: bad PNG: IHDR: CRC error' "$tmp/empty" "$BIN/upsample" --fast "$tmp/crc.png"
+t 1 'crc.png: bad PNG: IHDR: CRC error' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/crc.png"
+cp "$tmp/ok.png" "$tmp/crc.png"
+by 0 | dd of="$tmp/crc.png" bs=1 seek=$((n - 13)) conv=notrunc 2> /dev/null
+t 1 'crc.png: image 1: bad PNG: IDAT: CRC error' "$tmp/empty" "$BIN/upsample" --fast "$tmp/crc.png"
+off=$(grep -boa 'tEXtparameters' "$tmp/ok.png" | head -1 | cut -d: -f1)
+cp "$tmp/ok.png" "$tmp/crc.png"
+printf X | dd of="$tmp/crc.png" bs=1 seek=$((off + 4)) conv=notrunc 2> /dev/null
+t 1 'crc.png: image 1: bad PNG: tEXt: CRC error' "$tmp/empty" "$BIN/upsample" --fast "$tmp/crc.png"
+# declared sizes far beyond the data and the limits
+t 1 'huge-side.png: image 1: bad PNG: .*width exceeds user limit' "$tmp/empty" "$BIN/upsample" --fast "$PNGS/huge-side.png"
+t 1 'huge-pixels.png: image 1: bad PNG: 16000x16000 pixels is above the limit' "$tmp/empty" "$BIN/upsample" --fast "$PNGS/huge-pixels.png"
+t 1 'huge-pixels.png: bad PNG: 16000x16000 pixels' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$PNGS/huge-pixels.png"
+t 1 'text-huge.png: image 1: bad PNG: tEXt: chunk data is too large' "$tmp/empty" "$BIN/rec-dump" "$PNGS/text-huge.png"
+t 1 'carried-bad.png: image 1: text chunk unclip-record: base64' "$tmp/empty" "$BIN/rec-dump" "$PNGS/carried-bad.png"
+cat "$PNGS/rgb8.png" "$tmp/e.rec" > "$tmp/mixed"
+t 1 'stdin: image 2: not a PNG signature after image 1' "$tmp/mixed" "$BIN/upsample" --fast
+# 16-bit, gray, gray+alpha, palette (with transparency), 1-bit and
+# interlaced PNGs are read, as U8 [H, W, 3]
+set -- rgb16 gray16 gray8 graya rgba palette palette-trns
+t 0 '' "$tmp/empty" "$BIN/rec-dump" $(for f; do echo "$PNGS/$f.png"; done)
+[ "$(grep -c '"image":{"dtype":"U8","shape":\[4,4,3\]' "$tmp/out")" -eq $# ] || fail "PNGs not read as U8 [4, 4, 3]"
+t 0 '' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image $(for f; do echo "$PNGS/$f.png"; done)
+[ "$("$BIN/rec-dump" --fields "$tmp/out" | grep -c image_emb)" -eq $# ] || fail "clip-encode --image: not one record per PNG"
+t 0 '' "$PNGS/gray1.png" "$BIN/rec-dump"
+grep -q '"shape":\[2,8,3\],"values":\[255,255,255,0,0,0,255,255\]' "$tmp/out" || fail "gray1.png: wrong pixels"
+t 0 '' "$PNGS/interlaced.png" "$BIN/upsample" --fast -f record
+"$BIN/rec-dump" "$tmp/out" | grep -q '"shape":\[36,36,3\]' || fail "interlaced.png: not upsampled"
+t 0 '' "$PNGS/rgb16.png" "$BIN/rec-dump" --full
+grep -q '"values":\[0,0,156,35,0,156,70,0,156,105,0,156,0,35,156' "$tmp/out" || fail "rgb16.png: not narrowed to 8 bits"
+
+echo "hostile.sh: $rows rows ok"
