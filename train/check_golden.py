@@ -4,7 +4,7 @@ golden model strictly into our module, run the io inputs, compare with the
 case tolerance (|got - want| <= atol + rtol * |want|).
 
 usage: python3 train/check_golden.py [GOLDEN_DIR]   (default ../shared/golden
-relative to the repository, or /work/shared/golden)"""
+relative to the repository, else the repository's tests/golden)"""
 import gzip
 import json
 import os
@@ -29,7 +29,7 @@ def golden_dir():
     if len(sys.argv) > 1:
         return sys.argv[1]
     here = os.path.dirname(os.path.abspath(__file__))
-    for c in (os.path.join(here, "..", "..", "shared", "golden"), "/work/shared/golden"):
+    for c in (os.path.join(here, "..", "..", "shared", "golden"), os.path.join(here, "..", "tests", "golden")):
         if os.path.isdir(c):
             return c
     sys.exit("check_golden: no golden directory")

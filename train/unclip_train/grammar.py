@@ -1,4 +1,4 @@
-"""The shapes-world caption grammar (/work/shared/SHAPES.md).
+"""The shapes-world caption grammar (SHAPES.md in the shared folder beside the repository).
 
 single    := article " " [size " "] colour " " shape
 relation  := article " " colour " " shape " " rel " " article " " colour " " shape
