@@ -56,8 +56,8 @@ TRAIN = {
     "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=25),
     "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, minutes=20),
     "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=150),
-    "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64, x0_weight_max=20.0,
-                   first_step_gain=0.01),
+    "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64, x0_weight_max=1.0,
+                   first_step_gain=0.0),
 }
 
 # datasets rendered by shapes-render (kinds drawn uniformly by the renderer)
