@@ -996,11 +996,15 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
 
 /* ---- config helpers ---------------------------------------------------- */
 
+/* An integer in -1e6..1e6 (checked before any conversion: casting a double
+ * outside int's range is undefined). */
+static int small_int(double x) { return x >= -1e6 && x <= 1e6 && x == floor(x); }
+
 int uc_cfg_int_list(const cJSON *v, const char *what, int *out, int max)
 {
     int n = 0;
     if (cJSON_IsNumber(v)) {
-        if (v->valuedouble != (int)v->valuedouble)
+        if (!small_int(v->valuedouble))
             return uc_err("config %s: %g is not an integer", what, v->valuedouble);
         out[0] = (int)v->valuedouble;
         return max < 1 ? uc_err("config %s: too many entries", what) : 1;
@@ -1011,7 +1015,7 @@ int uc_cfg_int_list(const cJSON *v, const char *what, int *out, int max)
         {
             if (n >= max)
                 return uc_err("config %s: more than %d entries", what, max);
-            if (!cJSON_IsNumber(e) || e->valuedouble != (int)e->valuedouble)
+            if (!cJSON_IsNumber(e) || !small_int(e->valuedouble))
                 return uc_err("config %s: entry %d is not an integer", what, n + 1);
             out[n++] = (int)e->valuedouble;
         }
@@ -1055,7 +1059,7 @@ int uc_cfg_int(const cJSON *obj, const char *key, int dflt, int lo, int hi, int 
         x = v->valuedouble;
     else
         return uc_err("config %s: expected a number", key);
-    if (x != (double)(long)x || x < lo || x > hi)
+    if (!(x >= lo && x <= hi) || x != floor(x))
         return uc_err("config %s: %g is not an integer in %d..%d", key, x, lo, hi);
     *out = (int)x;
     return 0;

@@ -254,6 +254,11 @@ stfile '{"a":' 0 > "$tmp/bad.st"
 t 1 'bad.st: header is not a JSON object' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
 stfile '{"__metadata__":{"unclip.stage":"decoder","unclip.config":"{\"model\":"}}' 0 > "$tmp/bad.st"
 t 1 'bad.st: .*unclip.config' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+# config numbers far outside int (casting them would be undefined)
+stfile '{"__metadata__":{"unclip.stage":"decoder","unclip.config":"{\"model\":{\"hparams\":{\"num_channels\":1e99}},\"diffusion\":{}}"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: decoder config: config num_channels: 1e\+99 is not an integer in 1\.\.' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stfile '{"__metadata__":{"unclip.stage":"decoder","unclip.config":"{\"model\":{\"hparams\":{\"image_size\":64,\"num_channels\":32,\"channel_mult\":[1e99]}},\"diffusion\":{}}"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: .*channel_mult: entry 1 is not an integer' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
 stfile '{"__metadata__":{"unclip.stage":"prior","unclip.config":"{\"model\":{\"hparams\":{\"xf_width\":1e300}}}"}}' 0 > "$tmp/bad.st"
 t 1 'bad.st: ' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/bad.st"
 
