@@ -3,6 +3,7 @@
 #   make check           unit tests, golden cases, shell pipelines
 #   make check SAN=1     the same under AddressSanitizer + UBSan
 #   make bench           benchmarks (never part of check)
+#   make eval            the default model's shapes-eval scores (200 captions)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -110,6 +111,22 @@ check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
 bench: $(BIN)/unclip-bench
 	$(BIN)/unclip-bench --torch bench/torch_bench.py
 
+# The default model's fidelity: pictures for EVAL_N captions drawn from the
+# grammar (fixed seed) through the whole pipeline at default settings, judged
+# by shapes-eval per caption kind. Each stage's output stays in $(BUILD)/eval.
+EVAL_N    ?= 200
+EVAL_SEED ?= 1
+EVAL      := $(BUILD)/eval
+eval: all
+	@mkdir -p $(EVAL)
+	$(BIN)/shapes-render --random $(EVAL_N) --seed $(EVAL_SEED) --captions-only > $(EVAL)/captions.txt
+	$(BIN)/clip-encode < $(EVAL)/captions.txt > $(EVAL)/text.rec
+	$(BIN)/prior-sample $(EVAL)/text.rec > $(EVAL)/prior.rec
+	$(BIN)/decoder-diffuse -f record $(EVAL)/prior.rec > $(EVAL)/decoder.rec
+	$(BIN)/upsample -f record $(EVAL)/decoder.rec > $(EVAL)/images.rec
+	$(BIN)/shapes-eval $(EVAL)/images.rec > $(EVAL)/scores.txt
+	@cat $(EVAL)/scores.txt
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(DESTDIR)$(PREFIX)/bin
@@ -130,5 +147,5 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check bench install clean deps fuzz fuzz-run
+.PHONY: all unit golden shell check bench eval install clean deps fuzz fuzz-run
 .SECONDARY:

@@ -8,25 +8,41 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "../formats/png.h"
 #include "../libcommon/clip.h"
 #include "../libcommon/imageio.h"
+#include "png_crc.h"
 
 static FILE *devnull;
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void run(uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
+{
+    uint8_t *data = malloc(size ? size : 1);
+    if (!data)
+        return 0;
+    memcpy(data, in, size);
+    png_fix_crcs(data, size);
+    run(data, size);
+    free(data);
+    return 0;
+}
+
+static void run(uint8_t *data, size_t size)
 {
     if (!devnull && !(devnull = fopen("/dev/null", "wb")))
         abort();
     int fd = memfd_create("fuzz-image", 0);
     if (fd < 0)
-        return 0;
+        return;
     if (write(fd, data, size) != (ssize_t)size || lseek(fd, 0, SEEK_SET) != 0) {
         close(fd);
-        return 0;
+        return;
     }
     uc_image_reader *ir = uc_image_reader_open(fd, "fuzz");
     rec *r;
@@ -38,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(fd);
 
     if (size >= 8 && uc_png_sig(data)) {
-        FILE *f = fmemopen((void *)data, size, "rb");
+        FILE *f = fmemopen(data, size, "rb");
         uc_image img;
         if (f && uc_png_read(f, "fuzz", 0, 1, &img) == 0) {
             if ((size_t)img.w * (size_t)img.h <= ((size_t)1 << 20)) {
@@ -50,5 +66,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (f)
             fclose(f);
     }
-    return 0;
 }

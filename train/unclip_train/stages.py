@@ -100,6 +100,15 @@ class Stage:
         if self.hp["ema"] > 0:
             self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
+    def clock(self):
+        """Training time in seconds: on CPU the process's CPU time per thread,
+        so that a machine shared with other work (or a paused job) trains the
+        same number of steps per planned minute as an idle one; on CUDA the
+        wall clock."""
+        if self.dev.type == "cpu":
+            return time.process_time() / torch.get_num_threads()
+        return time.time()
+
     def lr_at(self, frac):
         warm = min(1.0, (self.step + 1) / self.hp["warmup"])
         frac = min(max(frac, 0.0), 1.0)
@@ -143,7 +152,7 @@ class Stage:
         self.module.train()
         try:
             while self.elapsed < target and not stop["flag"]:
-                t0 = time.time()
+                t0 = self.clock()
                 for g in self.opt.param_groups:
                     g["lr"] = self.lr_at(self.elapsed / plan)
                 torch.manual_seed(self.seed * 1000003 + self.step)
@@ -157,7 +166,7 @@ class Stage:
                 self.step += 1
                 if self.ema is not None:
                     self.update_ema()
-                self.elapsed += time.time() - t0
+                self.elapsed += self.clock() - t0
                 stats["gnorm"] = float(gn)
                 for k, v in stats.items():
                     acc[k] = acc.get(k, 0.0) + v
