@@ -41,14 +41,14 @@ DECODER = {
                               xf_layers=0, xf_heads=0, xf_final_ln=False, resblock_updown=True,
                               learn_sigma=True, text_drop=0.3, clip_emb_type="image",
                               clip_emb_drop=0.15, use_plm=True)},
-    "diffusion": _diffusion(learn_sigma=True, sigma_small=False, rescale_learned_sigmas=True),
+    "diffusion": _diffusion(learn_sigma=True, sigma_small=False, rescale_learned_sigmas=True, predict_xstart=True),
 }
 
 SR = {
     "model": {"type": "improved_sr_64_256", "diffusion_sampler": "uniform",
               "hparams": dict(channels=32, depth=1, channels_multiple=[1, 1, 2], dropout=0.0,
                               scale=SR_SCALE)},
-    "diffusion": _diffusion(timestep_respacing="7", rescale_learned_sigmas=True),
+    "diffusion": _diffusion(timestep_respacing="7", predict_xstart=True),
 }
 
 # training: batch, learning rate, EMA decay, planned minutes (run_all.sh)
@@ -56,8 +56,7 @@ TRAIN = {
     "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=25),
     "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, minutes=20),
     "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=150),
-    "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64, x0_weight_max=1.0,
-                   first_step_gain=0.0),
+    "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64),
 }
 
 # datasets rendered by shapes-render (kinds drawn uniformly by the renderer)

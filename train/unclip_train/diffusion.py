@@ -192,21 +192,19 @@ class Diffusion:
         return x
 
     # training losses (t: indices into this process, normally unspaced)
-    def loss_eps(self, out, x0, xt, t, noise):
-        return mean_flat((noise - out) ** 2)
-
-    def loss_x0(self, out, x0, xt, t, noise):
-        return mean_flat((x0 - out) ** 2)
+    def loss_mean(self, out, x0, xt, t, noise):
+        """MSE of the mean prediction against its target (x0 or eps)."""
+        return mean_flat(((x0 if self.mean_type == "x0" else noise) - out) ** 2)
 
     def loss_hybrid(self, out, x0, xt, t, noise):
-        """Improved DDPM's hybrid objective for eps + learned-range variance:
-        MSE on eps + the VLB term with the mean's gradient stopped
-        (L_t as KL in bits, L_0 as discretized NLL), times T/1000 (RESCALED_MSE).
-        Returns (loss, mse, vb) per sample."""
+        """Improved DDPM's hybrid objective for learned-range variance: MSE
+        of the mean prediction (x0 or eps) + the VLB term with the mean's
+        gradient stopped (L_t as KL in bits, L_0 as discretized NLL), times
+        T/1000 (RESCALED_MSE). Returns (loss, mse, vb) per sample."""
         c = x0.shape[1]
-        eps, v = out[:, :c], out[:, c:]
-        mse = mean_flat((noise - eps) ** 2)
-        frozen = torch.cat([eps.detach(), v], dim=1)
+        m, v = out[:, :c], out[:, c:]
+        mse = self.loss_mean(m, x0, xt, t, noise)
+        frozen = torch.cat([m.detach(), v], dim=1)
         p = self.p_mean_variance(frozen, xt, t, clip_denoised=False)
         tm, _, tlv = self.q_posterior(x0, xt, t)
         kl = mean_flat(normal_kl(tm, tlv, p["mean"], p["log_variance"])) / math.log(2.0)

@@ -53,13 +53,14 @@ class Stage:
         self.hp = config.TRAIN[self.name]
         self.step = 0
         self.elapsed = 0.0
+        self.ema_from = 0  # the step the EMA of the weights started at
 
     # checkpoint -------------------------------------------------------
     def state(self):
         s = {"step": self.step, "elapsed": self.elapsed, "seed": self.seed,
              "model": self.module.state_dict(), "opt": self.opt.state_dict()}
         if self.ema is not None:
-            s["ema"] = self.ema
+            s["ema"], s["ema_from"] = self.ema, self.ema_from
         return s
 
     def save(self):
@@ -85,6 +86,14 @@ class Stage:
         self.step, self.elapsed, self.seed = ck["step"], ck["elapsed"], ck["seed"]
         if self.ema is not None and "ema" in ck:
             self.ema = {k: v.to(self.dev) for k, v in ck["ema"].items()}
+            self.ema_from = ck.get("ema_from", 0)
+        was, now = (c.get("config", {}).get("diffusion", {}).get("predict_xstart") for c in (ck, self.extra_state()))
+        if self.ema is not None and was is not None and now is not None and was != now:
+            # The checkpoint was trained for the other mean prediction (x0 or
+            # eps): train on from its weights, with a fresh EMA of them.
+            self.log(f"{self.name}: step {self.step}: mean prediction changed to {'x0' if now else 'eps'}; EMA restarted")
+            self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            self.ema_from = self.step
         self.load_extra(ck)
         return True
 
@@ -115,7 +124,8 @@ class Stage:
         return self.hp["lr"] * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     def update_ema(self):
-        d = min(self.hp["ema"], (1 + self.step) / (10 + self.step))
+        n = self.step - self.ema_from
+        d = min(self.hp["ema"], (1 + n) / (10 + n))
         with torch.no_grad():
             for k, v in self.module.state_dict().items():
                 if v.dtype.is_floating_point:
@@ -313,7 +323,7 @@ class PriorStage(FeatureStage):
         noise = torch.randn(x0.shape, generator=gen).to(self.dev)
         xt = self.diff.q_sample(x0, t, noise)
         out = m.model(xt, t, tf, ts, tm)
-        loss = self.diff.loss_x0(out, x0, xt, t, noise).mean()
+        loss = self.diff.loss_mean(out, x0, xt, t, noise).mean()
         return loss, {"loss": float(loss)}
 
 
@@ -355,7 +365,7 @@ class DecoderStage(FeatureStage):
 
 
 class SRStage(Stage):
-    """x4 upsampler: eps MSE on random crops; low_res = the 32 px render of
+    """x4 upsampler: x0 MSE on random crops; low_res = the 32 px render of
     the same scene (lightly degraded), upsampled bicubic with antialias."""
     name = "sr"
 
@@ -401,29 +411,8 @@ class SRStage(Stage):
         t = torch.randint(0, self.diff.T, (b,), generator=gen).to(self.dev)
         noise = torch.randn(x0.shape, generator=gen).to(self.dev)
         xt = self.diff.q_sample(x0, t, noise)
-        target = noise
-        k = self.hp.get("first_step_gain", 0.0)
-        if k > 0:
-            # Karlo's 7-step sampler starts at t = 999 (abar = 2.4e-9), where
-            # x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) magnifies any eps
-            # error 20 000-fold before the clamp to [-1, 1]: the true target
-            # x_t - 4.9e-5 x0 cannot be met, and the following steps inherit
-            # the clamped garbage. For t >= 990 (a tenth of the batch) the
-            # target is x_t - k * x0 instead, so that the first x0 is the
-            # clamped (saturated) true picture.
-            first = torch.rand(b, generator=gen) < 0.1
-            t = torch.where(first.to(self.dev), torch.randint(990, self.diff.T, (b,), generator=gen).to(self.dev), t)
-            xt = self.diff.q_sample(x0, t, noise)
-            late = (t >= 990).view(b, 1, 1, 1)
-            target = torch.where(late, xt - k * x0, noise)
-        mse = self.diff.loss_eps(self.net(xt, t, lr), x0, xt, t, target)
-        # Karlo's 7-step sampler turns eps into x0 with a gain of
-        # sqrt((1 - abar) / abar) (3.8 at t = 832): weight the noisy steps
-        # by the x0-space error, (1 - abar) / abar, clamped to [1, x0_weight_max]
-        a = torch.from_numpy(self.diff.alphas_cumprod).float().to(self.dev)[t]
-        w = ((1 - a) / a).clamp(1.0, self.hp.get("x0_weight_max", 1.0))
-        loss = (w * mse).sum() / w.sum()
-        return loss, {"loss": float(loss), "mse": float(mse.mean())}
+        loss = self.diff.loss_mean(self.net(xt, t, lr), x0, xt, t, noise).mean()
+        return loss, {"loss": float(loss)}
 
 
 STAGES = {"clip": ClipStage, "prior": PriorStage, "decoder": DecoderStage, "sr": SRStage}
