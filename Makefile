@@ -3,6 +3,7 @@
 #   make check           unit tests, golden cases, shell pipelines
 #   make check SAN=1     the same under AddressSanitizer + UBSan
 #   make bench           benchmarks (never part of check)
+#   make check-real      real-size weights: convert and run each stage (40 min)
 #   make eval            the default model's shapes-eval scores (200 captions)
 #   make install PREFIX=/usr/local
 
@@ -111,6 +112,13 @@ check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
 bench: $(BIN)/unclip-bench
 	$(BIN)/unclip-bench --torch bench/torch_bench.py
 
+# Real sizes (not part of check): random weights at the released sizes in the
+# original layouts, converted and run once per stage; needs 16 GB free disk,
+# about 40 minutes on 2 cores (tests/realsize.sh; REALSIZE_DIR picks the place).
+REALSIZE_DIR ?=
+check-real: all
+	BIN=$(BIN) sh tests/realsize.sh $(REALSIZE_DIR)
+
 # The default model's fidelity: pictures for EVAL_N captions drawn from the
 # grammar (fixed seed) through the whole pipeline at default settings, judged
 # by shapes-eval per caption kind. Each stage's output stays in $(BUILD)/eval.
@@ -147,5 +155,5 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check bench eval install clean deps fuzz fuzz-run
+.PHONY: all unit golden shell check check-real bench eval install clean deps fuzz fuzz-run
 .SECONDARY:

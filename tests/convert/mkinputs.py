@@ -24,6 +24,16 @@ the standard library and numpy only (no torch), and checks of its outputs:
       same tensor names and values (and dtypes)
   meta FILE KEY / dtypes FILE
       print a metadata value / "name dtype" lines
+  real STAGE DIR [--quick] [--seed=N]
+      random weights of a released file (clip: ViT-L-14.pt; prior:
+      prior-ckpt-step=01000000-of-01000000.ckpt and ViT-L-14_stats.th;
+      decoder: decoder-ckpt-step=01000000-of-01000000.ckpt; sr:
+      improved-sr-ckpt-step=1.2M.ckpt) at its size and in its layout,
+      streamed one tensor at a time; --quick: small, with DIR/STAGE.json
+  realkeys CASE...
+      the released files' key enumeration gives each case's names and shapes
+  realinfo [--quick] / recshape JSONL FIELD=DTYPE:D0,D1... FIELD==TEXT...
+      the output sizes for tests/realsize.sh / check rec-dump's lines
 """
 import hashlib
 import json
@@ -237,6 +247,14 @@ class Pickler:
         return bytes(self.out + b".")
 
 
+def blob(arr):
+    """The bytes of an array, or of a Random tensor made now (one tensor in
+    memory at a time), without a copy."""
+    if isinstance(arr, Random):
+        arr = arr.array()
+    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+
 def tensors_of(obj, found):
     if isinstance(obj, Tensor):
         found[obj.key] = obj
@@ -272,10 +290,10 @@ def torch_save(obj, path, extra_files=None):
     prefix = os.path.basename(path).split(".")[0] + "/"
     with zipfile.ZipFile(path, "w") as zf:
         zip_entry(zf, prefix + "data.pkl", data)
-        for name, blob in (extra_files or {}).items():
-            zip_entry(zf, prefix + name, blob)
+        for name, data in (extra_files or {}).items():
+            zip_entry(zf, prefix + name, data)
         for k, t in found.items():
-            zip_entry(zf, prefix + "data/" + k, np.ascontiguousarray(t.arr).tobytes())
+            zip_entry(zf, prefix + "data/" + k, blob(t.arr))
         zip_entry(zf, prefix + "version", b"3\n")
 
 
@@ -317,8 +335,8 @@ def legacy_save(obj, path):
         keys = sorted(found)
         f.write(small(keys))
         for k in keys:
-            a = np.ascontiguousarray(found[k].arr)
-            f.write(struct.pack("<q", a.size) + a.tobytes())
+            f.write(struct.pack("<q", found[k].arr.size))
+            f.write(blob(found[k].arr))
 
 
 def clip_heads(cfg, W, Wv):
@@ -326,10 +344,14 @@ def clip_heads(cfg, W, Wv):
 
 
 def write_jit(case, out):
+    jit_archive(as_tensors(weights(case)), out)
+
+
+def jit_archive(ws, out):
     """OpenAI's JIT archives keep the module tree of model.py: CLIP with
     visual (VisionTransformer), transformer, token_embedding, ln_final; blocks
-    with attn (nn.MultiheadAttention), ln_1, mlp (c_fc, gelu, c_proj), ln_2."""
-    ws = as_tensors(weights(case))
+    with attn (nn.MultiheadAttention), ln_1, mlp (c_fc, gelu, c_proj), ln_2.
+    ws: OpenAI name -> Tensor."""
     classes = OrderedDict()   # qualname -> (parameters, buffers, [(submodule, qualname)])
 
     def obj(cls, params=(), buffers=(), subs=()):
@@ -734,7 +756,11 @@ def cmd_compare(a, b, *flags):
 
 
 def cmd_meta(path, key):
-    print(st_read(path)[1].get(key, ""))
+    """(reads the header only: fine for files of gigabytes)"""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        meta = json.loads(f.read(n)).get("__metadata__", {}) or {}
+    print(meta.get(key, ""))
 
 
 def cmd_dtypes(path):
@@ -796,9 +822,369 @@ def cmd_verify(model, case, *flags):
         derive(case, model, opts["--derive"])
 
 
+# ---- released sizes: random weights in the original layouts ----
+#
+# The key names and shapes of each released file, enumerated from its
+# configuration the way the upstream constructors build the modules
+# (OpenAI's CLIP(...), Karlo's PriorTransformer, UNetModel, PLMImUNet,
+# SuperResUNetModel); `realkeys` checks the enumeration against every golden
+# case, which the upstream code itself wrote.
+
+RELEASED = {
+    # OpenAI CLIP ViT-L/14 (ViT-L-14.pt): the arguments build_model derives
+    "clip": OrderedDict([("embed_dim", 768), ("image_resolution", 224), ("vision_layers", 24),
+                         ("vision_width", 1024), ("vision_patch_size", 14), ("context_length", 77),
+                         ("vocab_size", 49408), ("transformer_width", 768), ("transformer_heads", 12),
+                         ("transformer_layers", 12)]),
+    # kakaobrain/karlo configs/prior_1B_vit_l.yaml
+    "prior": {"text_ctx": 77, "xf_width": 2048, "xf_layers": 20, "xf_heads": 32, "xf_final_ln": True,
+              "clip_dim": 768},
+    # configs/decoder_900M_vit_l.yaml (channel_mult '' at 64 px: 1,2,3,4)
+    "decoder": {"image_size": 64, "num_channels": 320, "num_res_blocks": 3, "channel_mult": "",
+                "attention_resolutions": "32,16,8", "num_heads": -1, "num_head_channels": 64,
+                "num_heads_upsample": -1, "use_scale_shift_norm": True, "clip_dim": 768, "clip_emb_mult": 4,
+                "text_ctx": 77, "xf_width": 1536, "resblock_updown": True, "learn_sigma": True,
+                "clip_emb_drop": 0.1},
+    # configs/improved_sr_64_256_1.4B.yaml
+    "sr": {"channels": 320, "depth": 3, "channels_multiple": [1, 2, 3, 4]},
+}
+RELEASED_FILES = {"clip": ["ViT-L-14.pt"],
+                  "prior": ["prior-ckpt-step=01000000-of-01000000.ckpt", "ViT-L-14_stats.th"],
+                  "decoder": ["decoder-ckpt-step=01000000-of-01000000.ckpt"],
+                  "sr": ["improved-sr-ckpt-step=1.2M.ckpt"]}
+
+
+def clip_shapes(c):
+    """OpenAI CLIP(...).state_dict() of a ViT model: name -> shape."""
+    k = OrderedDict()
+    D, W, Wv, P = c["embed_dim"], c["transformer_width"], c["vision_width"], c["vision_patch_size"]
+    G, T = c["image_resolution"] // P, c["context_length"]
+
+    def blocks(prefix, n, w):
+        for i in range(n):
+            b = "%sresblocks.%d." % (prefix, i)
+            k[b + "attn.in_proj_weight"], k[b + "attn.in_proj_bias"] = (3 * w, w), (3 * w,)
+            k[b + "attn.out_proj.weight"], k[b + "attn.out_proj.bias"] = (w, w), (w,)
+            k[b + "ln_1.weight"], k[b + "ln_1.bias"] = (w,), (w,)
+            k[b + "mlp.c_fc.weight"], k[b + "mlp.c_fc.bias"] = (4 * w, w), (4 * w,)
+            k[b + "mlp.c_proj.weight"], k[b + "mlp.c_proj.bias"] = (w, 4 * w), (w,)
+            k[b + "ln_2.weight"], k[b + "ln_2.bias"] = (w,), (w,)
+    k["positional_embedding"], k["text_projection"], k["logit_scale"] = (T, W), (W, D), ()
+    k["visual.class_embedding"], k["visual.positional_embedding"] = (Wv,), (G * G + 1, Wv)
+    k["visual.proj"], k["visual.conv1.weight"] = (Wv, D), (Wv, 3, P, P)
+    k["visual.ln_pre.weight"], k["visual.ln_pre.bias"] = (Wv,), (Wv,)
+    blocks("visual.transformer.", c["vision_layers"], Wv)
+    k["visual.ln_post.weight"], k["visual.ln_post.bias"] = (Wv,), (Wv,)
+    blocks("transformer.", c["transformer_layers"], W)
+    k["token_embedding.weight"] = (c["vocab_size"], W)
+    k["ln_final.weight"], k["ln_final.bias"] = (W,), (W,)
+    return k
+
+
+def clip_dtype(name):
+    """Storage type in OpenAI's files: convert_weights (model.py) halves
+    convolutions, linear layers, in_proj and the two projections."""
+    half = (".attn.in_proj_", ".attn.out_proj.", ".mlp.c_fc.", ".mlp.c_proj.")
+    if any(h in name for h in half) or name in ("text_projection", "visual.proj", "visual.conv1.weight"):
+        return "F16"
+    return "F32"
+
+
+def prior_shapes(hp):
+    """Karlo PriorDiffusionModel.state_dict(): 'model.' + PriorTransformer."""
+    W, D, T = hp["xf_width"], hp["clip_dim"], hp["text_ctx"]
+    k = OrderedDict()
+
+    def lin(n, o, i=None):
+        k["model.%s.weight" % n] = (o, i) if i else (o,)
+        k["model.%s.bias" % n] = (o,)
+    lin("time_embed.0", W, W)
+    lin("time_embed.2", W, W)
+    lin("text_enc_proj", W, D)
+    lin("text_emb_proj", W, D)
+    lin("clip_img_proj", W, D)
+    lin("out_proj", D, W)
+    k["model.positional_embedding"], k["model.prd_emb"] = (1, T + 4, W), (1, 1, W)
+    for i in range(hp["xf_layers"]):
+        b = "transformer.resblocks.%d." % i
+        lin(b + "attn.c_qkv", 3 * W, W)
+        lin(b + "attn.c_proj", W, W)
+        lin(b + "ln_1", W)
+        lin(b + "mlp.c_fc", 4 * W, W)
+        lin(b + "mlp.c_proj", W, 4 * W)
+        lin(b + "ln_2", W)
+    if hp.get("xf_final_ln"):
+        lin("final_ln", W)
+    return k
+
+
+def unet_shapes(k, p, mc, in_ch, out_ch, nrb, mult, attn_ds, ss, updown, mid_attn, enc, head_ch, heads):
+    """Karlo's UNetModel (guided-diffusion's) into k, names prefixed by p."""
+    E = 4 * mc
+
+    def norm(n, c):
+        k[p + n + ".weight"], k[p + n + ".bias"] = (c,), (c,)
+
+    def res(n, i, o):
+        norm(n + ".in_layers.0", i)
+        k[p + n + ".in_layers.2.weight"], k[p + n + ".in_layers.2.bias"] = (o, i, 3, 3), (o,)
+        e = 2 * o if ss else o
+        k[p + n + ".emb_layers.1.weight"], k[p + n + ".emb_layers.1.bias"] = (e, E), (e,)
+        norm(n + ".out_layers.0", o)
+        k[p + n + ".out_layers.3.weight"], k[p + n + ".out_layers.3.bias"] = (o, o, 3, 3), (o,)
+        if i != o:
+            k[p + n + ".skip_connection.weight"], k[p + n + ".skip_connection.bias"] = (o, i, 1, 1), (o,)
+
+    def attn(n, c):
+        assert head_ch == -1 or c % head_ch == 0, (c, head_ch)
+        assert head_ch != -1 or c % heads == 0, (c, heads)
+        norm(n + ".norm", c)
+        k[p + n + ".qkv.weight"], k[p + n + ".qkv.bias"] = (3 * c, c, 1), (3 * c,)
+        if enc:
+            k[p + n + ".encoder_kv.weight"], k[p + n + ".encoder_kv.bias"] = (2 * c, enc, 1), (2 * c,)
+        k[p + n + ".proj_out.weight"], k[p + n + ".proj_out.bias"] = (c, c, 1), (c,)
+    k[p + "time_embed.0.weight"], k[p + "time_embed.0.bias"] = (E, mc), (E,)
+    k[p + "time_embed.2.weight"], k[p + "time_embed.2.bias"] = (E, E), (E,)
+    ch = mc * mult[0]
+    k[p + "input_blocks.0.0.weight"], k[p + "input_blocks.0.0.bias"] = (ch, in_ch, 3, 3), (ch,)
+    chans, n, ds = [ch], 1, 1
+    for lv, m in enumerate(mult):
+        for _ in range(nrb):
+            res("input_blocks.%d.0" % n, ch, mc * m)
+            ch = mc * m
+            if ds in attn_ds:
+                attn("input_blocks.%d.1" % n, ch)
+            chans.append(ch)
+            n += 1
+        if lv != len(mult) - 1:
+            if updown:
+                res("input_blocks.%d.0" % n, ch, ch)
+            else:
+                k[p + "input_blocks.%d.0.op.weight" % n], k[p + "input_blocks.%d.0.op.bias" % n] = (ch, ch, 3, 3), (ch,)
+            chans.append(ch)
+            n += 1
+            ds *= 2
+    res("middle_block.0", ch, ch)
+    if mid_attn:
+        attn("middle_block.1", ch)
+    res("middle_block.%d" % (2 if mid_attn else 1), ch, ch)
+    n = 0
+    for lv in reversed(range(len(mult))):
+        for i in range(nrb + 1):
+            res("output_blocks.%d.0" % n, ch + chans.pop(), mc * mult[lv])
+            ch = mc * mult[lv]
+            sub = 1
+            if ds in attn_ds:
+                attn("output_blocks.%d.1" % n, ch)
+                sub = 2
+            if lv and i == nrb:
+                if updown:
+                    res("output_blocks.%d.%d" % (n, sub), ch, ch)
+                else:
+                    q = p + "output_blocks.%d.%d.conv." % (n, sub)
+                    k[q + "weight"], k[q + "bias"] = (ch, ch, 3, 3), (ch,)
+                ds //= 2
+            n += 1
+    norm("out.0", ch)
+    k[p + "out.2.weight"], k[p + "out.2.bias"] = (out_ch, mc * mult[0], 3, 3), (out_ch,)
+    return k
+
+
+def decoder_shapes(hp):
+    """Karlo Text2ImProgressiveModel.state_dict(): 'model.' + PLMImUNet."""
+    size = hp["image_size"]
+    mult = {64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}[size] if hp["channel_mult"] == "" \
+        else tuple(int(m) for m in hp["channel_mult"].split(","))
+    ds = [size // int(r) for r in hp["attention_resolutions"].split(",")]
+    mc, D, xf = hp["num_channels"], hp["clip_dim"], hp["xf_width"]
+    k = OrderedDict()
+    k["model.clip_emb.weight"], k["model.clip_emb.bias"] = (4 * mc, D), (4 * mc,)
+    unet_shapes(k, "model.", mc, 3, 6 if hp["learn_sigma"] else 3, hp["num_res_blocks"], mult, ds,
+                hp["use_scale_shift_norm"], hp["resblock_updown"], True, xf or None, hp["num_head_channels"],
+                hp["num_heads"])
+    k["model.text_seq_proj.0.weight"], k["model.text_seq_proj.0.bias"] = (xf, D), (xf,)
+    k["model.text_seq_proj.1.weight"], k["model.text_seq_proj.1.bias"] = (xf,), (xf,)
+    k["model.text_feat_proj.weight"], k["model.text_feat_proj.bias"] = (4 * mc, D), (4 * mc,)
+    if hp.get("clip_emb_mult") is not None:
+        m = hp["clip_emb_mult"]
+        k["model.clip_tok_proj.weight"], k["model.clip_tok_proj.bias"] = (xf * m, D), (xf * m,)
+    if hp.get("clip_emb_drop", 0) > 0:
+        k["model.cf_param"] = (D,)
+    return k
+
+
+def sr_shapes(hp):
+    """Karlo ImprovedSupRes64to256ProgressiveModel.state_dict(): two
+    SuperResUNetModels, model_first_steps (the first steps of the sampler) and
+    model_last_step, with the same configuration."""
+    k = OrderedDict()
+    for p in ("model_first_steps.", "model_last_step."):
+        unet_shapes(k, p, hp["channels"], 6, 3, hp["depth"], tuple(hp["channels_multiple"]), (), False, True,
+                    False, None, -1, 1)
+    return k
+
+
+def stage_shapes(stage, cfg):
+    hp = cfg if stage == "clip" else cfg.get("model", {}).get("hparams", cfg)
+    return {"clip": clip_shapes, "prior": prior_shapes, "decoder": decoder_shapes, "sr": sr_shapes}[stage](hp)
+
+
+class Random:
+    """A tensor of random values, made only when written (blob): norm gains
+    near 1, biases and learned vectors small, matrices and convolutions with
+    the variance of N(0, 1/fan_in), so activations stay finite at any depth."""
+
+    def __init__(self, name, dtype, shape, seed):
+        self.name, self.dtype, self.shape, self.seed = name, dtype, tuple(shape), seed
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+
+    def array(self):
+        rng = np.random.default_rng(self.seed)
+        n, shape = self.name, self.shape
+        x = rng.standard_normal(self.size, dtype=np.float32).reshape(shape)
+        if not shape:                                     # logit_scale
+            x = np.full((), np.log(100.0), np.float32)
+        elif len(shape) == 1 and n.endswith(".weight"):   # LayerNorm / GroupNorm gains
+            x = 1 + 0.02 * x
+        elif len(shape) == 1 or "embedding" in n or n.endswith("prd_emb"):
+            x *= 0.02
+        else:
+            fan = shape[0] if n in ("text_projection", "visual.proj") else int(np.prod(shape[1:]))
+            x *= np.float32(1 / np.sqrt(fan))
+        return x.astype(NP[self.dtype])
+
+
+def lightning(state_dict):
+    """A Karlo checkpoint: Lightning's dict, the weights under state_dict."""
+    hp = DictOf("pytorch_lightning.utilities.parsing.AttributeDict", OrderedDict([("lr", 1e-4), ("ema", True)]))
+    return OrderedDict([("epoch", 41), ("global_step", 1000000), ("pytorch-lightning_version", "1.6.5"),
+                        ("state_dict", state_dict), ("callbacks", {}), ("optimizer_states", []),
+                        ("lr_schedulers", []), ("hparams_name", "kwargs"), ("hyper_parameters", hp)])
+
+
+# --quick: the same files, small: the golden sampling cases' configurations
+# and a CLIP of their width (the converter then needs --config STAGE.json)
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden")
+QUICK_CASES = {"prior": "karlo/prior-sample", "decoder": "karlo/decoder-sample", "sr": "karlo/sr-sample"}
+QUICK_CLIP = OrderedDict([("embed_dim", 32), ("image_resolution", 16), ("vision_layers", 1), ("vision_width", 64),
+                          ("vision_patch_size", 8), ("context_length", 77), ("vocab_size", 49408),
+                          ("transformer_width", 32), ("transformer_heads", 1), ("transformer_layers", 1),
+                          ("vision_heads", 1)])
+
+
+def real_config(stage, quick):
+    if not quick:
+        return RELEASED[stage]
+    if stage == "clip":
+        return QUICK_CLIP
+    cfg = case_json(os.path.join(GOLDEN, QUICK_CASES[stage]))["config"]
+    return OrderedDict((k, cfg[k]) for k in ("model", "diffusion", "sampling") if k in cfg)
+
+
+def cmd_realinfo(*flags):
+    """Shell assignments of the sizes the tools' outputs must have."""
+    q = "--quick" in flags
+    clip, prior = real_config("clip", q), real_config("prior", q)
+    dec = real_config("decoder", q)
+    dec = dec.get("model", {}).get("hparams", dec)
+    print("clip_dim=%d text_width=%d ctx=%d prior_dim=%d image=%d sr_image=%d" % (
+        clip["embed_dim"], clip["transformer_width"], clip["context_length"],
+        prior.get("model", {}).get("hparams", prior)["clip_dim"], dec["image_size"], 4 * dec["image_size"]))
+
+
+def cmd_recshape(path, *want):
+    """Each record of the JSON lines of rec-dump in path has the tensors
+    FIELD=DTYPE:D0,D1,... with finite values, and the strings FIELD==TEXT
+    (FIELD dotted into maps)."""
+    with open(path) as f:
+        recs = [json.loads(line) for line in f if line.strip()]
+    if not recs:
+        raise SystemExit("recshape: %s: no record" % path)
+    for i, r in enumerate(recs):
+        for w in want:
+            field, spec = w.split("=", 1)
+            v = r
+            for part in field.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            if spec.startswith("="):   # FIELD==TEXT: a string field
+                if v != spec[1:]:
+                    raise SystemExit("recshape: %s: record %d: %s is %r, expected %r" % (path, i + 1, field, v, spec[1:]))
+                continue
+            if not isinstance(v, dict) or "shape" not in v:
+                raise SystemExit("recshape: %s: record %d has no tensor %s" % (path, i + 1, field))
+            got = "%s:%s" % (v["dtype"], ",".join(str(d) for d in v["shape"]))
+            if got != spec:
+                raise SystemExit("recshape: %s: record %d: %s is %s, expected %s" % (path, i + 1, field, got, spec))
+            if not all(isinstance(v.get(m), (int, float)) and abs(v[m]) < 1e30 for m in ("min", "max", "mean")):
+                raise SystemExit("recshape: %s: record %d: %s is not finite (min %r, max %r)" %
+                                 (path, i + 1, field, v.get("min"), v.get("max")))
+    print("%s: %d record(s): %s" % (path, len(recs), " ".join(want)))
+
+
+def cmd_real(stage, outdir, *flags):
+    """Random weights of a released file, at its size (--quick: small), in
+    its layout; --quick also writes STAGE.json for --config."""
+    seed = int(dict(f.split("=", 1) for f in flags if "=" in f).get("--seed", "1"))
+    if stage not in RELEASED:
+        raise SystemExit("real: stage is one of %s" % ", ".join(RELEASED))
+    os.makedirs(outdir, exist_ok=True)
+    cfg = real_config(stage, "--quick" in flags)
+    if "--quick" in flags:
+        with open(os.path.join(outdir, stage + ".json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+    shapes = stage_shapes(stage, cfg)
+    sd, total = OrderedDict(), 0
+    for i, (k, shape) in enumerate(shapes.items()):
+        dt = clip_dtype(k) if stage == "clip" else "F32"
+        sd[k] = Tensor(str(i), dt, Random(k, dt, shape, [seed, i]))
+        total += sd[k].arr.size
+    path = os.path.join(outdir, RELEASED_FILES[stage][0])
+    if stage == "clip":
+        jit_archive(sd, path)
+    else:
+        torch_save(lightning(sd), path)
+    if stage == "prior":   # ViT-L-14_stats.th: (mean, std) of CLIP image embeddings, F32 [clip_dim]
+        D = shapes["model.out_proj.bias"][0]
+        rng = np.random.default_rng([seed, len(sd)])
+        mean = (0.05 * rng.standard_normal(D)).astype(np.float32)
+        std = (0.02 + 0.05 * np.abs(rng.standard_normal(D))).astype(np.float32)
+        torch_save((Tensor("0", "F32", mean), Tensor("1", "F32", std)), os.path.join(outdir, RELEASED_FILES[stage][1]))
+    print("%s %d tensors %d parameters" % (path, len(sd), total))
+
+
+def cmd_realkeys(*cases):
+    """The enumeration gives each golden case's names and shapes exactly;
+    then print the released sizes' tensor and parameter counts."""
+    n = 0
+    for case in cases:
+        if not os.path.exists(os.path.join(case, "case.json")):
+            continue
+        cfg = case_json(case)["config"]
+        t = cfg.get("model", {}).get("type") if isinstance(cfg.get("model"), dict) else None
+        stage = {"prior": "prior", "t2i-decoder": "decoder", "improved_sr_64_256": "sr"}.get(t)
+        if stage is None and "vision_width" in cfg:
+            stage = "clip"
+        if stage is None or not os.path.exists(os.path.join(case, "model.safetensors")):
+            continue
+        want = OrderedDict((k, tuple(a.shape)) for k, (dt, a) in weights(case).items())
+        got = stage_shapes(stage, cfg)
+        if dict(got) != dict(want):
+            diff = sorted(set(got.items()) ^ set(want.items()))[:4]
+            raise SystemExit("realkeys: %s: the enumeration differs from the case: %s" % (case, diff))
+        n += 1
+    if not n:
+        raise SystemExit("realkeys: no case checked")
+    print("realkeys: %d golden cases: names and shapes as enumerated" % n)
+    for stage in RELEASED:
+        s = stage_shapes(stage, RELEASED[stage])
+        print("released %s: %d tensors, %d parameters" % (stage, len(s),
+                                                         sum(int(np.prod(v, dtype=np.int64)) for v in s.values())))
+
+
 def main(argv):
     cmds = {"karlo": cmd_karlo, "clip": cmd_clip, "diffusers": cmd_diffusers, "evil": cmd_evil,
-            "verify": cmd_verify, "compare": cmd_compare, "meta": cmd_meta, "dtypes": cmd_dtypes}
+            "verify": cmd_verify, "compare": cmd_compare, "meta": cmd_meta, "dtypes": cmd_dtypes,
+            "real": cmd_real, "realkeys": cmd_realkeys, "realinfo": cmd_realinfo, "recshape": cmd_recshape}
     if not argv or argv[0] not in cmds:
         raise SystemExit(__doc__)
     cmds[argv[0]](*argv[1:])
