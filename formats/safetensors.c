@@ -1,5 +1,5 @@
 /* safetensors.c - see safetensors.h */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -19,6 +19,7 @@ struct st_file {
     char *path;
     const unsigned char *map;
     size_t size;
+    size_t header; /* 8 + the header length */
     st_entry *entries;
     const st_entry **byname; /* entries sorted by name, for st_get */
     int n;
@@ -199,6 +200,7 @@ st_file *st_open(const char *path)
         st_close(f);
         return NULL;
     }
+    f->header = 8 + (size_t)hlen;
     if (parse_header(f, (const char *)f->map + 8, (size_t)hlen, f->size - 8 - (size_t)hlen,
                      f->map + 8 + hlen)) {
         uc_err_prefix("%s", path);
@@ -232,6 +234,12 @@ const char *st_path(const st_file *f) { return f->path; }
 int st_count(const st_file *f) { return f->n; }
 const st_entry *st_at(const st_file *f, int i) { return (i >= 0 && i < f->n) ? &f->entries[i] : NULL; }
 int st_meta_count(const st_file *f) { return f->nmeta; }
+
+const unsigned char *st_header(const st_file *f, size_t *n)
+{
+    *n = f->header;
+    return f->map;
+}
 
 void st_meta_at(const st_file *f, int i, const char **key, const char **val)
 {
@@ -277,6 +285,13 @@ const float *st_f32(st_file *f, const char *name, int ndim, const int64_t *shape
     }
     float *w = uc_alloc_raw((size_t)uc_tensor_numel(t), sizeof(float));
     uc_tensor_to_f32(t, w);
+    /* The widened copy serves from now on: give back the pages of the stored
+     * bytes (read from the file again if anyone touches them), so that an
+     * F16 file does not cost its own size on top of the F32 copies. */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), at = (uintptr_t)t->data;
+    uintptr_t lo = (at + page - 1) & ~(page - 1), hi = (at + (uintptr_t)t->nbytes) & ~(page - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
     f->owned = uc_xrealloc(f->owned, (size_t)f->nowned + 1, sizeof *f->owned);
     f->owned[f->nowned++] = w;
     return w;

@@ -29,6 +29,8 @@ const uc_tensor *st_get(const st_file *f, const char *name); /* NULL if absent *
 const char *st_meta(const st_file *f, const char *key);
 int st_meta_count(const st_file *f);
 void st_meta_at(const st_file *f, int i, const char **key, const char **val);
+/* The header as stored: its 8 length bytes and the JSON (*n = 8 + length). */
+const unsigned char *st_header(const st_file *f, size_t *n);
 
 /* A float tensor as F32 with exactly the given shape: the mapped bytes when
  * stored F32 and aligned, else a widened copy owned by f (freed by

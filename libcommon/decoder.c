@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "model.h"
 #include "ops.h"
 
 /* ---- config and weights ------------------------------------------------ */
@@ -95,11 +96,8 @@ static int extras(const uc_decoder_config *c, extra *w)
 
 static int parse_stage(const cJSON *config, uc_decoder_config *cfg, const cJSON **diff)
 {
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(config, "model");
-    *diff = cJSON_GetObjectItemCaseSensitive(config, "diffusion");
-    if (!cJSON_IsObject(*diff))
-        return uc_err("decoder config: diffusion section missing");
-    return uc_decoder_config_parse(cJSON_GetObjectItemCaseSensitive(model, "hparams"), cfg);
+    const cJSON *hp;
+    return uc_model_sections(config, "decoder", &hp, diff) ? -1 : uc_decoder_config_parse(hp, cfg);
 }
 
 int uc_decoder_tensors(const cJSON *config, uc_tensor_fn fn, void *ctx)
@@ -136,31 +134,13 @@ int uc_decoder_load(uc_decoder *d, st_file *f, const cJSON *config)
     return 0;
 }
 
+static int load(void *d, st_file *f, const cJSON *config) { return uc_decoder_load(d, f, config); }
+
 int uc_decoder_open(uc_decoder *d, const char *path)
 {
     memset(d, 0, sizeof *d);
-    st_file *f = st_open(path);
-    if (!f)
-        return -1;
-    const char *stage = st_meta(f, "unclip.stage"), *text = st_meta(f, "unclip.config");
-    cJSON *cfg = NULL;
-    if (!stage || strcmp(stage, "decoder")) {
-        uc_err("%s: %s%.64s%s model, not a decoder model", path, stage ? "a " : "", stage ? stage : "an unknown",
-               stage ? "" : " (no unclip.stage)");
-    } else if (!text || !(cfg = cJSON_Parse(text))) {
-        uc_err("%s: metadata unclip.config missing or not JSON", path);
-    } else if (uc_decoder_load(d, f, cfg) == 0) {
-        cJSON_Delete(cfg);
-        d->file = f;
-        d->model_id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : st_path(f);
-        d->checksum = st_meta(f, "unclip.checksum") ? st_meta(f, "unclip.checksum") : "";
-        return 0;
-    } else {
-        uc_err_prefix("%s", path);
-    }
-    cJSON_Delete(cfg);
-    st_close(f);
-    return -1;
+    d->file = uc_model_open(path, "decoder", "a decoder", load, d, &d->model_id, &d->checksum);
+    return d->file ? 0 : -1;
 }
 
 void uc_decoder_free(uc_decoder *d)
@@ -285,10 +265,10 @@ int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_decoder_
     if (uc_diffusion_from_config(&diff, d->diffusion, o->respacing))
         return -1;
     int64_t S = d->cfg.image_size;
-    if (diff.mean_type != UC_MEAN_EPSILON || (diff.var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6)) {
+    if ((diff.var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6)) {
         uc_diffusion_free(&diff);
-        return uc_err("decoder: the diffusion config does not match the model's outputs (eps%s)",
-                      d->cfg.unet.out_channels == 6 ? " and learned variance" : "");
+        return uc_err("decoder: the diffusion config does not match the model's outputs (%s learned variance)",
+                      d->cfg.unet.out_channels == 6 ? "with" : "without");
     }
     sample_ctx k = {d, c, S, uc_alloc((size_t)(2 * c->B), sizeof(double)), o};
     uc_sample_opts so = {

@@ -442,8 +442,7 @@ void uc_image_reader_free(uc_image_reader *r)
     uc_free(r);
 }
 
-/* Up to 8 bytes from the fd; returns how many (fewer only at end). */
-static ssize_t read_prefix(int fd, unsigned char *b)
+ssize_t uc_read_prefix(int fd, unsigned char *b)
 {
     size_t got = 0;
     while (got < 8) {
@@ -462,7 +461,7 @@ static ssize_t read_prefix(int fd, unsigned char *b)
 static int sniff(uc_image_reader *r)
 {
     unsigned char sig[8];
-    ssize_t got = read_prefix(r->fd, sig);
+    ssize_t got = uc_read_prefix(r->fd, sig);
     if (got < 0)
         return uc_err("%s: read error: %s", r->name, strerror(errno));
     if (got == 0) {
@@ -557,4 +556,18 @@ void uc_image_f32_to_u8(const float *x, int h, int w, unsigned char *px)
             v = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f; /* also maps NaN to 0 */
             px[3 * i + (size_t)c] = (unsigned char)(v * 255.0f);
         }
+}
+
+void uc_rec_set_image(rec *r, float *x, int64_t h, int64_t w, int want_f32)
+{
+    for (int64_t i = 0; i < 3 * h * w; i++)
+        x[i] = x[i] < -1.0f ? -1.0f : x[i] > 1.0f ? 1.0f : x[i];
+    unsigned char *px = uc_alloc((size_t)(3 * h * w), 1);
+    uc_image_f32_to_u8(x, (int)h, (int)w, px);
+    rec_set_tensor(r, "image", UC_U8, 3, (int64_t[]){h, w, 3}, px);
+    uc_free(px);
+    if (want_f32)
+        rec_set_tensor(r, "image_f32", UC_F32, 3, (int64_t[]){3, h, w}, x);
+    else
+        rec_del(r, "image_f32");
 }

@@ -10,6 +10,7 @@
 #define UNCLIP_IMAGEIO_H
 
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "../formats/png.h"
 #include "../formats/record.h"
@@ -47,5 +48,12 @@ void uc_image_reader_free(uc_image_reader *r);
  * integer (float arithmetic; NaN gives 0). */
 void uc_image_u8_to_f32(const unsigned char *px, int h, int w, float *out);
 void uc_image_f32_to_u8(const float *x, int h, int w, unsigned char *px);
+/* r's image (U8 [H,W,3]) from a sample x [3,H,W], clamped to [-1,1] in
+ * place first; image_f32 (x itself) too when want_f32, else a stale
+ * image_f32, which would not match image, is removed. */
+void uc_rec_set_image(rec *r, float *x, int64_t h, int64_t w, int want_f32);
+
+/* Up to 8 bytes from fd (fewer only at its end): how many, -1 on error. */
+ssize_t uc_read_prefix(int fd, unsigned char *b);
 
 #endif

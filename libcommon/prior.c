@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "model.h"
 #include "ops.h"
 
 #define EXT_LEN 4 /* text_emb, time, x_t, prd positions after the text */
@@ -125,36 +126,6 @@ int uc_prior_load(uc_prior *p, st_file *f, const cJSON *config)
     return 0;
 }
 
-/* unclip.checksum, else FNV-1a 64 of the file's header (length and JSON). */
-static int header_checksum(st_file *f, char *out, size_t n)
-{
-    const char *meta = st_meta(f, "unclip.checksum");
-    if (meta) {
-        snprintf(out, n, "%s", meta);
-        return 0;
-    }
-    FILE *fp = fopen(st_path(f), "rb");
-    unsigned char len8[8];
-    uint64_t hl = 0;
-    char *hdr = NULL;
-    int rc = -1;
-    if (fp && fread(len8, 1, 8, fp) == 8) {
-        for (int i = 7; i >= 0; i--)
-            hl = hl << 8 | len8[i];
-        if (hl <= ST_HEADER_MAX) {
-            hdr = uc_alloc((size_t)hl + 1, 1);
-            rc = fread(hdr, 1, (size_t)hl, fp) == (size_t)hl ? 0 : -1;
-        }
-    }
-    if (fp)
-        fclose(fp);
-    if (!rc)
-        snprintf(out, n, "fnv1a64:%016llx",
-                 (unsigned long long)uc_fnv1a(hdr, (size_t)hl, uc_fnv1a(len8, 8, UC_FNV_INIT)));
-    uc_free(hdr);
-    return rc ? uc_err("%s: cannot read its header", st_path(f)) : 0;
-}
-
 int uc_prior_open(uc_prior *p, const char *path)
 {
     memset(p, 0, sizeof *p);
@@ -177,8 +148,6 @@ int uc_prior_open(uc_prior *p, const char *path)
         rc = uc_err_prefix("%s", name);
     else if (!p->clip_mean)
         rc = uc_err("%s: tensors clip_mean and clip_std missing", name);
-    else if (header_checksum(f, p->checksum, sizeof p->checksum))
-        rc = -1;
     if (rc) {
         uc_free(p->blocks);
         cJSON_Delete(config);
@@ -188,6 +157,7 @@ int uc_prior_open(uc_prior *p, const char *path)
     }
     p->file = f;
     p->config = config;
+    uc_model_checksum(f, p->checksum, sizeof p->checksum);
     p->model_id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : name;
     return 0;
 }

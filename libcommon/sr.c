@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "model.h"
 
 int uc_sr_config_parse(const cJSON *hp, const cJSON *diffusion, uc_sr_config *cfg)
 {
@@ -37,11 +38,8 @@ int uc_sr_config_parse(const cJSON *hp, const cJSON *diffusion, uc_sr_config *cf
 
 static int parse_stage(const cJSON *config, uc_sr_config *cfg, const cJSON **diff)
 {
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(config, "model");
-    *diff = cJSON_GetObjectItemCaseSensitive(config, "diffusion");
-    if (!cJSON_IsObject(*diff))
-        return uc_err("sr config: diffusion section missing");
-    return uc_sr_config_parse(cJSON_GetObjectItemCaseSensitive(model, "hparams"), *diff, cfg);
+    const cJSON *hp;
+    return uc_model_sections(config, "sr", &hp, diff) ? -1 : uc_sr_config_parse(hp, *diff, cfg);
 }
 
 int uc_sr_tensors(const cJSON *config, uc_tensor_fn fn, void *ctx)
@@ -70,31 +68,13 @@ int uc_sr_load(uc_sr *s, st_file *f, const cJSON *config)
     return 0;
 }
 
+static int load(void *s, st_file *f, const cJSON *config) { return uc_sr_load(s, f, config); }
+
 int uc_sr_open(uc_sr *s, const char *path)
 {
     memset(s, 0, sizeof *s);
-    st_file *f = st_open(path);
-    if (!f)
-        return -1;
-    const char *stage = st_meta(f, "unclip.stage"), *text = st_meta(f, "unclip.config");
-    cJSON *cfg = NULL;
-    if (!stage || strcmp(stage, "sr")) {
-        uc_err("%s: %s%.64s%s model, not an sr model", path, stage ? "a " : "", stage ? stage : "an unknown",
-               stage ? "" : " (no unclip.stage)");
-    } else if (!text || !(cfg = cJSON_Parse(text))) {
-        uc_err("%s: metadata unclip.config missing or not JSON", path);
-    } else if (uc_sr_load(s, f, cfg) == 0) {
-        cJSON_Delete(cfg);
-        s->file = f;
-        s->model_id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : st_path(f);
-        s->checksum = st_meta(f, "unclip.checksum") ? st_meta(f, "unclip.checksum") : "";
-        return 0;
-    } else {
-        uc_err_prefix("%s", path);
-    }
-    cJSON_Delete(cfg);
-    st_close(f);
-    return -1;
+    s->file = uc_model_open(path, "sr", "an sr", load, s, &s->model_id, &s->checksum);
+    return s->file ? 0 : -1;
 }
 
 void uc_sr_free(uc_sr *s)
@@ -157,7 +137,7 @@ int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res
     if (uc_diffusion_from_config(&diff, s->diffusion, o->respacing))
         return -1;
     int learned = diff.var_type == UC_VAR_LEARNED || diff.var_type == UC_VAR_LEARNED_RANGE;
-    if (diff.mean_type != UC_MEAN_EPSILON || learned != (s->cfg.unet.out_channels == 6)) {
+    if (learned != (s->cfg.unet.out_channels == 6)) {
         uc_diffusion_free(&diff);
         return uc_err("sr: the diffusion config does not match the model's outputs");
     }

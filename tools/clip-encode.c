@@ -3,7 +3,6 @@
  * (negative) prompt's encoding alongside for classifier-free guidance. */
 #define _POSIX_C_SOURCE 200809L /* getline */
 #include <getopt.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "../libcommon/cli.h"
 #include "../libcommon/clip.h"
 #include "../libcommon/common.h"
+#include "../libcommon/model.h"
 
 static const char usage[] =
     "Usage: clip-encode [OPTION]... [PROMPT]...\n"
@@ -182,33 +182,6 @@ static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const
     if (rec_write(r, stdout))
         uc_die_err(e->cli);
     rec_free(r);
-}
-
-/* The checksum shown in models.clip: unclip.checksum, else FNV-1a 64 of the
- * file's safetensors header (its length and JSON). */
-static void model_checksum(const uc_cli *c, st_file *f, char *out, size_t n)
-{
-    const char *meta = st_meta(f, "unclip.checksum");
-    if (meta) {
-        snprintf(out, n, "%s", meta);
-        return;
-    }
-    FILE *fp = fopen(st_path(f), "rb");
-    unsigned char len8[8];
-    if (!fp || fread(len8, 1, 8, fp) != 8)
-        uc_die(c, UC_EXIT_DATA, "%s: cannot read its header", st_path(f));
-    uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--)
-        hl = hl << 8 | len8[i];
-    if (hl > ST_HEADER_MAX)
-        uc_die(c, UC_EXIT_DATA, "%s: header too large", st_path(f));
-    char *hdr = uc_alloc((size_t)hl + 1, 1);
-    if (fread(hdr, 1, (size_t)hl, fp) != (size_t)hl)
-        uc_die(c, UC_EXIT_DATA, "%s: cannot read its header", st_path(f));
-    fclose(fp);
-    uint64_t h = uc_fnv1a(hdr, (size_t)hl, uc_fnv1a(len8, 8, UC_FNV_INIT));
-    uc_free(hdr);
-    snprintf(out, n, "fnv1a64:%016" PRIx64, h);
 }
 
 /* The model's tokenizer (unclip.tokenizer.merges) or the default
@@ -419,7 +392,7 @@ int main(int argc, char **argv)
         id = slash && slash[1] ? slash + 1 : path;
     }
     e.model_id = id;
-    model_checksum(&c, m->file, e.checksum, sizeof e.checksum);
+    uc_model_checksum(m->file, e.checksum, sizeof e.checksum);
     if (m->has_text && !(e.bpe = load_tokenizer(m))) {
         if (!images)
             uc_die_err(&c);

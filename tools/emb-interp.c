@@ -9,6 +9,7 @@
 #include "../libcommon/common.h"
 #include "../libcommon/emb.h"
 #include "../libcommon/imageio.h"
+#include "../libcommon/stage.h"
 
 static const char usage[] =
     "Usage: emb-interp [OPTION]... [A [B]]\n"
@@ -129,13 +130,7 @@ int main(int argc, char **argv)
             uc_emb_lerp(ea, eb, da, t, e);
         else if (uc_emb_slerp(ea, eb, da, t, e))
             uc_die(&c, UC_EXIT_DATA, "%s and %s: %s (use --lerp)", la, lb, uc_errmsg());
-        rec *out = rec_clone(ra);
-        if (text_b)
-            uc_emb_take_text(out, rb);
-        rec_del(out, "image");
-        rec_del(out, "image_f32");
-        rec_del(out, "source");
-        rec_set_tensor(out, "image_emb", UC_F32, 1, &da, e);
+        rec *out = uc_emb_record(ra, text_b ? rb : NULL, e, da);
         rec_set_u64(out, "index", (uint64_t)i);
         rec *p = rec_new();
         rec_del(p, "version");
@@ -144,10 +139,7 @@ int main(int argc, char **argv)
         rec_set_u64(p, "steps", (uint64_t)steps);
         rec_set_stage(out, "params", "interp", p);
         rec_free(p);
-        rec_history_add(out, c.tool, argc, argv);
-        if (rec_write(out, stdout))
-            uc_die_err(&c);
-        rec_free(out);
+        uc_emit_record(&c, out);
     }
     uc_stdout_check(&c);
     uc_free(e);

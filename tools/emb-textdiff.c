@@ -10,6 +10,7 @@
 #include "../libcommon/common.h"
 #include "../libcommon/emb.h"
 #include "../libcommon/imageio.h"
+#include "../libcommon/stage.h"
 
 static const char usage[] =
     "Usage: emb-textdiff [OPTION]... IMAGE CURRENT TARGET\n"
@@ -134,13 +135,7 @@ int main(int argc, char **argv)
         double th = steps ? max_theta * (double)i / (double)(steps - 1) : theta;
         if (uc_emb_textdiff(zi, tc, tt, di, th, z))
             uc_die(&c, UC_EXIT_DATA, "%s, %s, %s: %s", label[0], label[1], label[2], uc_errmsg());
-        rec *out = rec_clone(r[0]);
-        if (text_from)
-            uc_emb_take_text(out, r[text_from]);
-        rec_del(out, "image");
-        rec_del(out, "image_f32");
-        rec_del(out, "source");
-        rec_set_tensor(out, "image_emb", UC_F32, 1, &di, z);
+        rec *out = uc_emb_record(r[0], text_from ? r[text_from] : NULL, z, di);
         if (steps)
             rec_set_u64(out, "index", (uint64_t)i);
         rec *p = rec_new();
@@ -152,10 +147,7 @@ int main(int argc, char **argv)
             rec_set_str(p, "target", pt);
         rec_set_stage(out, "params", "textdiff", p);
         rec_free(p);
-        rec_history_add(out, c.tool, argc, argv);
-        if (rec_write(out, stdout))
-            uc_die_err(&c);
-        rec_free(out);
+        uc_emit_record(&c, out);
     }
     uc_stdout_check(&c);
     uc_info(&c, "%ld records, text diff between \"%s\" and \"%s\"", n, pc ? pc : "?", pt ? pt : "?");

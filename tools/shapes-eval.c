@@ -85,21 +85,6 @@ static void judge(eval *E, const rec *r, const char *png_prompt, const char *whe
     }
 }
 
-/* Up to 8 bytes; fewer only at the end of the input. */
-static ssize_t read_prefix(int fd, unsigned char *b)
-{
-    size_t got = 0;
-    while (got < 8) {
-        ssize_t k = read(fd, b + got, 8 - got);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return k < 0 ? -1 : (ssize_t)got;
-        got += (size_t)k;
-    }
-    return (ssize_t)got;
-}
-
 /* A stream of PNGs: the signature of the first is already read. */
 static void judge_pngs(eval *E, int fd, const char *name)
 {
@@ -139,7 +124,7 @@ static void judge_input(eval *E, const char *path)
     if (fd < 0)
         uc_die(&E->cli, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
     unsigned char sig[8];
-    ssize_t got = read_prefix(fd, sig);
+    ssize_t got = uc_read_prefix(fd, sig);
     if (got < 0)
         uc_die(&E->cli, UC_EXIT_DATA, "%s: read error: %s", name, strerror(errno));
     if (got == 8 && uc_png_sig(sig)) {

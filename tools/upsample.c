@@ -13,6 +13,7 @@
 #include "../libcommon/resize.h"
 #include "../libcommon/rng.h"
 #include "../libcommon/sr.h"
+#include "../libcommon/stage.h"
 
 static const char usage[] =
     "Usage: upsample [OPTION]... [FILE]...\n"
@@ -46,8 +47,7 @@ static const char usage[] =
     "history entry; every other field passes through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_FAST = 256, OPT_FLOAT };
-enum { FMT_PNG, FMT_RECORD };
+enum { OPT_FAST = 256 };
 
 #define MAX_SIDE 16384 /* output side */
 #define SR_STREAM 0x80000000u /* RNG stream of this stage, apart from the decoder's */
@@ -55,23 +55,11 @@ enum { FMT_PNG, FMT_RECORD };
 typedef struct {
     uc_cli cli;
     uc_sr sr;
+    uc_image_out out;
     int have_model, scale;
-    const char *steps, *output;
-    int fast, format, want_float;
-    FILE *out;
-    long nout;
+    const char *steps;
+    int fast;
 } opts;
-
-typedef struct {
-    const uc_cli *cli;
-    char label[48];
-} progress_ctx;
-
-static void on_progress(void *ctx, int done, int total)
-{
-    progress_ctx *p = ctx;
-    uc_progress(p->cli, p->label, done, total);
-}
 
 typedef struct {
     uc_rng rng;
@@ -83,35 +71,6 @@ static int draw_noise(void *ctx, int draw, float *out, int64_t nelem)
     (void)draw;
     uc_rng_normal(&n->rng, out, nelem);
     return 0;
-}
-
-static uint64_t record_key(uint64_t seed, uint64_t r)
-{
-    uint64_t z = seed + r * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void emit(opts *o, rec *out)
-{
-    if (o->format == FMT_RECORD) {
-        if (rec_write(out, o->out))
-            uc_die(&o->cli, UC_EXIT_DATA, "%s: write error", o->output ? o->output : "stdout");
-        o->nout++;
-        return;
-    }
-    FILE *f = stdout;
-    char path[4096];
-    if (o->output) {
-        uc_out_pattern(&o->cli, o->output, o->nout, path, sizeof path);
-        f = uc_out_open(&o->cli, path);
-    }
-    if (uc_write_png_record(f, out))
-        uc_die(&o->cli, UC_EXIT_DATA, "%s: %s", o->output ? path : "stdout", uc_errmsg());
-    if (o->output)
-        uc_out_commit(&o->cli, f);
-    o->nout++;
 }
 
 /* The low-resolution input in [-1, 1] as [3, H, W]: image_f32 when it
@@ -132,7 +91,7 @@ static float *input_image(opts *o, const rec *r, const char *src, int64_t *H, in
         uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld field image: %lldx%lld times %d is larger than %d", src,
                rec_number(r), (long long)w, (long long)h, o->scale, MAX_SIDE);
     /* the output (U8, and F32 with --float) must fit in a record */
-    if ((uint64_t)(h * o->scale) * (uint64_t)(w * o->scale) * (o->want_float ? 15u : 3u) > UC_REC_MAX)
+    if ((uint64_t)(h * o->scale) * (uint64_t)(w * o->scale) * (o->out.want_float ? 15u : 3u) > UC_REC_MAX)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld field image: %lldx%lld times %d would not fit in a record", src,
                rec_number(r), (long long)w, (long long)h, o->scale);
     *H = h, *W = w;
@@ -150,7 +109,7 @@ static float *input_image(opts *o, const rec *r, const char *src, int64_t *H, in
     return x;
 }
 
-static void process(opts *o, rec *r, const char *src, uint64_t ordinal, int argc, char **argv)
+static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
 {
     int64_t h, w;
     float *low = input_image(o, r, src, &h, &w);
@@ -162,11 +121,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal, int argc
                    "%s: record %ld field image: %lldx%lld upscaled is not a multiple of %lld, as the model needs",
                    src, rec_number(r), (long long)w, (long long)h, (long long)s);
     }
-    uint64_t seed = 0;
-    if (o->cli.seed_set)
-        seed = o->cli.seed;
-    else if (rec_has(r, "seed") && rec_get_u64(r, "seed", &seed))
-        uc_die(&o->cli, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
+    uint64_t seed = uc_record_seed(&o->cli, r, src);
 
     float *up = uc_alloc((size_t)n, sizeof *up), *x = uc_alloc((size_t)n, sizeof *x);
     uc_resize_aa(low, 3, h, w, up, H, W);
@@ -174,28 +129,20 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal, int argc
         memcpy(x, up, (size_t)n * sizeof *x);
     } else {
         noise_ctx nc;
-        uc_rng_init(&nc.rng, record_key(seed, ordinal), SR_STREAM);
-        progress_ctx pg = {.cli = &o->cli};
+        uc_rng_init(&nc.rng, uc_record_key(seed, ordinal), SR_STREAM);
+        uc_step_progress pg = {.cli = &o->cli};
         snprintf(pg.label, sizeof pg.label, "image %llu", (unsigned long long)ordinal);
         uc_sr_sample_opts so = {.respacing = o->steps,
                                 .noise = draw_noise,
                                 .noise_ctx = &nc,
-                                .progress = on_progress,
+                                .progress = uc_step_progress_fn,
                                 .progress_ctx = &pg};
         if (uc_sr_sample(&o->sr, 1, H, W, up, &so, x))
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
     }
-    for (int64_t i = 0; i < n; i++)
-        x[i] = x[i] < -1.0f ? -1.0f : x[i] > 1.0f ? 1.0f : x[i];
-    unsigned char *px = uc_alloc((size_t)n, 1);
-    uc_image_f32_to_u8(x, (int)H, (int)W, px);
 
     rec *out = rec_clone(r);
-    rec_set_tensor(out, "image", UC_U8, 3, (int64_t[]){H, W, 3}, px);
-    if (o->want_float)
-        rec_set_tensor(out, "image_f32", UC_F32, 3, (int64_t[]){3, H, W}, x);
-    else
-        rec_del(out, "image_f32");
+    uc_rec_set_image(out, x, H, W, o->out.want_float);
     if (!rec_has(out, "seed") && !o->fast)
         rec_set_u64(out, "seed", seed);
     rec *pp = rec_new();
@@ -209,19 +156,9 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal, int argc
     rec_set_u64(pp, "scale", (uint64_t)o->scale);
     rec_set_stage(out, "params", "sr", pp);
     rec_free(pp);
-    if (o->have_model) {
-        rec *pm = rec_new();
-        rec_del(pm, "version");
-        rec_set_str(pm, "id", o->sr.model_id);
-        if (*o->sr.checksum)
-            rec_set_str(pm, "checksum", o->sr.checksum);
-        rec_set_stage(out, "models", "sr", pm);
-        rec_free(pm);
-    }
-    rec_history_add(out, o->cli.tool, argc, argv);
-    emit(o, out);
-    rec_free(out);
-    uc_free(px);
+    if (o->have_model)
+        uc_set_model(out, "sr", o->sr.model_id, *o->sr.checksum ? o->sr.checksum : NULL);
+    uc_image_out_emit(&o->out, &o->cli, out);
     uc_free(up);
     uc_free(x);
     uc_free(low);
@@ -235,39 +172,20 @@ int main(int argc, char **argv)
         UC_CLI_LONGOPTS,
         {"steps", 1, 0, 'S'},
         {"fast", 0, 0, OPT_FAST},
-        {"format", 1, 0, 'f'},
-        {"float", 0, 0, OPT_FLOAT},
-        {"output", 1, 0, 'o'},
+        UC_IMAGE_OUT_LONGOPTS,
         {0, 0, 0, 0},
     };
     int opt;
-    while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "S:f:o:", longopts, NULL)) != -1) {
-        if (uc_cli_common(&o.cli, opt, optarg))
+    while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "S:" UC_IMAGE_OUT_SHORTOPTS, longopts, NULL)) != -1) {
+        if (uc_cli_common(&o.cli, opt, optarg) || uc_image_out_option(&o.out, &o.cli, opt, optarg))
             continue;
         switch (opt) {
-        case 'S':
-            if (strlen(optarg) > UC_RESPACING_MAX)
-                uc_die(&o.cli, UC_EXIT_USAGE, "--steps: longer than %d characters", UC_RESPACING_MAX);
-            o.steps = optarg;
-            break;
+        case 'S': o.steps = uc_parse_steps(&o.cli, optarg); break;
         case OPT_FAST: o.fast = 1; break;
-        case 'f':
-            if (!strcmp(optarg, "png"))
-                o.format = FMT_PNG;
-            else if (!strcmp(optarg, "record"))
-                o.format = FMT_RECORD;
-            else
-                uc_die(&o.cli, UC_EXIT_USAGE, "--format: '%s' is not png or record", optarg);
-            break;
-        case OPT_FLOAT: o.want_float = 1; break;
-        case 'o': o.output = optarg; break;
         default: uc_die(&o.cli, UC_EXIT_USAGE, "bad option");
         }
     }
-    if (o.output && o.format == FMT_PNG) {
-        char probe[4096];
-        uc_out_pattern(&o.cli, o.output, 0, probe, sizeof probe); /* exits unless one %d */
-    }
+    uc_image_out_check(&o.out, &o.cli);
     uc_cli_ready(&o.cli);
 
     /* --fast needs no model; with -m the model still gives the scale */
@@ -278,43 +196,20 @@ int main(int argc, char **argv)
         o.have_model = 1;
         o.scale = o.sr.cfg.scale;
         uc_diffusion d;
-        if (uc_diffusion_from_config(&d, o.sr.diffusion, ""))
-            uc_die(&o.cli, UC_EXIT_DATA, "%s: %s", path, uc_errmsg());
-        uc_diffusion_free(&d);
-        if (uc_diffusion_from_config(&d, o.sr.diffusion, o.steps))
-            uc_die(&o.cli, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
+        uc_stage_diffusion(&o.cli, &d, o.sr.diffusion, path, o.steps);
         uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.sr.model_id,
                 o.scale, o.sr.cfg.unet.model_channels, o.sr.cfg.unet.nlevels, d.steps, o.steps,
                 o.fast ? "; --fast: resize only" : "");
         uc_diffusion_free(&d);
     }
 
-    o.out = stdout;
-    if (o.output && o.format == FMT_RECORD)
-        o.out = uc_out_open(&o.cli, o.output);
-    int nin = optind < argc ? argc - optind : 1;
-    uint64_t ordinal = 0;
-    for (int f = 0; f < nin; f++) {
-        const char *name = optind < argc ? argv[optind + f] : "-";
-        const char *src = strcmp(name, "-") ? name : "stdin";
-        uc_image_reader *rd = uc_image_reader_open_path(name);
-        if (!rd)
-            uc_die_err(&o.cli);
-        rec *r;
-        int got;
-        uint64_t first = ordinal;
-        while ((got = uc_image_reader_next(rd, &r)) == 1) {
-            process(&o, r, src, ++ordinal, argc, argv);
-            rec_free(r);
-        }
-        if (got < 0)
-            uc_die_err(&o.cli);
-        if (ordinal == first) /* an upstream stage that failed leaves nothing */
-            uc_die(&o.cli, UC_EXIT_DATA, "%s: empty input (no images or records)", src);
-        uc_image_reader_free(rd);
-    }
-    if (o.output && o.format == FMT_RECORD)
-        uc_out_commit(&o.cli, o.out);
+    uc_image_out_open(&o.out, &o.cli);
+    uc_inputs in;
+    uc_inputs_init(&in, &o.cli, argc - optind, argv + optind, 1);
+    rec *r;
+    while ((r = uc_inputs_next(&in)))
+        process(&o, r, in.src, in.ordinal);
+    uc_image_out_close(&o.out, &o.cli);
     uc_stdout_check(&o.cli);
     if (o.have_model)
         uc_sr_free(&o.sr);

@@ -4,26 +4,7 @@
 # the golden cases' weights, converts to model files that hold the same tensors
 # and reproduce every golden case; converted files run in the tools alone;
 # hostile or wrong input is refused with nothing written.
-set -eu
-BIN=${BIN:-bin}
-G=tests/golden
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "convert.sh: $*" >&2
-    exit 1
-}
-# expect STATUS PATTERN CMD...: the command exits STATUS with stderr matching PATTERN
-expect() {
-    want=$1 pat=$2
-    shift 2
-    set +e
-    "$@" > "$tmp/out" 2> "$tmp/err"
-    got=$?
-    set -e
-    [ "$got" -eq "$want" ] || { cat "$tmp/err" >&2; fail "'$*' exited $got, expected $want"; }
-    grep -q -- "$pat" "$tmp/err" || { cat "$tmp/err" >&2; fail "'$*': stderr lacks '$pat'"; }
-}
+. tests/shell/lib.sh
 
 PY=
 for p in ${PYTHON:-} /usr/bin/python3 python3; do

@@ -2,26 +2,8 @@
 # decoder-diffuse and upsample in real pipelines with small test models:
 # PNG and record outputs, provenance through PNGs, determinism, -o files,
 # --fast, and clean failures on bad input.
-set -eu
-BIN=${BIN:-bin}
+. tests/shell/lib.sh
 MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
-G=tests/golden
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "decoder_sr.sh: $*" >&2
-    exit 1
-}
-expect() {
-    want=$1 pat=$2
-    shift 2
-    set +e
-    "$@" > "$tmp/out" 2> "$tmp/err"
-    got=$?
-    set -e
-    [ "$got" -eq "$want" ] || { cat "$tmp/err" >&2; fail "'$*' exited $got, expected $want"; }
-    grep -q -- "$pat" "$tmp/err" || { cat "$tmp/err" >&2; fail "'$*': stderr lacks '$pat'"; }
-}
 
 "$MKMODEL" clip "$tmp/clip.st"
 "$MKMODEL" prior "$tmp/prior.st" $G/karlo/prior-sample

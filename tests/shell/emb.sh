@@ -2,16 +2,8 @@
 # emb-interp and emb-textdiff on real records: endpoints exact, the norm
 # interpolated in between, a text diff that moves the embedding; and
 # decoder-diffuse -n 3 -o writing three files.
-set -eu
-BIN=${BIN:-bin}
+. tests/shell/lib.sh
 MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
-G=tests/golden
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() {
-    echo "emb.sh: $*" >&2
-    exit 1
-}
 "$MKMODEL" clip "$tmp/clip.st"
 "$MKMODEL" prior "$tmp/prior.st" $G/karlo/prior-sample
 "$MKMODEL" decoder "$tmp/dec.st" $G/karlo/decoder-sample

@@ -1,0 +1,54 @@
+/* model.c - see model.h */
+#include "model.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+
+int uc_model_sections(const cJSON *config, const char *stage, const cJSON **hparams, const cJSON **diffusion)
+{
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(config, "model");
+    *diffusion = cJSON_GetObjectItemCaseSensitive(config, "diffusion");
+    *hparams = cJSON_GetObjectItemCaseSensitive(model, "hparams");
+    if (!cJSON_IsObject(*diffusion))
+        return uc_err("%s config: diffusion section missing", stage);
+    return 0;
+}
+
+st_file *uc_model_open(const char *path, const char *stage, const char *what, uc_model_load_fn load, void *model,
+                       const char **id, const char **checksum)
+{
+    st_file *f = st_open(path);
+    if (!f)
+        return NULL;
+    const char *got = st_meta(f, "unclip.stage"), *text = st_meta(f, "unclip.config");
+    cJSON *cfg = NULL;
+    if (!got || strcmp(got, stage)) {
+        uc_err("%s: %s%.64s%s model, not %s model", path, got ? "a " : "", got ? got : "an unknown",
+               got ? "" : " (no unclip.stage)", what);
+    } else if (!text || !(cfg = cJSON_Parse(text))) {
+        uc_err("%s: metadata unclip.config missing or not JSON", path);
+    } else if (load(model, f, cfg) == 0) {
+        cJSON_Delete(cfg);
+        *id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : st_path(f);
+        *checksum = st_meta(f, "unclip.checksum") ? st_meta(f, "unclip.checksum") : "";
+        return f;
+    } else {
+        uc_err_prefix("%s", path);
+    }
+    cJSON_Delete(cfg);
+    st_close(f);
+    return NULL;
+}
+
+void uc_model_checksum(const st_file *f, char *out, size_t n)
+{
+    const char *meta = st_meta(f, "unclip.checksum");
+    size_t len;
+    const unsigned char *hdr = st_header(f, &len);
+    if (meta)
+        snprintf(out, n, "%s", meta);
+    else
+        snprintf(out, n, "fnv1a64:%016llx", (unsigned long long)uc_fnv1a(hdr, len, UC_FNV_INIT));
+}
