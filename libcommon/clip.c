@@ -556,26 +556,43 @@ typedef struct {
     float *qkv;    /* [M, 3W] */
     float *att;    /* [M, W]: heads side by side */
     float *mlp;    /* [M, 4W] */
-    float *scores; /* [T, T] */
     float *mask;   /* [T, T] additive causal mask, or NULL */
     float *block;  /* the single allocation */
 } clip_ws;
 
 static void ws_init(clip_ws *ws, int64_t M, int64_t T, int64_t W, int causal)
 {
-    size_t n = (size_t)(M * W * 9 + T * T * 2);
-    float *p = ws->block = uc_alloc(n, sizeof(float));
+    size_t n = (size_t)(M * W * 9 + T * T);
+    float *p = ws->block = uc_alloc_raw(n, sizeof(float)); /* every buffer is written before it is read */
     ws->h = p, p += M * W;
     ws->qkv = p, p += M * 3 * W;
     ws->att = p, p += M * W;
     ws->mlp = p, p += M * 4 * W;
-    ws->scores = p, p += T * T;
     ws->mask = NULL;
     if (causal) { /* torch.empty(T, T).fill_(-inf).triu_(1) */
         ws->mask = p;
         for (int64_t i = 0; i < T; i++)
             for (int64_t j = 0; j < T; j++)
                 p[i * T + j] = j > i ? -INFINITY : 0.0f;
+    }
+}
+
+typedef struct {
+    const clip_ws *ws;
+    int64_t T, W, H;
+    float scale;
+} attn_job;
+
+/* Heads [i0, i1) of all rows, item r * H + h. */
+static void attn_heads(void *ctx, int64_t i0, int64_t i1)
+{
+    const attn_job *j = ctx;
+    int64_t T = j->T, W = j->W, dh = W / j->H;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t r = i / j->H, h = i % j->H;
+        const float *q = j->ws->qkv + r * T * 3 * W + h * dh;
+        uc_attention_head(j->ws->att + r * T * W + h * dh, W, q, 3 * W, q + W, 3 * W, q + 2 * W, 3 * W, T, T, dh,
+                          j->scale, j->ws->mask, NULL);
     }
 }
 
@@ -589,18 +606,9 @@ static void transformer_forward(const clip_transformer *t, float *x, int64_t B, 
         /* x = x + out_proj(attention(ln_1(x))) */
         uc_layernorm(ws->h, x, b->ln_1_w, b->ln_1_b, M, W, t->eps);
         uc_linear(ws->qkv, ws->h, b->in_proj_w, b->in_proj_b, M, W, 3 * W);
-        /* The per-head products are small (T x T x dh, under 2% of the
-         * work): one thread runs them, so no thread team is woken B*H
-         * times per layer; the projections use every thread. */
-        int threads = uc_threads();
-        uc_threads_init(1);
-        for (int64_t r = 0; r < B; r++) {
-            const float *q = ws->qkv + r * T * 3 * W;
-            for (int64_t h = 0; h < H; h++)
-                uc_attention_head(ws->att + r * T * W + h * dh, W, q + h * dh, 3 * W, q + W + h * dh, 3 * W,
-                                  q + 2 * W + h * dh, 3 * W, T, T, dh, scale, ws->mask, ws->scores);
-        }
-        uc_threads_init(threads);
+        /* one parallel loop over every (row, head) */
+        attn_job aj = {ws, T, W, H, scale};
+        uc_parallel_for(B * H, 4.0 * (double)(B * H * T * T * dh), attn_heads, &aj);
         uc_linear(ws->h, ws->att, b->out_proj_w, b->out_proj_b, M, W, W);
         uc_add(x, ws->h, M * W);
         /* x = x + c_proj(act(c_fc(ln_2(x)))) */

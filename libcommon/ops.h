@@ -41,7 +41,8 @@ void uc_softmax_rows(float *x, int64_t M, int64_t N);
 /* One attention head: out[Tq,dh] = softmax(scale * q k^T + bias) v.
  * q, k, v, out are row-major with row strides ldq, ldk, ldv, ldo (so heads
  * can be read in place from a fused QKV buffer). bias is an additive
- * [Tq,Tk] matrix (0 or -inf for masks) or NULL. scores: Tq*Tk scratch. */
+ * [Tq,Tk] matrix (0 or -inf for masks) or NULL. scores: Tq*Tk scratch, or
+ * NULL for one kept per thread (so heads can run in a parallel loop). */
 void uc_attention_head(float *out, int64_t ldo, const float *q, int64_t ldq, const float *k, int64_t ldk,
                        const float *v, int64_t ldv, int64_t Tq, int64_t Tk, int64_t dh, float scale,
                        const float *bias, float *scores);
