@@ -11,9 +11,11 @@
  * prefix ("model.", "model_first_steps.", ...).
  *
  * Activations are held channel-major with the batch inside each channel
- * ([C, B, H, W]) so one GEMM covers the whole batch: 3x3 convolutions are
- * GEMMs over im2col row tiles, 1x1 convolutions direct GEMMs. All scratch
- * memory lives in a uc_unet_ws allocated once per shape. */
+ * ([C, B, H, W]) so one GEMM covers the whole batch: 3x3 stride-1
+ * convolutions go through Winograd F(4x4, 3x3) (winograd.h) where the maps
+ * have enough tiles, the other 3x3 convolutions are GEMMs over im2col row
+ * tiles, 1x1 convolutions direct GEMMs. All scratch memory lives in a
+ * uc_unet_ws allocated once per shape. */
 #ifndef UNCLIP_UNET_H
 #define UNCLIP_UNET_H
 
@@ -104,7 +106,10 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
  * [cout, cin, k, k]), zero padding k/2, stride 1 or 2; the B images are
  * stacked along the rows and never mix. accumulate adds to y instead.
  * col: scratch of col_n floats, at least cin*k*k*wo when k > 1 (the
- * column matrix is built in tiles of whole output rows that fit). */
+ * column matrix is built in tiles of whole output rows that fit). A 3x3
+ * stride-1 convolution with at least 32 input channels and 32 4x4 tiles
+ * runs by Winograd when col_n holds uc_winograd_scratch(B, cin, h, w, cout)
+ * floats (what the UNet workspace plans). */
 void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
                int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n);
 

@@ -41,7 +41,7 @@ DECODER = {
                               xf_layers=0, xf_heads=0, xf_final_ln=False, resblock_updown=True,
                               learn_sigma=True, text_drop=0.3, clip_emb_type="image",
                               clip_emb_drop=0.15, use_plm=True)},
-    "diffusion": _diffusion(learn_sigma=True, sigma_small=False, rescale_learned_sigmas=True, predict_xstart=True),
+    "diffusion": _diffusion(learn_sigma=True, sigma_small=False, rescale_learned_sigmas=True),
 }
 
 SR = {
