@@ -23,11 +23,9 @@ static void run(uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 {
-    uint8_t *data = malloc(size ? size : 1);
+    uint8_t *data = png_fixed_copy(in, size);
     if (!data)
         return 0;
-    memcpy(data, in, size);
-    png_fix_crcs(data, size);
     run(data, size);
     free(data);
     return 0;

@@ -10,11 +10,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 {
-    uint8_t *data = malloc(size ? size : 1);
+    uint8_t *data = png_fixed_copy(in, size);
     if (!data)
         return 0;
-    memcpy(data, in, size);
-    png_fix_crcs(data, size);
     for (int keep = 0; keep < 2; keep++) {
         FILE *f = fmemopen(data, size, "rb");
         if (!f)

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -39,6 +40,18 @@ static inline void png_fix_crcs(uint8_t *buf, size_t n)
                 break;
         }
     }
+}
+
+/* A malloc'd copy of in with its PNG chunk CRCs fixed (free it); NULL when
+ * out of memory. */
+static inline uint8_t *png_fixed_copy(const uint8_t *in, size_t n)
+{
+    uint8_t *d = malloc(n ? n : 1);
+    if (d) {
+        memcpy(d, in, n);
+        png_fix_crcs(d, n);
+    }
+    return d;
 }
 
 #endif
