@@ -1,7 +1,9 @@
 /* model.c - see model.h */
 #include "model.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -51,4 +53,17 @@ void uc_model_checksum(const st_file *f, char *out, size_t n)
         snprintf(out, n, "%s", meta);
     else
         snprintf(out, n, "fnv1a64:%016llx", (unsigned long long)uc_fnv1a(hdr, len, UC_FNV_INIT));
+}
+
+int uc_model_guidance(const st_file *f, double *guidance)
+{
+    const char *v = st_meta(f, "unclip.default_guidance");
+    if (!v)
+        return 0;
+    char *end;
+    double g = strtod(v, &end);
+    if (end == v || *end || !isfinite(g) || g <= 0 || g > 1000)
+        return uc_err("%s: metadata unclip.default_guidance '%.32s' is not a number in (0, 1000]", st_path(f), v);
+    *guidance = g;
+    return 0;
 }

@@ -10,6 +10,7 @@
 #include "../libcommon/common.h"
 #include "../libcommon/decoder.h"
 #include "../libcommon/imageio.h"
+#include "../libcommon/model.h"
 #include "../libcommon/rng.h"
 #include "../libcommon/stage.h"
 
@@ -23,7 +24,8 @@ static const char usage[] =
     "\n"
     "  -S, --steps STR     timestep respacing: \"25\" (default), section counts\n"
     "                      \"10,10,3,2,2\", \"ddimN\" or \"fast27\"\n"
-    "  -g, --guidance F    classifier-free guidance scale, > 0 (default 8)\n"
+    "  -g, --guidance F    classifier-free guidance scale, > 0 (default: the\n"
+    "                      model's unclip.default_guidance, else 8)\n"
     "  -n, --samples N     images per input record (default 1)\n"
     "      --sampler S     ddpm or ddim (default: ddim for \"ddim...\" and\n"
     "                      \"fast...\" respacings, else ddpm)\n"
@@ -171,7 +173,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
 
 int main(int argc, char **argv)
 {
-    opts o = {.steps = "25", .guidance = 8.0, .nsamples = 1, .sampler = -1};
+    opts o = {.steps = "25", .nsamples = 1, .sampler = -1};
     uc_cli_init(&o.cli, "decoder-diffuse", usage, argc, argv);
     static const struct option longopts[] = {
         UC_CLI_LONGOPTS,
@@ -205,6 +207,8 @@ int main(int argc, char **argv)
 
     const char *path = uc_model_path(&o.cli, "decoder");
     if (uc_decoder_open(&o.dec, path))
+        uc_die_err(&o.cli);
+    if (o.guidance == 0 && (o.guidance = 8.0, uc_model_guidance(o.dec.file, &o.guidance)))
         uc_die_err(&o.cli);
     uc_diffusion d;
     uc_stage_diffusion(&o.cli, &d, o.dec.diffusion, path, o.steps);

@@ -10,6 +10,7 @@
 #include "../libcommon/cli.h"
 #include "../libcommon/common.h"
 #include "../libcommon/diffusion.h"
+#include "../libcommon/model.h"
 #include "../libcommon/prior.h"
 #include "../libcommon/rng.h"
 #include "../libcommon/stage.h"
@@ -23,7 +24,8 @@ static const char usage[] =
     "\n"
     "  -S, --steps STR     timestep respacing: \"25\" (default), section counts\n"
     "                      \"10,10,3,2,2\", \"ddimN\" or \"fast27\"\n"
-    "  -g, --guidance F    classifier-free guidance scale, > 0 (default 4)\n"
+    "  -g, --guidance F    classifier-free guidance scale, > 0 (default: the\n"
+    "                      model's unclip.default_guidance, else 4)\n"
     "  -n, --samples N     samples per input record (default 1)\n"
     "      --best-of K     draw K candidates per sample and keep the one whose\n"
     "                      embedding is most similar (cosine) to text_emb\n"
@@ -104,7 +106,7 @@ int main(int argc, char **argv)
         {0, 0, 0, 0},
     };
     const char *steps = "25";
-    double guidance = 4.0;
+    double guidance = 0; /* 0: not given */
     long nsamples = 1, best_of = 1;
     int sampler = -1, opt;
     while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "S:g:n:", longopts, NULL)) != -1) {
@@ -125,6 +127,8 @@ int main(int argc, char **argv)
     uc_prior p;
     const char *path = uc_model_path(&c, "prior");
     if (uc_prior_open(&p, path))
+        uc_die_err(&c);
+    if (guidance == 0 && (guidance = 4.0, uc_model_guidance(p.file, &guidance)))
         uc_die_err(&c);
     const cJSON *dconf = cJSON_GetObjectItemCaseSensitive(p.config, "diffusion");
     uc_diffusion d;

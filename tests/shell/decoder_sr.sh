@@ -33,6 +33,26 @@ head -c 8 "$tmp/d.png" | od -An -c | grep -q 'P   N   G' || fail "decoder-diffus
 "$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 5 -o "$tmp/img-%d.png" "$tmp/p.rec"
 [ -s "$tmp/img-0.png" ] && [ -s "$tmp/img-1.png" ] && [ ! -e "$tmp/img-2.png" ] || fail "-o pattern: files missing"
 
+# the model's unclip.default_guidance stands in for -g; -g overrides it;
+# a bad value is an error naming the file and the key (prior likewise)
+"$MKMODEL" decoder "$tmp/dec-g.st" $G/karlo/decoder-forward 2.5
+"$BIN/decoder-diffuse" -m "$tmp/dec-g.st" -S 3 -f record "$tmp/p.rec" | "$BIN/rec-dump" | grep -q '"guidance":2.5,' ||
+    fail "decoder-diffuse ignores unclip.default_guidance"
+"$BIN/decoder-diffuse" -m "$tmp/dec-g.st" -S 3 -g 3 -f record "$tmp/p.rec" | "$BIN/rec-dump" | grep -q '"guidance":3,' ||
+    fail "decoder-diffuse: -g does not override unclip.default_guidance"
+"$MKMODEL" prior "$tmp/prior-g.st" $G/karlo/prior-sample 1.5
+"$BIN/prior-sample" -m "$tmp/prior-g.st" -S 3 "$tmp/a.rec" | "$BIN/rec-dump" | grep -q '"guidance":1.5,' ||
+    fail "prior-sample ignores unclip.default_guidance"
+for g in abc 0 -1 1e9 nan "2 "; do
+    "$MKMODEL" decoder "$tmp/dec-g.st" $G/karlo/decoder-forward "$g"
+    expect 1 "dec-g.st: metadata unclip.default_guidance '$g' is not a number" \
+        "$BIN/decoder-diffuse" -m "$tmp/dec-g.st" "$tmp/p.rec"
+    "$MKMODEL" prior "$tmp/prior-g.st" $G/karlo/prior-sample "$g"
+    expect 1 "prior-g.st: metadata unclip.default_guidance '$g' is not a number" \
+        "$BIN/prior-sample" -m "$tmp/prior-g.st" "$tmp/a.rec"
+done
+[ ! -s "$tmp/out" ] || fail "output written despite a bad unclip.default_guidance"
+
 # upsample: records (image_f32 used), PNGs with their provenance, --fast
 "$BIN/upsample" -m "$tmp/sr.st" -f record "$tmp/d.rec" > "$tmp/u.rec"
 "$BIN/rec-dump" "$tmp/u.rec" > "$tmp/u.json"

@@ -2,9 +2,10 @@
  *
  *   mkmodel clip OUT [EMBED WIDTH LAYERS HEADS VWIDTH RES PATCH]
  *       random OpenAI-layout CLIP weights (full 49408 vocabulary), seeded
- *   mkmodel prior|decoder|sr OUT CASEDIR
+ *   mkmodel prior|decoder|sr OUT CASEDIR [GUIDANCE]
  *       the weights of a golden case, with the case's config as metadata
- *       (and, for the prior, clip_mean/clip_std from the case's inputs)
+ *       (and, for the prior, clip_mean/clip_std from the case's inputs);
+ *       GUIDANCE, when given, becomes unclip.default_guidance verbatim
  *
  * Test scaffolding only: real models come from the trainer or a converter. */
 #include <cjson/cJSON.h>
@@ -96,7 +97,7 @@ static int make_clip(const char *out, int argc, char **argv)
     return st_write(out, outs, nout, meta, 3);
 }
 
-static int make_from_case(const char *stage, const char *out, const char *dir)
+static int make_from_case(const char *stage, const char *out, const char *dir, const char *guidance)
 {
     char path[4096];
     char *text;
@@ -147,8 +148,9 @@ static int make_from_case(const char *stage, const char *out, const char *dir)
     }
     char id[300];
     snprintf(id, sizeof id, "test/%s-golden", stage);
-    const char *meta[] = {"unclip.stage", stage, "unclip.config", cfgs, "unclip.model_id", id};
-    int rc = st_write(out, outs, nout, meta, 3);
+    const char *meta[] = {"unclip.stage", stage, "unclip.config", cfgs, "unclip.model_id", id,
+                          "unclip.default_guidance", guidance};
+    int rc = st_write(out, outs, nout, meta, guidance ? 4 : 3);
     st_close(io);
     st_close(m);
     free(cfgs);
@@ -162,11 +164,12 @@ int main(int argc, char **argv)
     int rc;
     if (argc >= 3 && strcmp(argv[1], "clip") == 0)
         rc = make_clip(argv[2], argc - 3, argv + 3);
-    else if (argc == 4 && (!strcmp(argv[1], "prior") || !strcmp(argv[1], "decoder") || !strcmp(argv[1], "sr")))
-        rc = make_from_case(argv[1], argv[2], argv[3]);
+    else if ((argc == 4 || argc == 5) &&
+             (!strcmp(argv[1], "prior") || !strcmp(argv[1], "decoder") || !strcmp(argv[1], "sr")))
+        rc = make_from_case(argv[1], argv[2], argv[3], argc == 5 ? argv[4] : NULL);
     else {
         fprintf(stderr, "usage: mkmodel clip OUT [EMBED WIDTH LAYERS HEADS VWIDTH RES PATCH]\n"
-                        "       mkmodel prior|decoder|sr OUT GOLDEN_CASE_DIR\n");
+                        "       mkmodel prior|decoder|sr OUT GOLDEN_CASE_DIR [GUIDANCE]\n");
         return 2;
     }
     if (rc)
