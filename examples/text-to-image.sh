@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# text-to-image.sh - the whole unCLIP pipeline: a prompt to a 256x256 PNG.
+# text-to-image.sh - the whole unCLIP pipeline: a prompt to a PNG.
 #
 #   examples/text-to-image.sh [PROMPT [OUT.png [SEED]]]
 #
 # clip-encode turns the prompt into CLIP text features (and those of the
 # empty prompt, for classifier-free guidance); prior-sample draws a CLIP image
-# embedding for them; decoder-diffuse renders that embedding as a 64x64
-# image; upsample takes it to 256x256. The PNG carries the prompt, seed,
+# embedding for them; decoder-diffuse renders that embedding as a small
+# image (64x64 with Karlo, 32x32 with the default model); upsample makes
+# it four times larger. The PNG carries the prompt, seed,
 # steps, guidance and model ids in its text chunks (see it with rec-dump).
 # The default models are found without -m (models/ beside bin/, or
 # $UNCLIP_MODELS); BIN selects another build (default: bin/ of this tree).

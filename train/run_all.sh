@@ -9,7 +9,7 @@
 # Minutes per stage (training-loop time; override with the environment):
 CLIP_MIN=${CLIP_MIN:-25}
 PRIOR_MIN=${PRIOR_MIN:-20}
-DECODER_MIN=${DECODER_MIN:-150}
+DECODER_MIN=${DECODER_MIN:-115}
 SR_MIN=${SR_MIN:-35}
 PY=${PYTHON:-/usr/bin/python3}   # Debian's python3 with python3-torch
 export OMP_WAIT_POLICY=PASSIVE

@@ -45,12 +45,16 @@ class Pipeline:
         self.clip = CLIP(cfg)
         self.clip.load_state_dict(t)
         self.tok = Tokenizer.from_text(meta["unclip.tokenizer.merges"])
-        t, _, cfg = load(os.path.join(models, "prior.safetensors"), "prior")
+        # the guidance the tools use without -g: the file's, else Karlo's
+        self.guidance = {}
+        t, meta, cfg = load(os.path.join(models, "prior.safetensors"), "prior")
+        self.guidance["prior"] = float(meta.get("unclip.default_guidance", 4.0))
         self.prior = PriorDiffusionModel(cfg)
         self.prior.clip_mean.copy_(t.pop("clip_mean"))
         self.prior.clip_std.copy_(t.pop("clip_std"))
         self.prior.load_state_dict(t)
-        t, _, cfg = load(os.path.join(models, "decoder.safetensors"), "decoder")
+        t, meta, cfg = load(os.path.join(models, "decoder.safetensors"), "decoder")
+        self.guidance["decoder"] = float(meta.get("unclip.default_guidance", 8.0))
         self.dec = Text2ImProgressiveModel(cfg)
         self.dec.load_state_dict(t)
         t, _, cfg = load(os.path.join(models, "sr.safetensors"), "sr")
@@ -111,9 +115,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--prior-steps", default="25")
-    ap.add_argument("--prior-guidance", type=float, default=4.0)
+    ap.add_argument("--prior-guidance", type=float, help="default: the prior file's, else 4")
     ap.add_argument("--decoder-steps", default="25")
-    ap.add_argument("--decoder-guidance", type=float, default=8.0)
+    ap.add_argument("--decoder-guidance", type=float, help="default: the decoder file's, else 8")
     ap.add_argument("--sr-steps", default="7")
     ap.add_argument("--out", default="sample.png", help="PNG grid of the upsampled pictures")
     ap.add_argument("--records", help="also write the pictures as a record stream (and -lo for 32 px)")
@@ -123,12 +127,13 @@ def main():
     torch.set_num_threads(a.threads)
     prompts = a.prompts or grammar.random_captions(a.n, a.seed, mix=(1 / 3, 1 / 3, 1 / 3))
     pipe = Pipeline(a.models)
+    pg = pipe.guidance["prior"] if a.prior_guidance is None else a.prior_guidance
+    dg = pipe.guidance["decoder"] if a.decoder_guidance is None else a.decoder_guidance
     gen = torch.Generator().manual_seed(a.seed)
     los, his = [], []
     t0 = time.time()
     for s in range(0, len(prompts), a.batch):
-        _, lo, hi = pipe(prompts[s:s + a.batch], gen, a.prior_steps, a.prior_guidance, a.decoder_steps,
-                         a.decoder_guidance, a.sr_steps)
+        _, lo, hi = pipe(prompts[s:s + a.batch], gen, a.prior_steps, pg, a.decoder_steps, dg, a.sr_steps)
         los.append(lo)
         his.append(hi)
     lo, hi = np.concatenate(los), np.concatenate(his)

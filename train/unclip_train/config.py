@@ -41,7 +41,8 @@ DECODER = {
                               xf_layers=0, xf_heads=0, xf_final_ln=False, resblock_updown=True,
                               learn_sigma=True, text_drop=0.3, clip_emb_type="image",
                               clip_emb_drop=0.15, use_plm=True)},
-    "diffusion": _diffusion(learn_sigma=True, sigma_small=False, rescale_learned_sigmas=True),
+    "diffusion": _diffusion(learn_sigma=True, sigma_small=False, rescale_learned_sigmas=True,
+                            predict_xstart=True),
 }
 
 SR = {
@@ -55,7 +56,7 @@ SR = {
 TRAIN = {
     "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=25),
     "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, minutes=20),
-    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=150),
+    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=115),
     "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64),
 }
 
@@ -70,3 +71,8 @@ DATA = {
 # decoder guidance dropouts (per sample): both text and image embedding
 # replaced (the unconditional branch of CFG), only the text, only the embedding
 DECODER_DROP = dict(both=0.10, text_only=0.20, emb_only=0.05)
+
+# classifier-free guidance scales the tools use with this model when no -g
+# is given (model metadata unclip.default_guidance; Karlo's are 4 and 8,
+# which over-saturate this small x0 decoder)
+GUIDANCE = dict(prior=4.0, decoder=2.0)

@@ -1,7 +1,8 @@
 """Unclip model files (formats/MODEL.md) from the trainer's modules:
 safetensors with the upstream key names, hyperparameters in __metadata__
-(unclip.stage, unclip.config, unclip.model_id, unclip.checksum and, for
-CLIP, unclip.tokenizer.merges).
+(unclip.stage, unclip.config, unclip.model_id, unclip.checksum; for
+CLIP, unclip.tokenizer.merges; for prior and decoder,
+unclip.default_guidance).
 
 Storage: the weights and biases of linear, convolution and embedding layers
 (and CLIP's fused in_proj, text_projection, visual.proj) as F16, like
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import st
+from . import config, st
 
 F16_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 F16_NAMES = ("in_proj_weight", "in_proj_bias", "text_projection", "proj")
@@ -83,6 +84,8 @@ def export_all(runs, out_dir, stages=("clip", "prior", "decoder", "sr"), log=pri
         ck = torch.load(path, map_location="cpu")
         state = ck.get("ema", ck["model"])
         extra = {}
+        if stage in config.GUIDANCE:
+            extra["unclip.default_guidance"] = repr(float(config.GUIDANCE[stage]))
         if stage == "clip":
             m = CLIP(ck["config"])
             m.load_state_dict(ck["model"])

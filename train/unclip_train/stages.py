@@ -328,10 +328,41 @@ class PriorStage(FeatureStage):
 
 
 class DecoderStage(FeatureStage):
-    """eps prediction + learned-range variance (hybrid loss), with Karlo's
-    guidance dropouts: the text replaced by the empty prompt's features, the
-    image embedding replaced by cf_param (both at once for the CFG branch)."""
+    """Karlo's decoder with its guidance dropouts: the text replaced by the
+    empty prompt's features, the image embedding replaced by cf_param (both
+    at once for the CFG branch).
+
+    eps prediction trains with the hybrid loss (MSE + the VLB for the
+    learned-range variance). x0 prediction trains with the MSE alone: the
+    VLB's small-t terms, with the mean from an x0 estimate, are orders of
+    magnitude larger than the MSE and swamped the network (loss 5, gradient
+    norm 40 in the first x0 run). The variance channels of the output
+    convolution are then held at zero, so the sampler's learned-range
+    interpolation sits at frac 0.5: the geometric mean of beta_t and the
+    posterior variance."""
     name = "decoder"
+
+    def x0(self):
+        return self.diff.mean_type == "x0"
+
+    def load_extra(self, ck):
+        if self.x0():
+            self.zero_variance()
+
+    def zero_variance(self):
+        """Zero the variance channels of the output convolution in the
+        weights, the EMA and the optimizer's momentum (a checkpoint trained
+        for eps has them; an x0 run from scratch keeps them at zero)."""
+        conv = self.module.model.out[2]
+        names = {id(p): n for n, p in self.module.named_parameters()}
+        with torch.no_grad():
+            for p in (conv.weight, conv.bias):
+                p[3:] = 0
+                st = self.opt.state.get(p, {})
+                if "exp_avg" in st:
+                    st["exp_avg"][3:] = 0
+                if self.ema is not None:
+                    self.ema[names[id(p)]][3:] = 0
 
     def setup(self):
         self.setup_features()
@@ -360,6 +391,9 @@ class DecoderStage(FeatureStage):
         noise = torch.randn(x0.shape, generator=gen).to(self.dev)
         xt = self.diff.q_sample(x0, t, noise)
         out = net(xt, t, tf, ts, tm, y)
+        if self.x0():
+            mse = self.diff.loss_mean(out[:, :3], x0, xt, t, noise).mean()
+            return mse, {"loss": float(mse), "mse": float(mse)}
         loss, mse, vb = self.diff.loss_hybrid(out, x0, xt, t, noise)
         return loss.mean(), {"loss": float(loss.mean()), "mse": float(mse.mean()), "vb": float(vb.mean())}
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# gallery.sh - draw the pictures of examples/README.md with the default
+# model: text to image, variations, interpolation and a text diff, each
+# through the example script that shows how.
+#
+#   examples/gallery.sh [OUT-DIR]      (default: examples/pictures)
+#
+# Every picture is seeded, so a rerun on the same machine redraws the same
+# bytes (another CPU may round differently and draw slightly other ones).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export BIN=${BIN:-$here/../bin}
+out=${1:-$here/pictures}
+mkdir -p "$out"
+cd "$out"
+
+# text to image: one prompt of each caption kind, two seeds each
+i=0
+while read -r prompt; do
+    for seed in 1 2; do
+        "$here/text-to-image.sh" "$prompt" "t2i-$i-$seed.png" "$seed" 2> /dev/null
+    done
+    i=$((i + 1))
+done << 'PROMPTS'
+a red circle above a blue square
+a small green triangle
+three yellow squares
+a purple circle to the left of an orange triangle
+PROMPTS
+
+# variations of a rendered scene: the picture's CLIP embedding, four seeds
+"$BIN/shapes-render" --size 128 "a blue circle to the right of a red triangle" > source.png
+"$here/variations.sh" source.png 4 variation 2> /dev/null
+
+# interpolation between two prompts' image embeddings, five frames
+"$here/interpolation.sh" "a red square" "a blue circle" 5 frame 1 2> /dev/null
+
+# text diff: the rendered red circle turned towards "a green circle"
+"$BIN/shapes-render" --size 128 "a big red circle" > circle.png
+"$here/textdiff.sh" circle.png "a big red circle" "a big green circle" 5 0.5 textdiff 2> /dev/null
+ls "$out"

@@ -1,0 +1,33 @@
+#!/bin/sh
+# The shipped default model (models/), found without -m as a new user runs
+# it: the README's first command makes a 128x128 PNG carrying its prompt,
+# and batches of captions through the whole pipeline are judged by
+# shapes-eval well above chance.
+. tests/shell/lib.sh
+for s in clip prior decoder sr; do
+    [ -s "models/$s.safetensors" ] || fail "models/$s.safetensors is missing: the default model must ship"
+done
+unset UNCLIP_MODELS
+
+"$BIN/clip-encode" "a red circle above a blue square" | "$BIN/prior-sample" | "$BIN/decoder-diffuse" |
+    "$BIN/upsample" > "$tmp/out.png"
+"$BIN/rec-dump" "$tmp/out.png" > "$tmp/out.json"
+grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/out.json" || fail "first command: no 128x128 picture"
+grep -q '"prompt":"a red circle above a blue square"' "$tmp/out.json" || fail "first command: PNG lacks its prompt"
+grep -q '"id":"unclip-shapes/decoder"' "$tmp/out.json" || fail "first command: not drawn by the default decoder"
+
+# judged batches: single objects (the model draws them right: 1.0 in
+# `make eval`) and a mix of all kinds; floors well under the measured
+# scores, so another CPU's rounding does not flip the test
+judge() {
+    "$BIN/clip-encode" | "$BIN/prior-sample" | "$BIN/decoder-diffuse" -f record | "$BIN/upsample" -f record |
+        "$BIN/shapes-eval" --json > "$tmp/score"
+    frac=$(sed -n 's/.*"overall": {[^}]*"fraction": \([0-9.]*\)}.*/\1/p' "$tmp/score")
+    [ -n "$frac" ] || { cat "$tmp/score"; fail "shapes-eval printed no overall fraction"; }
+    awk -v f="$frac" -v min="$1" 'BEGIN { exit !(f >= min) }' || { cat "$tmp/score"; fail "$2: $frac < $1"; }
+    echo "default_model.sh: $2: $frac"
+}
+printf '%s\n' "a red circle" "a small blue square" "a big green triangle" "a yellow square" "an orange circle" \
+    "a purple triangle" "a big blue circle" "a small red triangle" "a green square" "a small yellow circle" \
+    "an orange triangle" "a big purple square" | judge 0.75 "12 single objects"
+"$BIN/shapes-render" --random 24 --seed 3 --captions-only | judge 0.3 "24 grammar captions"
