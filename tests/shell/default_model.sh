@@ -7,7 +7,13 @@
 for s in clip prior decoder sr; do
     [ -s "models/$s.safetensors" ] || fail "models/$s.safetensors is missing: the default model must ship"
 done
-unset UNCLIP_MODELS
+# bin/ finds models/ beside it, as a user's build does; the builds under
+# build/ (make check SAN=1) are pointed at it
+if [ "$(cd "$BIN/.." && pwd)" = "$(pwd)" ]; then
+    unset UNCLIP_MODELS
+else
+    export UNCLIP_MODELS="$PWD/models"
+fi
 
 "$BIN/clip-encode" "a red circle above a blue square" | "$BIN/prior-sample" | "$BIN/decoder-diffuse" |
     "$BIN/upsample" > "$tmp/out.png"
