@@ -55,9 +55,10 @@ void uc_model_checksum(const st_file *f, char *out, size_t n)
         snprintf(out, n, "fnv1a64:%016llx", (unsigned long long)uc_fnv1a(hdr, len, UC_FNV_INIT));
 }
 
-int uc_model_guidance(const st_file *f, double *guidance)
+int uc_model_guidance(const st_file *f, double fallback, double *guidance)
 {
     const char *v = st_meta(f, "unclip.default_guidance");
+    *guidance = fallback;
     if (!v)
         return 0;
     char *end;

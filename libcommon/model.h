@@ -31,10 +31,10 @@ st_file *uc_model_open(const char *path, const char *stage, const char *what, uc
  * header (its 8 length bytes and its JSON). */
 void uc_model_checksum(const st_file *f, char *out, size_t n);
 
-/* The classifier-free guidance scale a model file recommends in its
- * metadata unclip.default_guidance (a decimal number in (0, 1000]), for a
- * tool whose user gave no -g: sets *guidance when the key is present,
- * leaves it otherwise. -1 and uc_err when the value is not such a number. */
-int uc_model_guidance(const st_file *f, double *guidance);
+/* The classifier-free guidance scale for a tool whose user gave no -g:
+ * *guidance = the model file's metadata unclip.default_guidance (a decimal
+ * number in (0, 1000]) when present, else fallback (Karlo's default).
+ * -1 and uc_err when the value is not such a number. */
+int uc_model_guidance(const st_file *f, double fallback, double *guidance);
 
 #endif

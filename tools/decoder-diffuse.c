@@ -208,7 +208,7 @@ int main(int argc, char **argv)
     const char *path = uc_model_path(&o.cli, "decoder");
     if (uc_decoder_open(&o.dec, path))
         uc_die_err(&o.cli);
-    if (o.guidance == 0 && (o.guidance = 8.0, uc_model_guidance(o.dec.file, &o.guidance)))
+    if (o.guidance == 0 && uc_model_guidance(o.dec.file, 8.0, &o.guidance)) /* 0: no -g */
         uc_die_err(&o.cli);
     uc_diffusion d;
     uc_stage_diffusion(&o.cli, &d, o.dec.diffusion, path, o.steps);

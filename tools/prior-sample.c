@@ -128,7 +128,7 @@ int main(int argc, char **argv)
     const char *path = uc_model_path(&c, "prior");
     if (uc_prior_open(&p, path))
         uc_die_err(&c);
-    if (guidance == 0 && (guidance = 4.0, uc_model_guidance(p.file, &guidance)))
+    if (guidance == 0 && uc_model_guidance(p.file, 4.0, &guidance))
         uc_die_err(&c);
     const cJSON *dconf = cJSON_GetObjectItemCaseSensitive(p.config, "diffusion");
     uc_diffusion d;
