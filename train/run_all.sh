@@ -7,7 +7,7 @@
 #   nohup nice -n 10 sh train/run_all.sh > train/runs/run_all.out 2>&1 &
 #
 # Minutes per stage (training-loop time; override with the environment):
-CLIP_MIN=${CLIP_MIN:-25}
+CLIP_MIN=${CLIP_MIN:-40}
 PRIOR_MIN=${PRIOR_MIN:-20}
 DECODER_MIN=${DECODER_MIN:-115}
 SR_MIN=${SR_MIN:-35}

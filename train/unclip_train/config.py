@@ -54,9 +54,10 @@ SR = {
 
 # training: batch, learning rate, EMA decay, planned minutes (run_all.sh)
 TRAIN = {
-    "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=25),
+    "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=40, hard=0.5),
     "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, minutes=20),
-    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=115),
+    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=115,
+                    kinds=dict(single=0.2, relation=0.45, count=0.35)),
     "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64),
 }
 

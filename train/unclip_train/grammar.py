@@ -78,3 +78,64 @@ def random_captions(n, seed, mix=(0.3, 0.45, 0.25)):
     rng = random.Random(seed)
     pools = [singles(), relations(), counts()]
     return [rng.choice(pools[rng.choices(range(3), weights=mix)[0]]) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------
+# Meanings: captions that describe the same scenes share one ("a red circle
+# above a blue square", "a red circle on top of a blue square" and "a blue
+# square below a red circle"), and the contrastive loss counts them all as
+# positives of each other.
+
+AXES = {"above": ("v", False), "on top of": ("v", False), "below": ("v", True),
+        "to the left of": ("h", False), "to the right of": ("h", True)}
+
+
+def meaning(caption):
+    """A hashable meaning: ("single", size or "", colour, shape), ("count", number,
+    colour, shape) or ("relation", axis, (colour, shape) of the object above
+    or on the left, (colour, shape) of the other)."""
+    w = caption.split()
+    k = kind(caption)
+    if k == "count":
+        return ("count", w[0], w[1], w[2][:-1])
+    if k == "single":
+        return ("single", w[1] if len(w) == 4 else "", w[-2], w[-1])
+    for rel, (axis, flip) in AXES.items():
+        head, sep, tail = caption.partition(f" {rel} ")
+        if sep:
+            a, b = tuple(head.split()[1:]), tuple(tail.split()[1:])
+            return ("relation", axis, b, a) if flip else ("relation", axis, a, b)
+    raise ValueError(f"not a grammar caption: {caption!r}")
+
+
+def neighbours(m):
+    """Hard negatives of meaning m, as [(meaning, weight)]: the scenes that a
+    model reading the caption as a bag of words would confuse with it. For a
+    relation: the two objects swapped (0.4), their colours swapped (0.2), the
+    other axis (0.2) and one attribute of one object changed (0.2); for a
+    count: another number (0.6), colour (0.2) or shape (0.2); for a single
+    object: another colour (0.5) or shape (0.5)."""
+    def spread(ms, w):
+        ms = [x for x in ms if x != m]
+        return [(x, w / len(ms)) for x in ms] if ms else []
+
+    if m[0] == "relation":
+        _, axis, a, b = m
+        other = "h" if axis == "v" else "v"
+        bound = ((b[0], a[1]), (a[0], b[1]))
+        bind = [("relation", axis) + bound] if bound[0] != bound[1] else [("relation", axis, b, a)]
+        attr = [("relation", axis, x, b) for x in _objects_near(a) if x != b] + \
+               [("relation", axis, a, x) for x in _objects_near(b) if x != a]
+        return (spread([("relation", axis, b, a)], 0.4) + spread(bind, 0.2)
+                + spread([("relation", other, a, b), ("relation", other, b, a)], 0.2) + spread(attr, 0.2))
+    kind_, x, c, s = m
+    if kind_ == "count":
+        return (spread([(kind_, n, c, s) for n in NUMBERS], 0.6)
+                + spread([(kind_, x, c2, s) for c2 in COLOURS], 0.2)
+                + spread([(kind_, x, c, s2) for s2 in SHAPES], 0.2))
+    return spread([(kind_, x, c2, s) for c2 in COLOURS], 0.5) + spread([(kind_, x, c, s2) for s2 in SHAPES], 0.5)
+
+
+def _objects_near(o):
+    """Objects that differ from o = (colour, shape) in exactly one attribute."""
+    return [(c, o[1]) for c in COLOURS if c != o[0]] + [(o[0], s) for s in SHAPES if s != o[1]]

@@ -218,7 +218,14 @@ def to_pm1(u8):
 # --------------------------------------------------------------------------
 class ClipStage(Stage):
     """Contrastive CLIP: symmetric cross-entropy over the batch, where every
-    pair with the same caption counts as a positive (captions repeat)."""
+    pair whose captions mean the same (grammar.meaning) counts as a positive.
+
+    Half of each batch are hard negatives of the other half: for every
+    random scene, a scene of a neighbouring meaning (grammar.neighbours: the
+    relation's objects or colours swapped, another number). With random
+    batches alone the two objects of a relation are a bag of words: after
+    863 steps the image embedding told "A above B" from "B above A" in 58 %
+    of held-out scenes."""
     name = "clip"
 
     def setup(self):
@@ -231,13 +238,41 @@ class ClipStage(Stage):
         self.cap_id = torch.tensor([idx[c] for c in caps])
         self.tokens, _ = self.tok.tokenize(self.uniq, self.cfg["context_length"])
         self.images_t = torch.from_numpy(self.images)
+        # meanings: id per scene, the scenes of each (sorted, with offsets),
+        # and each meaning's neighbours with their weights (padded rows)
+        means = sorted({grammar.meaning(c) for c in grammar.all_captions()})
+        mid = {m: i for i, m in enumerate(means)}
+        self.mean_id = torch.tensor([mid[grammar.meaning(c)] for c in caps])
+        self.by_mean = torch.argsort(self.mean_id, stable=True)
+        counts = torch.bincount(self.mean_id, minlength=len(means))
+        self.mean_off, self.mean_n = torch.cumsum(counts, 0) - counts, counts
+        nb = [[(mid[n], w) for n, w in grammar.neighbours(m) if counts[mid[n]] > 0] for m in means]
+        width = max(len(r) for r in nb)
+        self.nb_id = torch.zeros(len(means), width, dtype=torch.long)
+        self.nb_w = torch.zeros(len(means), width)
+        for i, r in enumerate(nb):
+            for j, (n, w) in enumerate(r):
+                self.nb_id[i, j], self.nb_w[i, j] = n, w
+
+    def batch(self, gen):
+        """Scene indices: random ones, then a hard negative of each (config
+        TRAIN clip "hard": the fraction of the batch that are negatives)."""
+        b = self.hp["batch"]
+        nh = int(b * self.hp.get("hard", 0.0))
+        idx = torch.randperm(len(self.cap_id), generator=gen)[:b - nh]
+        if nh == 0:
+            return idx
+        m = self.mean_id[idx[:nh]]
+        n = self.nb_id[m, torch.multinomial(self.nb_w[m], 1, generator=gen)[:, 0]]
+        k = (torch.rand(nh, generator=gen) * self.mean_n[n]).long()
+        return torch.cat([idx, self.by_mean[self.mean_off[n] + k]])
 
     def extra_state(self):
         return {"config": self.cfg, "merges": self.tok.text()}
 
     def loss(self, step, gen):
-        b = self.hp["batch"]
-        idx = torch.randperm(len(self.cap_id), generator=gen)[:b]
+        idx = self.batch(gen)
+        b = len(idx)
         cid = self.cap_id[idx]
         uc, inv = torch.unique(cid, return_inverse=True)
         img = normalize_images(self.images_t[idx].to(self.dev))
@@ -247,7 +282,8 @@ class ClipStage(Stage):
         te = te / te.norm(dim=1, keepdim=True)
         scale = self.module.logit_scale.exp()
         logits = scale * ie @ te.t()
-        pos = (cid[:, None] == cid[None, :]).float().to(self.dev)
+        mid = self.mean_id[idx]
+        pos = (mid[:, None] == mid[None, :]).float().to(self.dev)
         target = pos / pos.sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
                       + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
@@ -259,26 +295,36 @@ class ClipStage(Stage):
             self.module.logit_scale.clamp_(0, math.log(100))
 
     def evaluate(self):
-        """Held-out retrieval: each held-out scene against every grammar caption."""
+        """Held-out retrieval: each held-out scene against every grammar
+        caption (right when the best caption means the same), and for the
+        relations the share of scenes whose caption scores above its meaning
+        with the objects swapped ("A above B" against "B above A")."""
         d = config.DATA["heldout"]
         caps, imgs = data.dataset("heldout", d["n"], d["seed"], d["size"])
         allc = grammar.all_captions()
         with torch.no_grad():
             toks, _ = self.tok.tokenize(allc, self.cfg["context_length"])
             te = torch.cat([self.module.encode_text(toks[s:s + 512].to(self.dev)) for s in range(0, len(allc), 512)])
-            ie = features.image_embeddings(self.module, imgs, self.dev)
-            te = te / te.norm(dim=1, keepdim=True)
-            ie = ie.to(self.dev)
-            ie = ie / ie.norm(dim=1, keepdim=True)
-            top = (ie @ te.t()).topk(5, dim=1).indices.cpu()
-        want = torch.tensor([allc.index(c) for c in caps])
-        res = {}
+            ie = features.image_embeddings(self.module, imgs, self.dev).to(self.dev)
+            sim = ((ie / ie.norm(dim=1, keepdim=True)) @ (te / te.norm(dim=1, keepdim=True)).t()).cpu()
+        means = [grammar.meaning(c) for c in allc]
+        first = {}
+        for i, m in enumerate(means):
+            first.setdefault(m, i)
+        top = sim.topk(5, dim=1).indices
+        res, swapped = {}, []
         for k in ("single", "relation", "count"):
-            sel = torch.tensor([grammar.kind(c) == k for c in caps])
-            r1 = (top[sel, 0] == want[sel]).float().mean().item()
-            r5 = (top[sel] == want[sel, None]).any(1).float().mean().item()
+            rows = [i for i, c in enumerate(caps) if grammar.kind(c) == k]
+            want = [grammar.meaning(caps[i]) for i in rows]
+            r1 = sum(means[top[i, 0]] == w for i, w in zip(rows, want)) / len(rows)
+            r5 = sum(any(means[j] == w for j in top[i]) for i, w in zip(rows, want)) / len(rows)
             res[k] = f"top1={r1:.3f} top5={r5:.3f}"
-        self.log("clip held-out retrieval over all %d captions: %s" % (len(allc), "; ".join(f"{k} {v}" for k, v in res.items())))
+        for i, c in enumerate(caps):
+            m = grammar.meaning(c)
+            if m[0] == "relation":
+                swapped.append(float(sim[i, first[m]] > sim[i, first[m[:2] + (m[3], m[2])]]))
+        self.log("clip held-out retrieval of the meaning over all %d captions: %s; relation vs its objects swapped %.3f"
+                 % (len(allc), "; ".join(f"{k} {v}" for k, v in res.items()), sum(swapped) / len(swapped)))
 
 
 # --------------------------------------------------------------------------
@@ -369,13 +415,18 @@ class DecoderStage(FeatureStage):
         self.diff = Diffusion.from_config(config.DECODER["diffusion"])
         self.module = Text2ImProgressiveModel(config.DECODER)
         self.images_t = torch.from_numpy(self.images)
+        # per-scene sampling weights giving each caption kind its share
+        share = self.hp.get("kinds", {})
+        kinds = [grammar.kind(c) for c in self.captions]
+        n = {k: kinds.count(k) for k in set(kinds)}
+        self.weight = torch.tensor([share.get(k, 1.0 / len(n)) / n[k] for k in kinds], dtype=torch.double)
 
     def extra_state(self):
         return {"config": config.DECODER}
 
     def loss(self, step, gen):
         b = self.hp["batch"]
-        idx = torch.randint(0, len(self.emb), (b,), generator=gen)
+        idx = torch.multinomial(self.weight, b, replacement=True, generator=gen)
         net = self.module.model
         x0 = to_pm1(self.images_t[idx]).to(self.dev)
         y = self.emb[idx].to(self.dev)
