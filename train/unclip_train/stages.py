@@ -246,7 +246,8 @@ class ClipStage(Stage):
         self.by_mean = torch.argsort(self.mean_id, stable=True)
         counts = torch.bincount(self.mean_id, minlength=len(means))
         self.mean_off, self.mean_n = torch.cumsum(counts, 0) - counts, counts
-        nb = [[(mid[n], w) for n, w in grammar.neighbours(m) if counts[mid[n]] > 0] for m in means]
+        nb = [[(mid[n], w) for n, w in grammar.neighbours(m) if counts[mid[n]] > 0] or [(mid[m], 1.0)]
+              for m in means]  # (a meaning with no neighbour in the data pairs with itself)
         width = max(len(r) for r in nb)
         self.nb_id = torch.zeros(len(means), width, dtype=torch.long)
         self.nb_w = torch.zeros(len(means), width)
