@@ -112,7 +112,9 @@ def neighbours(m):
     """Hard negatives of meaning m, as [(meaning, weight)]: the scenes that a
     model reading the caption as a bag of words would confuse with it. For a
     relation: the two objects swapped (0.4), their colours swapped (0.2), the
-    other axis (0.2) and one attribute of one object changed (0.2); for a
+    other axis (0.2) and one attribute of one object changed (0.2), the
+    weights of the kinds left out (the colour swap of two objects that share
+    a colour or a shape is the meaning itself) shared by the others; for a
     count: another number (0.6), colour (0.2) or shape (0.2); for a single
     object: another colour (0.5) or shape (0.5)."""
     def spread(ms, w):
@@ -122,11 +124,10 @@ def neighbours(m):
     if m[0] == "relation":
         _, axis, a, b = m
         other = "h" if axis == "v" else "v"
-        bound = ((b[0], a[1]), (a[0], b[1]))
-        bind = [("relation", axis) + bound] if bound[0] != bound[1] else [("relation", axis, b, a)]
+        bind = ("relation", axis, (b[0], a[1]), (a[0], b[1]))  # m itself when a colour or shape is shared
         attr = [("relation", axis, x, b) for x in _objects_near(a) if x != b] + \
                [("relation", axis, a, x) for x in _objects_near(b) if x != a]
-        return (spread([("relation", axis, b, a)], 0.4) + spread(bind, 0.2)
+        return (spread([("relation", axis, b, a)], 0.4) + spread([bind], 0.2)
                 + spread([("relation", other, a, b), ("relation", other, b, a)], 0.2) + spread(attr, 0.2))
     kind_, x, c, s = m
     if kind_ == "count":
