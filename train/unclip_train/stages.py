@@ -453,7 +453,6 @@ class DecoderStage(FeatureStage):
         loss, mse, vb = self.diff.loss_hybrid(out, x0, xt, t, noise)
         return loss.mean(), {"loss": float(loss.mean()), "mse": float(mse.mean()), "vb": float(vb.mean())}
 
-
     @torch.no_grad()
     def evaluate(self, n=96, ts=(999, 980, 950)):
         """Does the layout of a relation follow the conditioning? For held-out
@@ -491,7 +490,7 @@ class DecoderStage(FeatureStage):
         empty = self.text_batch(torch.full((b,), self.text.empty))
         txt, txt_m = (self.text_batch(self.text.ids([caps[i] for i in rows])), self.text_batch(self.text.ids(other)))
         gen = torch.Generator().manual_seed(0)
-        cos = lambda a: torch.nn.functional.cosine_similarity(a.flatten(1), (img - img_m).flatten(1)).mean().item()
+        cos = lambda a: F.cosine_similarity(a.flatten(1), (img - img_m).flatten(1)).mean().item()
         out = []
         for t in ts:
             tt = torch.full((b,), t, device=self.dev)
