@@ -466,18 +466,18 @@ class DecoderStage(FeatureStage):
         caps, imgs = data.dataset("heldout", d["n"], d["seed"], d["size"])
         opposite = {"above": "below", "on top of": "below", "below": "above",
                     "to the left of": "to the right of", "to the right of": "to the left of"}
-        rows, other, dims = [], [], []
+        rows, other, axes = [], [], []
         for i, c in enumerate(caps):
             for rel, opp in opposite.items():
                 if f" {rel} " in c:
                     rows.append(i)
                     other.append(c.replace(f" {rel} ", f" {opp} "))
-                    dims.append(1 if grammar.AXES[rel][0] == "v" else 2)  # NHWC rows or columns
+                    axes.append(0 if grammar.AXES[rel][0] == "v" else 1)  # HWC: flip rows or columns
                     break
             if len(rows) == n:
                 break
         u8 = torch.from_numpy(imgs[rows])
-        mir = torch.stack([u.flip(dm - 1) for u, dm in zip(u8, dims)])
+        mir = torch.stack([u.flip(ax) for u, ax in zip(u8, axes)])
         img, img_m = to_pm1(u8).to(self.dev), to_pm1(mir).to(self.dev)
         clip, _ = features.load_clip(os.path.join(RUNS, "clip"), self.dev)
         e, e_m = (features.image_embeddings(clip, x.numpy(), self.dev).to(self.dev) for x in (u8, mir))
