@@ -148,9 +148,12 @@ static int file_exists(const char *p)
 
 const char *uc_model_path(const uc_cli *c, const char *stage)
 {
+    return c->model ? c->model : uc_model_find(c, stage);
+}
+
+const char *uc_model_find(const uc_cli *c, const char *stage)
+{
     static char buf[PATH_MAX + 64];
-    if (c->model)
-        return c->model;
     const char *env = getenv("UNCLIP_MODELS");
     if (env && *env) {
         snprintf(buf, sizeof buf, "%s/%s.safetensors", env, stage);

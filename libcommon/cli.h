@@ -51,6 +51,8 @@ long uc_parse_long(const uc_cli *c, const char *opt, const char *s, long lo, lon
  * next to the binary (../models), or the installed share directory.
  * Exits 1 with a clear message when none is found. */
 const char *uc_model_path(const uc_cli *c, const char *stage);
+/* The same search without -m: a model of another stage than the tool's. */
+const char *uc_model_find(const uc_cli *c, const char *stage);
 
 /* Open an input: "-" or NULL is stdin. Exits 1 if it cannot be opened. */
 rec_reader *uc_open_records(const uc_cli *c, const char *path);

@@ -55,16 +55,34 @@ void uc_model_checksum(const st_file *f, char *out, size_t n)
         snprintf(out, n, "fnv1a64:%016llx", (unsigned long long)uc_fnv1a(hdr, len, UC_FNV_INIT));
 }
 
-int uc_model_guidance(const st_file *f, double fallback, double *guidance)
+/* Metadata key of f as a number in [lo, hi] ((lo, hi] when open; an
+ * integer when integer), or fallback when absent. */
+static int meta_number(const st_file *f, const char *key, double lo, int open, double hi, int integer,
+                       double fallback, double *out)
 {
-    const char *v = st_meta(f, "unclip.default_guidance");
-    *guidance = fallback;
+    const char *v = st_meta(f, key);
+    *out = fallback;
     if (!v)
         return 0;
     char *end;
-    double g = strtod(v, &end);
-    if (end == v || *end || !isfinite(g) || g <= 0 || g > 1000)
-        return uc_err("%s: metadata unclip.default_guidance '%.32s' is not a number in (0, 1000]", st_path(f), v);
-    *guidance = g;
+    double x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x) || x < lo || (open && x == lo) || x > hi || (integer && x != floor(x)))
+        return uc_err("%s: metadata %s '%.32s' is not %s in %c%g, %g]", st_path(f), key, v,
+                      integer ? "an integer" : "a number", open ? '(' : '[', lo, hi);
+    *out = x;
+    return 0;
+}
+
+int uc_model_guidance(const st_file *f, double fallback, double *guidance)
+{
+    return meta_number(f, "unclip.default_guidance", 0, 1, 1000, 0, fallback, guidance);
+}
+
+int uc_model_best_of(const st_file *f, long *best_of)
+{
+    double k;
+    if (meta_number(f, "unclip.default_best_of", 1, 0, 64, 1, 1, &k))
+        return -1;
+    *best_of = (long)k;
     return 0;
 }

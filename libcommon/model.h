@@ -37,4 +37,9 @@ void uc_model_checksum(const st_file *f, char *out, size_t n);
  * -1 and uc_err when the value is not such a number. */
 int uc_model_guidance(const st_file *f, double fallback, double *guidance);
 
+/* The candidates per image for a decoder-diffuse user who gave no
+ * --best-of: the model file's metadata unclip.default_best_of (an integer
+ * in [1, 64]) when present, else 1. -1 and uc_err when it is not one. */
+int uc_model_best_of(const st_file *f, long *best_of);
+
 #endif

@@ -2,11 +2,13 @@
  * 64x64 image out: Karlo's decoder, a diffusion UNet sampled with
  * classifier-free guidance (DALL-E 2 paper, section 2.1). */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../libcommon/cli.h"
+#include "../libcommon/clip.h"
 #include "../libcommon/common.h"
 #include "../libcommon/decoder.h"
 #include "../libcommon/imageio.h"
@@ -27,6 +29,11 @@ static const char usage[] =
     "  -g, --guidance F    classifier-free guidance scale, > 0 (default: the\n"
     "                      model's unclip.default_guidance, else 8)\n"
     "  -n, --samples N     images per input record (default 1)\n"
+    "      --best-of K     draw K candidates per image and keep the one whose\n"
+    "                      CLIP image embedding is nearest (cosine) to image_emb\n"
+    "                      (default: the model's unclip.default_best_of, else 1)\n"
+    "      --clip FILE     the CLIP that ranks them (default: clip.safetensors,\n"
+    "                      found as the models are)\n"
     "      --sampler S     ddpm or ddim (default: ddim for \"ddim...\" and\n"
     "                      \"fast...\" respacings, else ddpm)\n"
     "      --eta F         DDIM noise (default 0)\n"
@@ -43,16 +50,17 @@ static const char usage[] =
     "  -h, --help          this help\n"
     "  -V, --version       version\n"
     "\n"
-    "Sample i of the r-th input record (1-based, counted over all inputs)\n"
-    "draws its noise from the RNG keyed by (seed, r), stream i. Outputs get\n"
-    "image (U8 [H, W, 3]), index (with -n above 1), seed (when absent),\n"
-    "params.decoder {steps, guidance, sampler, eta, seed}, models.decoder\n"
-    "{id, checksum} and a history entry; every other field passes through.\n"
+    "Candidate c of sample i of the r-th input record (1-based, counted over\n"
+    "all inputs) draws its noise from the RNG keyed by (seed, r), stream\n"
+    "i * K + c. Outputs get image (U8 [H, W, 3]), index (with -n above 1),\n"
+    "seed (when absent), params.decoder {steps, guidance, sampler, eta, seed,\n"
+    "best_of}, models.decoder {id, checksum} (and models.rank, the CLIP, with\n"
+    "K above 1) and a history entry; every other field passes through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_SAMPLER = 256, OPT_ETA };
+enum { OPT_SAMPLER = 256, OPT_ETA, OPT_BEST_OF, OPT_CLIP };
 
-#define MAX_BATCH 4 /* samples sampled together (2x rows in the network) */
+#define MAX_BATCH 4 /* candidates sampled together (2x rows in the network) */
 
 typedef struct {
     uc_cli cli;
@@ -60,9 +68,34 @@ typedef struct {
     uc_image_out out;
     const char *steps;
     double guidance, eta;
-    long nsamples;
+    long nsamples, best_of;
     int sampler;
+    const char *clip_path;
+    clip_model *clip;  /* ranks the candidates (best_of > 1) */
+    char clip_checksum[80];
 } opts;
+
+/* Cosine between the CLIP image embedding of the picture x [3, S, S] (in
+ * [-1, 1], quantised as the output will be) and the unit vector target. */
+static float rank_score(const opts *o, const float *x, int S, const float *target)
+{
+    const clip_model *m = o->clip;
+    int R = m->image_resolution, D = m->embed_dim;
+    uc_image img = {.w = S, .h = S, .channels = 3, .px = uc_alloc((size_t)(3 * S * S), 1)};
+    float *px = uc_alloc((size_t)(3 * R * R), sizeof(float)), *e = uc_alloc((size_t)D, sizeof(float));
+    uc_image_f32_to_u8(x, S, S, img.px);
+    if (clip_preprocess(&img, R, NULL, NULL, px) || clip_encode_image(m, px, 1, e, NULL, NULL))
+        uc_die(&o->cli, UC_EXIT_DATA, "ranking a candidate: %s", uc_errmsg());
+    double dot = 0, nn = 0;
+    for (int i = 0; i < D; i++) {
+        dot += (double)e[i] * target[i];
+        nn += (double)e[i] * e[i];
+    }
+    uc_free(img.px);
+    uc_free(px);
+    uc_free(e);
+    return nn > 0 ? (float)(dot / sqrt(nn)) : -1.0f;
+}
 
 /* Noise: sample j of the batch draws from its own stream; the second half
  * of the rows (Karlo's unconditional bookkeeping, never fed to the
@@ -85,11 +118,13 @@ static int draw_noise(void *ctx, int draw, float *out, int64_t nelem)
     return 0;
 }
 
-/* Every sample of one record. */
+/* Every sample of one record: nsamples * best_of candidates, drawn in
+ * batches of MAX_BATCH in stream order; each sample keeps its best. */
 static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
 {
     const uc_decoder_config *dc = &o->dec.cfg;
     int64_t D = dc->clip_dim, T = dc->text_ctx, S = dc->image_size, per = 3 * S * S;
+    int64_t K = o->best_of, ndraw = o->nsamples * K;
     /* check everything before computing */
     float *img = uc_field_f32(r, src, "", "image_emb", 1, &D, "decoder");
     if (!img)
@@ -98,21 +133,27 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     uc_text_pair(&o->cli, r, src, "decoder", D, T, D, &tc, &tu);
     uint64_t seed = uc_record_seed(&o->cli, r, src);
 
-    /* the guided batch: nb samples, rows [cond x nb, uncond x nb] */
-    int64_t nb_max = UC_MIN(o->nsamples, MAX_BATCH);
+    /* the guided batch: nb candidates, rows [cond x nb, uncond x nb] */
+    int64_t nb_max = UC_MIN(ndraw, MAX_BATCH);
     float *txt = uc_alloc((size_t)(2 * nb_max * D), sizeof(float));
     float *seq = uc_alloc((size_t)(2 * nb_max * T * D), sizeof(float));
     unsigned char *mask = uc_alloc((size_t)(2 * nb_max * T), 1);
     float *y = uc_alloc((size_t)(2 * nb_max * D), sizeof(float)), *imgs = uc_alloc((size_t)(nb_max * D), sizeof(float));
-    float *x = uc_alloc((size_t)(2 * nb_max * per), sizeof(float));
+    float *x = uc_alloc((size_t)(2 * nb_max * per), sizeof(float)), *best = uc_alloc((size_t)per, sizeof(float));
+    float *target = uc_alloc((size_t)D, sizeof(float)), best_score = 0;
     uc_rng *rng = uc_alloc((size_t)nb_max, sizeof *rng);
     float scale = (float)o->guidance;
     uint64_t key = uc_record_key(seed, ordinal);
     uc_step_progress pg = {.cli = &o->cli};
     const char *sampler_name = o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm";
+    double norm = 0;
+    for (int64_t i = 0; i < D; i++)
+        norm += (double)img[i] * img[i];
+    for (int64_t i = 0; i < D; i++)
+        target[i] = norm > 0 ? (float)(img[i] / sqrt(norm)) : 0.0f;
 
-    for (int64_t s0 = 0; s0 < o->nsamples; s0 += nb_max) {
-        int64_t nb = UC_MIN(nb_max, o->nsamples - s0);
+    for (int64_t d0 = 0; d0 < ndraw; d0 += nb_max) {
+        int64_t nb = UC_MIN(nb_max, ndraw - d0);
         for (int64_t j = 0; j < nb; j++) {
             const uc_text_in *half[2] = {&tc, &tu};
             for (int h = 0; h < 2; h++) {
@@ -122,7 +163,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
                 memcpy(mask + row * T, half[h]->mask, (size_t)T);
             }
             memcpy(imgs + j * D, img, (size_t)D * sizeof(float));
-            uc_rng_init(&rng[j], key, (uint32_t)(s0 + j));
+            uc_rng_init(&rng[j], key, (uint32_t)(d0 + j));
         }
         uc_decoder_guided_y(&o->dec, nb, imgs, y);
         uc_decoder_cond cond = {nb, T, txt, seq, mask, y, &scale, 1};
@@ -139,12 +180,28 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
 
         for (int64_t j = 0; j < nb; j++) {
+            int64_t draw = d0 + j, sample = draw / K;
+            float *xj = x + j * per;
+            if (K > 1) {
+                for (int64_t i = 0; i < per; i++) /* the picture as it will be written */
+                    xj[i] = xj[i] < -1.0f ? -1.0f : xj[i] > 1.0f ? 1.0f : xj[i];
+                float score = rank_score(o, xj, (int)S, target);
+                uc_info(&o->cli, "record %llu, sample %lld, candidate %lld: cosine %.6f", (unsigned long long)ordinal,
+                        (long long)sample, (long long)(draw % K), score);
+                if (draw % K == 0 || score > best_score) {
+                    best_score = score;
+                    memcpy(best, xj, (size_t)per * sizeof(float));
+                }
+                if (draw % K != K - 1)
+                    continue;
+                xj = best;
+            }
             rec *out = rec_clone(r);
-            uc_rec_set_image(out, x + j * per, S, S, o->out.want_float); /* Karlo hands on the clamped sample */
+            uc_rec_set_image(out, xj, S, S, o->out.want_float); /* Karlo hands on the clamped sample */
             if (!rec_has(out, "seed"))
                 rec_set_u64(out, "seed", seed);
             if (o->nsamples > 1)
-                rec_set_u64(out, "index", (uint64_t)(s0 + j));
+                rec_set_u64(out, "index", (uint64_t)sample);
             rec *pp = rec_new();
             rec_del(pp, "version");
             rec_set_str(pp, "steps", o->steps);
@@ -153,9 +210,14 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             if (o->sampler == UC_SAMPLER_DDIM)
                 rec_set_f64(pp, "eta", o->eta);
             rec_set_u64(pp, "seed", seed);
+            rec_set_u64(pp, "best_of", (uint64_t)K);
             rec_set_stage(out, "params", "decoder", pp);
             rec_free(pp);
             uc_set_model(out, "decoder", o->dec.model_id, *o->dec.checksum ? o->dec.checksum : NULL);
+            if (K > 1) {
+                const char *id = st_meta(o->clip->file, "unclip.model_id");
+                uc_set_model(out, "rank", id ? id : o->clip_path, o->clip_checksum);
+            }
             uc_image_out_emit(&o->out, &o->cli, out);
         }
     }
@@ -165,10 +227,27 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     uc_free(y);
     uc_free(imgs);
     uc_free(x);
+    uc_free(best);
+    uc_free(target);
     uc_free(rng);
     uc_free(img);
     uc_text_in_free(&tc);
     uc_text_in_free(&tu);
+}
+
+/* The CLIP of --best-of: a vision tower whose embedding is the decoder's. */
+static void open_ranker(opts *o)
+{
+    if (!o->clip_path)
+        o->clip_path = uc_model_find(&o->cli, "clip");
+    if (!(o->clip = clip_open(o->clip_path)))
+        uc_die(&o->cli, UC_EXIT_DATA, "--best-of needs a CLIP model (--clip): %s", uc_errmsg());
+    if (!o->clip->has_vision)
+        uc_die(&o->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower to rank candidates with", o->clip_path);
+    if (o->clip->embed_dim != o->dec.cfg.clip_dim)
+        uc_die(&o->cli, UC_EXIT_DATA, "%s: CLIP embed_dim %d is not the decoder's clip_dim %d", o->clip_path,
+               o->clip->embed_dim, (int)o->dec.cfg.clip_dim);
+    uc_model_checksum(o->clip->file, o->clip_checksum, sizeof o->clip_checksum);
 }
 
 int main(int argc, char **argv)
@@ -182,6 +261,8 @@ int main(int argc, char **argv)
         {"samples", 1, 0, 'n'},
         {"sampler", 1, 0, OPT_SAMPLER},
         {"eta", 1, 0, OPT_ETA},
+        {"best-of", 1, 0, OPT_BEST_OF},
+        {"clip", 1, 0, OPT_CLIP},
         UC_IMAGE_OUT_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -194,6 +275,8 @@ int main(int argc, char **argv)
         case 'g': o.guidance = uc_parse_guidance(&o.cli, optarg); break;
         case 'n': o.nsamples = uc_parse_long(&o.cli, "--samples", optarg, 1, 100000); break;
         case OPT_SAMPLER: o.sampler = uc_parse_sampler(&o.cli, optarg); break;
+        case OPT_BEST_OF: o.best_of = uc_parse_long(&o.cli, "--best-of", optarg, 1, 1000); break;
+        case OPT_CLIP: o.clip_path = optarg; break;
         case OPT_ETA:
             o.eta = uc_parse_double(&o.cli, "--eta", optarg);
             if (!(o.eta >= 0) || o.eta > 1000)
@@ -210,6 +293,12 @@ int main(int argc, char **argv)
         uc_die_err(&o.cli);
     if (o.guidance == 0 && uc_model_guidance(o.dec.file, 8.0, &o.guidance)) /* 0: no -g */
         uc_die_err(&o.cli);
+    if (o.best_of == 0 && uc_model_best_of(o.dec.file, &o.best_of)) /* 0: no --best-of */
+        uc_die_err(&o.cli);
+    if (o.nsamples * o.best_of > 100000)
+        uc_die(&o.cli, UC_EXIT_USAGE, "--samples times --best-of is too large");
+    if (o.best_of > 1)
+        open_ranker(&o);
     uc_diffusion d;
     uc_stage_diffusion(&o.cli, &d, o.dec.diffusion, path, o.steps);
     if (o.sampler < 0)
@@ -228,5 +317,6 @@ int main(int argc, char **argv)
     uc_image_out_close(&o.out, &o.cli);
     uc_stdout_check(&o.cli);
     uc_decoder_free(&o.dec);
+    clip_free(o.clip);
     return UC_EXIT_OK;
 }

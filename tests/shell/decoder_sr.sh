@@ -17,7 +17,7 @@ MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
 "$BIN/rec-dump" "$tmp/d.rec" > "$tmp/d.json"
 [ "$(wc -l < "$tmp/d.json")" -eq 4 ] || fail "decoder-diffuse -n 2: expected 4 records"
 for f in '"image":{"dtype":"U8","shape":\[8,8,3\]' '"image_f32":{"dtype":"F32","shape":\[3,8,8\]' \
-    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","seed":5}' '"index":1' '"tool":"decoder-diffuse"'; do
+    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","seed":5,"best_of":1}' '"index":1' '"tool":"decoder-diffuse"'; do
     grep -q "$f" "$tmp/d.json" || fail "decoder-diffuse: output lacks $f"
 done
 e_in=$("$BIN/rec-dump" "$tmp/p.rec" | head -1 | grep -o '"image_emb":{[^}]*}')
@@ -52,6 +52,49 @@ for g in abc 0 -1 1e9 nan "2 "; do
         "$BIN/prior-sample" -m "$tmp/prior-g.st" "$tmp/a.rec"
 done
 [ ! -s "$tmp/out" ] || fail "output written despite a bad unclip.default_guidance"
+
+images() { "$BIN/rec-dump" "$@" | grep -o '"image":{[^}]*}'; }
+# --best-of K: candidate c of sample i is what stream i*K + c gives alone,
+# and the kept one is the candidate with the highest cosine (-v lists them);
+# the model's unclip.default_best_of stands in for it; bad values refused
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 3 -n 6 -f record "$tmp/p.rec" > "$tmp/c6.rec"
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 3 -n 2 --best-of 3 --clip "$tmp/clip.st" -v -f record "$tmp/p.rec" \
+    > "$tmp/b.rec" 2> "$tmp/b.err"
+"$BIN/rec-dump" "$tmp/b.rec" > "$tmp/b.json"
+[ "$(wc -l < "$tmp/b.json")" -eq 4 ] || fail "--best-of 3 -n 2: expected 4 records"
+grep -q '"best_of":3}' "$tmp/b.json" && grep -q '"rank":{"id":"test/clip-random"' "$tmp/b.json" ||
+    fail "--best-of: params.decoder.best_of or models.rank missing"
+[ "$(grep -c 'candidate [012]: cosine' "$tmp/b.err")" -eq 12 ] || fail "--best-of 3 -v: not 12 candidate scores"
+images "$tmp/c6.rec" > "$tmp/c6.img"
+images "$tmp/b.rec" > "$tmp/b.img"
+for r in 1 2; do
+    for i in 0 1; do
+        c=$(grep "record $r, sample $i, candidate" "$tmp/b.err" | sort -t' ' -k9 -g | tail -1 |
+            sed 's/.*candidate \([0-9]\).*/\1/')
+        [ -n "$c" ] || fail "--best-of: no scores for record $r sample $i"
+        sed -n "$(( (r - 1) * 6 + i * 3 + c + 1 ))p" "$tmp/c6.img" > "$tmp/want"
+        sed -n "$(( (r - 1) * 2 + i + 1 ))p" "$tmp/b.img" | cmp -s - "$tmp/want" ||
+            fail "--best-of: record $r sample $i is not its best candidate ($c)"
+    done
+done
+"$MKMODEL" decoder "$tmp/dec-b.st" $G/karlo/decoder-forward unclip.default_best_of=3
+images "$tmp/b.rec" > "$tmp/want"
+"$BIN/decoder-diffuse" -m "$tmp/dec-b.st" -S 3 -n 2 --clip "$tmp/clip.st" -f record "$tmp/p.rec" | images |
+    cmp -s - "$tmp/want" || fail "decoder-diffuse ignores unclip.default_best_of"
+images "$tmp/c6.rec" > "$tmp/want"
+"$BIN/decoder-diffuse" -m "$tmp/dec-b.st" -S 3 -n 6 --best-of 1 -f record "$tmp/p.rec" | images |
+    cmp -s - "$tmp/want" || fail "--best-of 1 does not override unclip.default_best_of"
+for k in 0 65 1.5 x; do
+    "$MKMODEL" decoder "$tmp/dec-b.st" $G/karlo/decoder-forward unclip.default_best_of=$k
+    expect 1 "dec-b.st: metadata unclip.default_best_of '$k' is not an integer in \[1, 64\]" \
+        "$BIN/decoder-diffuse" -m "$tmp/dec-b.st" "$tmp/p.rec"
+done
+expect 2 "\-\-best-of" "$BIN/decoder-diffuse" -m "$tmp/dec.st" --best-of 0 "$tmp/p.rec"
+expect 1 "\-\-best-of needs a CLIP model" "$BIN/decoder-diffuse" -m "$tmp/dec.st" --best-of 2 --clip "$tmp/none.st" "$tmp/p.rec"
+expect 1 "a decoder model (unclip.stage), not a clip model" "$BIN/decoder-diffuse" -m "$tmp/dec.st" --best-of 2 --clip "$tmp/dec.st" "$tmp/p.rec"
+"$MKMODEL" clip "$tmp/clip48.st" 48
+expect 1 "CLIP embed_dim 48 is not the decoder's clip_dim 32" \
+    "$BIN/decoder-diffuse" -m "$tmp/dec.st" --best-of 2 --clip "$tmp/clip48.st" "$tmp/p.rec"
 
 # upsample: records (image_f32 used), PNGs with their provenance, --fast
 "$BIN/upsample" -m "$tmp/sr.st" -f record "$tmp/d.rec" > "$tmp/u.rec"

@@ -2,10 +2,11 @@
  *
  *   mkmodel clip OUT [EMBED WIDTH LAYERS HEADS VWIDTH RES PATCH]
  *       random OpenAI-layout CLIP weights (full 49408 vocabulary), seeded
- *   mkmodel prior|decoder|sr OUT CASEDIR [GUIDANCE]
+ *   mkmodel prior|decoder|sr OUT CASEDIR [GUIDANCE] [KEY=VALUE]...
  *       the weights of a golden case, with the case's config as metadata
  *       (and, for the prior, clip_mean/clip_std from the case's inputs);
- *       GUIDANCE, when given, becomes unclip.default_guidance verbatim
+ *       GUIDANCE, when given, becomes unclip.default_guidance verbatim, and
+ *       each KEY=VALUE metadata KEY
  *
  * Test scaffolding only: real models come from the trainer or a converter. */
 #include <cjson/cJSON.h>
@@ -17,6 +18,8 @@
 #include "../../formats/safetensors.h"
 #include "../../libcommon/common.h"
 #include "../../libcommon/rng.h"
+
+#define MAX_EXTRA 4 /* metadata arguments after CASEDIR */
 
 static st_out outs[512];
 static float *bufs[512];
@@ -97,7 +100,7 @@ static int make_clip(const char *out, int argc, char **argv)
     return st_write(out, outs, nout, meta, 3);
 }
 
-static int make_from_case(const char *stage, const char *out, const char *dir, const char *guidance)
+static int make_from_case(const char *stage, const char *out, const char *dir, int nextra, char **extra)
 {
     char path[4096];
     char *text;
@@ -148,9 +151,17 @@ static int make_from_case(const char *stage, const char *out, const char *dir, c
     }
     char id[300];
     snprintf(id, sizeof id, "test/%s-golden", stage);
-    const char *meta[] = {"unclip.stage", stage, "unclip.config", cfgs, "unclip.model_id", id,
-                          "unclip.default_guidance", guidance};
-    int rc = st_write(out, outs, nout, meta, guidance ? 4 : 3);
+    const char *meta[6 + 2 * MAX_EXTRA] = {"unclip.stage", stage, "unclip.config", cfgs, "unclip.model_id", id};
+    int nmeta = 3;
+    for (int i = 0; i < nextra; i++) {
+        char *eq = strchr(extra[i], '=');
+        meta[2 * nmeta] = eq ? extra[i] : "unclip.default_guidance";
+        meta[2 * nmeta + 1] = eq ? eq + 1 : extra[i];
+        if (eq)
+            *eq = 0;
+        nmeta++;
+    }
+    int rc = st_write(out, outs, nout, meta, nmeta);
     st_close(io);
     st_close(m);
     free(cfgs);
@@ -164,12 +175,12 @@ int main(int argc, char **argv)
     int rc;
     if (argc >= 3 && strcmp(argv[1], "clip") == 0)
         rc = make_clip(argv[2], argc - 3, argv + 3);
-    else if ((argc == 4 || argc == 5) &&
+    else if (argc >= 4 && argc <= 4 + MAX_EXTRA &&
              (!strcmp(argv[1], "prior") || !strcmp(argv[1], "decoder") || !strcmp(argv[1], "sr")))
-        rc = make_from_case(argv[1], argv[2], argv[3], argc == 5 ? argv[4] : NULL);
+        rc = make_from_case(argv[1], argv[2], argv[3], argc - 4, argv + 4);
     else {
         fprintf(stderr, "usage: mkmodel clip OUT [EMBED WIDTH LAYERS HEADS VWIDTH RES PATCH]\n"
-                        "       mkmodel prior|decoder|sr OUT GOLDEN_CASE_DIR [GUIDANCE]\n");
+                        "       mkmodel prior|decoder|sr OUT GOLDEN_CASE_DIR [GUIDANCE] [KEY=VALUE]...\n");
         return 2;
     }
     if (rc)
