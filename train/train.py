@@ -5,6 +5,7 @@
   python3 train/train.py export [--out models] [STAGE...]
   python3 train/train.py data        # render and cache the datasets
   python3 train/train.py report      # steps, minutes and last losses per stage
+  python3 train/train.py slim [STAGE...]   # drop optimizer states (to commit)
 
 A stage continues from train/runs/<stage>/ckpt.pt when it exists: --minutes M
 trains M more minutes, --total-minutes T until the stage has trained T
@@ -43,8 +44,8 @@ def report(runs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["clip", "prior", "decoder", "sr", "export", "data", "report"])
-    ap.add_argument("stages", nargs="*", help="export: which stages (default all with a checkpoint)")
+    ap.add_argument("what", choices=["clip", "prior", "decoder", "sr", "export", "data", "report", "slim"])
+    ap.add_argument("stages", nargs="*", help="export, slim: which stages (default all with a checkpoint)")
     ap.add_argument("--minutes", type=float, help="train this many more minutes")
     ap.add_argument("--total-minutes", type=float, help="train until the stage's total training time")
     ap.add_argument("--plan-minutes", type=float, help="length of the learning-rate schedule (default: planned)")
@@ -69,6 +70,12 @@ def main():
         return 0
     if a.what == "report":
         return report(a.runs)
+    if a.what == "slim":
+        for stage in a.stages or ("clip", "prior", "decoder", "sr"):
+            if os.path.exists(os.path.join(a.runs, stage, "ckpt.pt")):
+                before, after = stages.slim(os.path.join(a.runs, stage))
+                print(f"{stage}: {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
+        return 0
     if a.what == "data":
         for name, d in config.DATA.items():
             caps, imgs = data.dataset(name, d["n"], d["seed"], d["size"])

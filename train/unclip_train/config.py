@@ -54,10 +54,10 @@ SR = {
 
 # training: batch, learning rate, EMA decay, planned minutes (run_all.sh)
 TRAIN = {
-    "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=40, hard=0.5),
+    "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=60, hard=0.5, text_neg=True),
     "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, minutes=20),
     "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=115,
-                    kinds=dict(single=0.2, relation=0.45, count=0.35), high_t=(0.3, 900)),
+                    kinds=dict(single=0.15, relation=0.45, count=0.4), high_t=(0.3, 900)),
     "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64),
 }
 
@@ -86,3 +86,8 @@ DECODER_DROP = dict(both=0.10, text_only=0.20, emb_only=0.05)
 # is given (model metadata unclip.default_guidance; Karlo's are 4 and 8,
 # which over-saturate this small x0 decoder)
 GUIDANCE = dict(prior=4.0, decoder=2.0)
+
+# candidates decoder-diffuse draws per picture when no --best-of is given,
+# kept by CLIP: the one whose image embedding is nearest the one it was
+# decoded from (model metadata unclip.default_best_of)
+BEST_OF = dict(decoder=4)

@@ -2,7 +2,7 @@
 safetensors with the upstream key names, hyperparameters in __metadata__
 (unclip.stage, unclip.config, unclip.model_id, unclip.checksum; for
 CLIP, unclip.tokenizer.merges; for prior and decoder,
-unclip.default_guidance).
+unclip.default_guidance; for the decoder, unclip.default_best_of).
 
 Storage: the weights and biases of linear, convolution and embedding layers
 (and CLIP's fused in_proj, text_projection, visual.proj) as F16, like
@@ -86,6 +86,8 @@ def export_all(runs, out_dir, stages=("clip", "prior", "decoder", "sr"), log=pri
         extra = {}
         if stage in config.GUIDANCE:
             extra["unclip.default_guidance"] = repr(float(config.GUIDANCE[stage]))
+        if stage in config.BEST_OF:
+            extra["unclip.default_best_of"] = str(int(config.BEST_OF[stage]))
         if stage == "clip":
             m = CLIP(ck["config"])
             m.load_state_dict(ck["model"])

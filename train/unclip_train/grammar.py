@@ -137,6 +137,20 @@ def neighbours(m):
     return spread([(kind_, x, c2, s) for c2 in COLOURS], 0.5) + spread([(kind_, x, c, s2) for s2 in SHAPES], 0.5)
 
 
+OPPOSITE = {"above": "below", "on top of": "below", "below": "above",
+            "to the left of": "to the right of", "to the right of": "to the left of"}
+
+
+def opposite(caption):
+    """A relation caption with the opposite relation ("A below B" for "A
+    above B"), or None for the other kinds."""
+    for rel, opp in OPPOSITE.items():
+        head, sep, tail = caption.partition(f" {rel} ")
+        if sep:
+            return f"{head} {opp} {tail}"
+    return None
+
+
 def _objects_near(o):
     """Objects that differ from o = (colour, shape) in exactly one attribute."""
     return [(c, o[1]) for c in COLOURS if c != o[0]] + [(o[0], s) for s in SHAPES if s != o[1]]

@@ -54,10 +54,11 @@ class Stage:
         self.step = 0
         self.elapsed = 0.0
         self.ema_from = 0  # the step the EMA of the weights started at
+        self.warm_from = 0  # the step the learning-rate warmup started at
 
     # checkpoint -------------------------------------------------------
     def state(self):
-        s = {"step": self.step, "elapsed": self.elapsed, "seed": self.seed,
+        s = {"step": self.step, "elapsed": self.elapsed, "seed": self.seed, "warm_from": self.warm_from,
              "model": self.module.state_dict(), "opt": self.opt.state_dict()}
         if self.ema is not None:
             s["ema"], s["ema_from"] = self.ema, self.ema_from
@@ -82,8 +83,13 @@ class Stage:
             return False
         ck = torch.load(path, map_location="cpu")
         self.module.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["opt"])
         self.step, self.elapsed, self.seed = ck["step"], ck["elapsed"], ck["seed"]
+        self.warm_from = ck.get("warm_from", 0)
+        if "opt" in ck:
+            self.opt.load_state_dict(ck["opt"])
+        else:  # a slim checkpoint (train.py slim): new AdamW moments, warmed up again
+            self.warm_from = self.step
+            self.log(f"{self.name}: step {self.step}: no optimizer state in the checkpoint; AdamW warms up anew")
         if self.ema is not None and "ema" in ck:
             self.ema = {k: v.to(self.dev) for k, v in ck["ema"].items()}
             self.ema_from = ck.get("ema_from", 0)
@@ -119,7 +125,7 @@ class Stage:
         return time.time()
 
     def lr_at(self, frac):
-        warm = min(1.0, (self.step + 1) / self.hp["warmup"])
+        warm = min(1.0, (self.step - self.warm_from + 1) / self.hp["warmup"])
         frac = min(max(frac, 0.0), 1.0)
         return self.hp["lr"] * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
@@ -234,14 +240,19 @@ class ClipStage(Stage):
         self.module = CLIP(self.cfg)
         caps, self.images = scenes()
         self.uniq = sorted(set(caps))
-        idx = {c: i for i, c in enumerate(self.uniq)}
-        self.cap_id = torch.tensor([idx[c] for c in caps])
-        self.tokens, _ = self.tok.tokenize(self.uniq, self.cfg["context_length"])
-        self.images_t = torch.from_numpy(self.images)
         # meanings: id per scene, the scenes of each (sorted, with offsets),
         # and each meaning's neighbours with their weights (padded rows)
         means = sorted({grammar.meaning(c) for c in grammar.all_captions()})
         mid = {m: i for i, m in enumerate(means)}
+        idx = {c: i for i, c in enumerate(self.uniq)}
+        self.cap_id = torch.tensor([idx[c] for c in caps])
+        self.tokens, _ = self.tok.tokenize(self.uniq, self.cfg["context_length"])
+        # text negatives: each relation caption's opposite ("A below B" for
+        # "A above B"), tokenized, with its meaning; -1 where there is none
+        opp = [grammar.opposite(c) for c in self.uniq]
+        self.opp_tokens, _ = self.tok.tokenize([o or "" for o in opp], self.cfg["context_length"])
+        self.opp_mean = torch.tensor([mid[grammar.meaning(o)] if o else -1 for o in opp])
+        self.images_t = torch.from_numpy(self.images)
         self.mean_id = torch.tensor([mid[grammar.meaning(c)] for c in caps])
         self.by_mean = torch.argsort(self.mean_id, stable=True)
         counts = torch.bincount(self.mean_id, minlength=len(means))
@@ -286,8 +297,23 @@ class ClipStage(Stage):
         mid = self.mean_id[idx]
         pos = (mid[:, None] == mid[None, :]).float().to(self.dev)
         target = pos / pos.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+        t2i = torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean()
+        if self.hp.get("text_neg"):
+            # image -> text also against the opposites of the batch's relation
+            # captions (a positive where an image of the batch means that)
+            ou = uc[self.opp_mean[uc] >= 0]
+            if len(ou):
+                oe = self.module.encode_text(self.opp_tokens[ou].to(self.dev))
+                oe = oe / oe.norm(dim=1, keepdim=True)
+                logits_x = torch.cat([logits, scale * ie @ oe.t()], 1)
+                pos_x = torch.cat([pos, (mid[:, None] == self.opp_mean[ou][None, :]).float().to(self.dev)], 1)
+                target_x = pos_x / pos_x.sum(1, keepdim=True)
+                i2t = torch.sum(-target_x * F.log_softmax(logits_x, 1), 1).mean()
+            else:
+                i2t = torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+        else:
+            i2t = torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+        loss = 0.5 * (i2t + t2i)
         acc = (pos[torch.arange(b, device=self.dev), logits.argmax(1)] > 0).float().mean()
         return loss, {"loss": float(loss), "acc": float(acc), "scale": float(scale)}
 
@@ -464,16 +490,13 @@ class DecoderStage(FeatureStage):
         its opposite ("A above B", "A below B"), embedding dropped."""
         d = config.DATA["heldout"]
         caps, imgs = data.dataset("heldout", d["n"], d["seed"], d["size"])
-        opposite = {"above": "below", "on top of": "below", "below": "above",
-                    "to the left of": "to the right of", "to the right of": "to the left of"}
         rows, other, axes = [], [], []
         for i, c in enumerate(caps):
-            for rel, opp in opposite.items():
-                if f" {rel} " in c:
-                    rows.append(i)
-                    other.append(c.replace(f" {rel} ", f" {opp} "))
-                    axes.append(0 if grammar.AXES[rel][0] == "v" else 1)  # HWC: flip rows or columns
-                    break
+            opp = grammar.opposite(c)
+            if opp:
+                rows.append(i)
+                other.append(opp)
+                axes.append(0 if grammar.meaning(c)[1] == "v" else 1)  # HWC: flip rows or columns
             if len(rows) == n:
                 break
         u8 = torch.from_numpy(imgs[rows])
@@ -553,6 +576,18 @@ class SRStage(Stage):
         xt = self.diff.q_sample(x0, t, noise)
         loss = self.diff.loss_mean(self.net(xt, t, lr), x0, xt, t, noise).mean()
         return loss, {"loss": float(loss)}
+
+
+def slim(run_dir):
+    """Drop the optimizer state from run_dir/ckpt.pt (half its size or more,
+    for keeping in git); training resumes from it with new AdamW moments."""
+    path = os.path.join(run_dir, "ckpt.pt")
+    ck = torch.load(path, map_location="cpu")
+    before = os.path.getsize(path)
+    ck.pop("opt", None)
+    torch.save(ck, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return before, os.path.getsize(path)
 
 
 STAGES = {"clip": ClipStage, "prior": PriorStage, "decoder": DecoderStage, "sr": SRStage}
