@@ -5,7 +5,7 @@
   python3 train/train.py export [--out models] [STAGE...]
   python3 train/train.py data        # render and cache the datasets
   python3 train/train.py report      # steps, minutes and last losses per stage
-  python3 train/train.py slim [STAGE...]   # drop optimizer states (to commit)
+  python3 train/train.py slim [STAGE...]   # checkpoints without optimizer state, EMA as weights (to commit)
 
 A stage continues from train/runs/<stage>/ckpt.pt when it exists: --minutes M
 trains M more minutes, --total-minutes T until the stage has trained T

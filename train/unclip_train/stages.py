@@ -93,6 +93,9 @@ class Stage:
         if self.ema is not None and "ema" in ck:
             self.ema = {k: v.to(self.dev) for k, v in ck["ema"].items()}
             self.ema_from = ck.get("ema_from", 0)
+        elif self.ema is not None:  # a slim checkpoint: its weights are the EMA
+            self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            self.ema_from = ck.get("ema_from", 0)
         was, now = (c.get("config", {}).get("diffusion", {}).get("predict_xstart") for c in (ck, self.extra_state()))
         if self.ema is not None and was is not None and now is not None and was != now:
             # The checkpoint was trained for the other mean prediction (x0 or
@@ -579,12 +582,16 @@ class SRStage(Stage):
 
 
 def slim(run_dir):
-    """Drop the optimizer state from run_dir/ckpt.pt (half its size or more,
-    for keeping in git); training resumes from it with new AdamW moments."""
+    """Shrink run_dir/ckpt.pt for keeping in git: drop the optimizer state
+    and keep one set of weights, the EMA where there is one (a quarter of
+    the size). Training resumes from it with the EMA as its weights and new
+    AdamW moments, warmed up again."""
     path = os.path.join(run_dir, "ckpt.pt")
     ck = torch.load(path, map_location="cpu")
     before = os.path.getsize(path)
     ck.pop("opt", None)
+    if "ema" in ck:
+        ck["model"] = ck.pop("ema")
     torch.save(ck, path + ".tmp")
     os.replace(path + ".tmp", path)
     return before, os.path.getsize(path)
