@@ -21,13 +21,16 @@ fi
 grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/out.json" || fail "first command: no 128x128 picture"
 grep -q '"prompt":"a red circle above a blue square"' "$tmp/out.json" || fail "first command: PNG lacks its prompt"
 grep -q '"id":"unclip-shapes/decoder"' "$tmp/out.json" || fail "first command: not drawn by the default decoder"
+grep -q '"best_of":4}' "$tmp/out.json" && grep -q '"rank":{"id":"unclip-shapes/clip"' "$tmp/out.json" ||
+    fail "first command: the decoder file's best-of 4, ranked by the default CLIP, was not used"
 
-# judged batches: single objects (the model draws them right: 0.985 in
-# `make eval`) and a mix of all kinds; floors well under the measured
-# scores, so another CPU's rounding does not flip the test
+# judged batches: single objects, a mix of all kinds and the README's own
+# caption (six samples), at the tools' defaults (the decoder file's best-of
+# 4 among them); floors well under what `make eval` measures, so another
+# CPU's rounding does not flip the test
 judge() {
-    "$BIN/clip-encode" | "$BIN/prior-sample" | "$BIN/decoder-diffuse" -f record | "$BIN/upsample" -f record |
-        "$BIN/shapes-eval" --json > "$tmp/score"
+    "$BIN/clip-encode" | "$BIN/prior-sample" -n "${3:-1}" | "$BIN/decoder-diffuse" -f record |
+        "$BIN/upsample" -f record | "$BIN/shapes-eval" --json > "$tmp/score"
     frac=$(sed -n 's/.*"overall": {[^}]*"fraction": \([0-9.]*\)}.*/\1/p' "$tmp/score")
     [ -n "$frac" ] || { cat "$tmp/score"; fail "shapes-eval printed no overall fraction"; }
     awk -v f="$frac" -v min="$1" 'BEGIN { exit !(f >= min) }' || { cat "$tmp/score"; fail "$2: $frac < $1"; }
@@ -36,4 +39,5 @@ judge() {
 printf '%s\n' "a red circle" "a small blue square" "a big green triangle" "a yellow square" "an orange circle" \
     "a purple triangle" "a big blue circle" "a small red triangle" "a green square" "a small yellow circle" \
     "an orange triangle" "a big purple square" | judge 0.75 "12 single objects"
-"$BIN/shapes-render" --random 24 --seed 3 --captions-only | judge 0.3 "24 grammar captions"
+"$BIN/shapes-render" --random 24 --seed 3 --captions-only | judge 0.6 "24 grammar captions"
+echo "a red circle above a blue square" | judge 0.5 "the README caption, 6 samples" 6
