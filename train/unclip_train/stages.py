@@ -234,7 +234,9 @@ class ClipStage(Stage):
     relation's objects or colours swapped, another number). With random
     batches alone the two objects of a relation are a bag of words: after
     863 steps the image embedding told "A above B" from "B above A" in 49 %
-    of held-out scenes (chance)."""
+    of held-out scenes (chance). With text_neg, every relation caption's
+    opposite ("A below B") is also a text column of the image-to-text loss:
+    95.6 % after 1 094 more steps (55 % with hard scenes alone)."""
     name = "clip"
 
     def setup(self):
