@@ -73,27 +73,26 @@ typedef struct {
     const char *clip_path;
     clip_model *clip;  /* ranks the candidates (best_of > 1) */
     char clip_checksum[80];
+    uc_image rank_img; /* a candidate quantised, and as CLIP sees it: */
+    float *rank_px;    /* [3, R, R] */
+    float *rank_emb;   /* [embed_dim] */
 } opts;
 
 /* Cosine between the CLIP image embedding of the picture x [3, S, S] (in
  * [-1, 1], quantised as the output will be) and the unit vector target. */
-static float rank_score(const opts *o, const float *x, int S, const float *target)
+static float rank_score(opts *o, const float *x, const float *target)
 {
     const clip_model *m = o->clip;
-    int R = m->image_resolution, D = m->embed_dim;
-    uc_image img = {.w = S, .h = S, .channels = 3, .px = uc_alloc((size_t)(3 * S * S), 1)};
-    float *px = uc_alloc((size_t)(3 * R * R), sizeof(float)), *e = uc_alloc((size_t)D, sizeof(float));
-    uc_image_f32_to_u8(x, S, S, img.px);
-    if (clip_preprocess(&img, R, NULL, NULL, px) || clip_encode_image(m, px, 1, e, NULL, NULL))
+    float *e = o->rank_emb;
+    uc_image_f32_to_u8(x, o->rank_img.h, o->rank_img.w, o->rank_img.px);
+    if (clip_preprocess(&o->rank_img, m->image_resolution, NULL, NULL, o->rank_px) ||
+        clip_encode_image(m, o->rank_px, 1, e, NULL, NULL))
         uc_die(&o->cli, UC_EXIT_DATA, "ranking a candidate: %s", uc_errmsg());
     double dot = 0, nn = 0;
-    for (int i = 0; i < D; i++) {
+    for (int i = 0; i < m->embed_dim; i++) {
         dot += (double)e[i] * target[i];
         nn += (double)e[i] * e[i];
     }
-    uc_free(img.px);
-    uc_free(px);
-    uc_free(e);
     return nn > 0 ? (float)(dot / sqrt(nn)) : -1.0f;
 }
 
@@ -185,7 +184,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             if (K > 1) {
                 for (int64_t i = 0; i < per; i++) /* the picture as it will be written */
                     xj[i] = xj[i] < -1.0f ? -1.0f : xj[i] > 1.0f ? 1.0f : xj[i];
-                float score = rank_score(o, xj, (int)S, target);
+                float score = rank_score(o, xj, target);
                 uc_info(&o->cli, "record %llu, sample %lld, candidate %lld: cosine %.6f", (unsigned long long)ordinal,
                         (long long)sample, (long long)(draw % K), score);
                 if (draw % K == 0 || score > best_score) {
@@ -248,6 +247,10 @@ static void open_ranker(opts *o)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: CLIP embed_dim %d is not the decoder's clip_dim %d", o->clip_path,
                o->clip->embed_dim, (int)o->dec.cfg.clip_dim);
     uc_model_checksum(o->clip->file, o->clip_checksum, sizeof o->clip_checksum);
+    int S = (int)o->dec.cfg.image_size, R = o->clip->image_resolution;
+    o->rank_img = (uc_image){.w = S, .h = S, .channels = 3, .px = uc_alloc((size_t)3 * S * S, 1)};
+    o->rank_px = uc_alloc((size_t)3 * R * R, sizeof(float));
+    o->rank_emb = uc_alloc((size_t)o->clip->embed_dim, sizeof(float));
 }
 
 int main(int argc, char **argv)
@@ -318,5 +321,8 @@ int main(int argc, char **argv)
     uc_stdout_check(&o.cli);
     uc_decoder_free(&o.dec);
     clip_free(o.clip);
+    uc_free(o.rank_img.px);
+    uc_free(o.rank_px);
+    uc_free(o.rank_emb);
     return UC_EXIT_OK;
 }
