@@ -1,20 +1,19 @@
 #!/bin/sh
-# The whole training run of the default model: data, then the stages two at
-# a time on one thread each (CLIP beside the upsampler, which needs nothing
-# from it; then the prior beside the decoder, which both need CLIP's
-# features), each for its planned minutes of training (total per stage, so
-# a rerun resumes where the last one stopped), then export to models/ and
-# a PyTorch sample judged by shapes-eval. Run from anywhere; logs in
+# The whole training run of the default model: data, then the stages on the
+# two cores (CLIP beside the upsampler, which needs nothing from it; then
+# the decoder beside the rest of the upsampler and the prior, both of which
+# need CLIP's features; then the decoder alone on both threads), each to its
+# planned step (a total, so a rerun resumes where the last one stopped),
+# then export to models/ and a PyTorch sample judged by shapes-eval. Run from anywhere; logs in
 # $RUNS/run_all.log.
 #
 #   nohup nice -n 10 sh train/run_all.sh > train/runs/run_all.out 2>&1 &
 #
-# Minutes per stage (training-loop time, CPU time of its one thread;
-# override with the environment):
-CLIP_MIN=${CLIP_MIN:-60}
-PRIOR_MIN=${PRIOR_MIN:-20}
-DECODER_MIN=${DECODER_MIN:-330}
-SR_MIN=${SR_MIN:-63}
+# Steps per stage (override with the environment):
+CLIP_STEPS=${CLIP_STEPS:-3200}
+PRIOR_STEPS=${PRIOR_STEPS:-2000}
+DECODER_STEPS=${DECODER_STEPS:-20000}
+SR_STEPS=${SR_STEPS:-5400}
 RUNS=${RUNS:-train/runs}           # checkpoints and logs
 OUT=${OUT:-models}                 # where the model files go
 PY=${PYTHON:-/usr/bin/python3}     # Debian's python3 with python3-torch
@@ -25,28 +24,36 @@ set -e
 cd "$(dirname "$0")/.."
 mkdir -p "$RUNS"
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*" | tee -a "$RUNS/run_all.log"; }
-train() {  # stage minutes
-    log "run_all: $1 to $2 minutes"
-    $PY train/train.py "$1" $ARGS --runs "$RUNS" --threads 1 --total-minutes "$2" --plan-minutes "$2"
-    log "run_all: $1 done"
+train() {  # stage steps threads [&]: the last argument & runs it in the background ($! its pid)
+    log "run_all: $1 to step $2 on $3 thread(s)"
+    if [ "${4:-}" = "&" ]; then
+        $PY train/train.py "$1" $ARGS --runs "$RUNS" --threads "$3" --total-steps "$2" &
+    else
+        $PY train/train.py "$1" $ARGS --runs "$RUNS" --threads "$3" --total-steps "$2"
+    fi
 }
 
 if [ ! -x build/train/bin/shapes-render ] || [ ! -x build/train/bin/shapes-eval ]; then
     make BUILD=build/train BIN=build/train/bin build/train/bin/shapes-render build/train/bin/shapes-eval
 fi
-log "run_all: start (clip $CLIP_MIN, sr $SR_MIN, prior $PRIOR_MIN, decoder $DECODER_MIN minutes; runs $RUNS)"
+log "run_all: start (clip $CLIP_STEPS, sr $SR_STEPS, prior $PRIOR_STEPS, decoder $DECODER_STEPS steps; runs $RUNS)"
 $PY train/train.py data $ARGS
-train sr "$SR_MIN" & sr=$!
-train clip "$CLIP_MIN"
-wait $sr
-# the prior computes CLIP's features of the scenes and caches them; the
-# decoder starts once the prior has begun training
-started() { grep -c 'training to' "$RUNS/prior/log.txt" 2> /dev/null || true; }
+train sr "$SR_STEPS" 1 "&"; sr=$!
+train clip "$CLIP_STEPS" 1
+# the decoder, the longest stage, starts as soon as CLIP is done, on one
+# thread, beside the upsampler and then the prior; it computes CLIP's
+# features of the scenes and caches them for the prior, which starts once
+# the decoder has begun training (it is then stopped, SIGTERM leaving a
+# checkpoint, and goes on on both threads)
+started() { grep -c 'training to' "$RUNS/decoder/log.txt" 2> /dev/null || true; }
 n=$(started)
-train prior "$PRIOR_MIN" & prior=$!
-while [ "$(started)" = "$n" ] && kill -0 $prior 2> /dev/null; do sleep 5; done
-train decoder "$DECODER_MIN"
-wait $prior
+train decoder "$DECODER_STEPS" 1 "&"; decoder=$!
+while [ "$(started)" = "$n" ] && kill -0 $decoder 2> /dev/null; do sleep 5; done
+wait $sr
+train prior "$PRIOR_STEPS" 1
+kill -TERM $decoder 2> /dev/null || true
+wait $decoder || true
+train decoder "$DECODER_STEPS" 2
 $PY train/train.py export --runs "$RUNS" --out "$OUT"
 log "run_all: exported to $OUT/"
 $PY train/sample.py --models "$OUT" --n 48 --seed 1 --out "$RUNS/sample.png" --eval | tee -a "$RUNS/run_all.log"

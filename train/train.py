@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Trainer of unclip's default model (the shapes world).
 
-  python3 train/train.py clip|prior|decoder|sr [--minutes M | --total-minutes T]
+  python3 train/train.py clip|prior|decoder|sr [--total-steps N | --minutes M | --total-minutes T]
   python3 train/train.py export [--out models] [STAGE...]
   python3 train/train.py data        # render and cache the datasets
   python3 train/train.py report      # steps, minutes and last losses per stage
   python3 train/train.py slim [STAGE...]   # checkpoints without optimizer state, EMA as weights (to commit)
 
-A stage continues from train/runs/<stage>/ckpt.pt when it exists: --minutes M
-trains M more minutes, --total-minutes T until the stage has trained T
-minutes in all (what train/run_all.sh uses, so a rerun resumes). Without
-either, the stage's planned minutes (unclip_train/config.py) more.
+A stage continues from train/runs/<stage>/ckpt.pt when it exists and trains
+until its step N (--total-steps; without a budget, the stage's planned steps
+in unclip_train/config.py), so a rerun resumes where the last one stopped.
+--minutes M trains M more minutes, --total-minutes T until T minutes in all
+(CPU time per thread), for experiments.
 Use Debian's python (/usr/bin/python3) with python3-torch."""
 import argparse
 import os
@@ -46,6 +47,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["clip", "prior", "decoder", "sr", "export", "data", "report", "slim"])
     ap.add_argument("stages", nargs="*", help="export, slim: which stages (default all with a checkpoint)")
+    ap.add_argument("--total-steps", type=int, help="train until this step (default: the planned steps)")
+    ap.add_argument("--plan-steps", type=int, help="length of the learning-rate schedule in steps (default: --total-steps)")
     ap.add_argument("--minutes", type=float, help="train this many more minutes")
     ap.add_argument("--total-minutes", type=float, help="train until the stage's total training time")
     ap.add_argument("--plan-minutes", type=float, help="length of the learning-rate schedule (default: planned)")
@@ -82,7 +85,7 @@ def main():
             print(f"{name}: {len(caps)} scenes of {imgs.shape[1]} px")
         return 0
     st = stages.STAGES[a.what](a.seed)
-    done = st.run(a.minutes, a.total_minutes, a.plan_minutes, a.ckpt_every)
+    done = st.run(a.minutes, a.total_minutes, a.plan_minutes, a.ckpt_every, a.total_steps, a.plan_steps)
     return 0 if done else 3
 
 

@@ -52,13 +52,15 @@ SR = {
     "diffusion": _diffusion(timestep_respacing="7", predict_xstart=True),
 }
 
-# training: batch, learning rate, EMA decay, planned minutes (run_all.sh)
+# training: batch, learning rate, EMA decay, the planned steps (run_all.sh;
+# the learning rate warms up, then falls by a half cosine to 10 % at the
+# last step)
 TRAIN = {
-    "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, minutes=60, hard=0.5, text_neg=True),
-    "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, minutes=20),
-    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, minutes=115,
+    "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, steps=3200, hard=0.5, text_neg=True),
+    "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, steps=2000),
+    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, steps=20000,
                     kinds=dict(single=0.15, relation=0.45, count=0.4), high_t=(0.3, 900)),
-    "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, minutes=35, crop=64),
+    "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, steps=5400, crop=64),
 }
 
 # datasets rendered by shapes-render (kinds drawn uniformly by the renderer)

@@ -145,21 +145,33 @@ class Stage:
     def evaluate(self):
         pass
 
-    def run(self, minutes=None, total_minutes=None, plan_minutes=None, ckpt_every=300.0):
+    def run(self, minutes=None, total_minutes=None, plan_minutes=None, ckpt_every=300.0,
+            total_steps=None, plan_steps=None):
+        """Train to a budget: total_steps (the learning-rate schedule over
+        plan_steps, default total_steps), or minutes more / total_minutes
+        in all (schedule over plan_minutes), or by default the stage's
+        planned steps (config.TRAIN). A step budget trains the same model
+        on any machine and any number of threads; a minute budget does not."""
         torch.manual_seed(self.seed)
         np.random.seed(self.seed % (2 ** 32))
         self.setup()
         self.module.to(self.dev)
         self.build_opt()
         resumed = self.restore()
-        if total_minutes is not None:
-            target = total_minutes * 60.0
+        if minutes is None and total_minutes is None:
+            total_steps = total_steps or self.hp["steps"]
+        if total_steps is not None:
+            plan = plan_steps or total_steps
+            done, frac = (lambda: self.step >= total_steps), (lambda: self.step / plan)
+            goal = f"step {total_steps} (lr plan {plan} steps)"
         else:
-            target = self.elapsed + (minutes if minutes is not None else self.hp["minutes"]) * 60.0
-        plan = (plan_minutes or total_minutes or self.hp["minutes"]) * 60.0
+            target = 60.0 * (total_minutes if total_minutes is not None else self.elapsed / 60 + minutes)
+            plan = 60.0 * (plan_minutes or total_minutes or minutes)
+            done, frac = (lambda: self.elapsed >= target), (lambda: self.elapsed / plan)
+            goal = f"{target / 60:.1f} min (lr plan {plan / 60:.0f} min)"
         nparam = sum(p.numel() for p in self.module.parameters())
         self.log(f"{self.name}: {'resumed at step %d (%.1f min)' % (self.step, self.elapsed / 60) if resumed else 'new run'}; "
-                 f"{nparam / 1e6:.2f}M params; training to {target / 60:.1f} min (lr plan {plan / 60:.0f} min); "
+                 f"{nparam / 1e6:.2f}M params; training to {goal}; "
                  f"device {self.dev}, {torch.get_num_threads()} threads, seed {self.seed}")
         stop = {"flag": False}
 
@@ -170,10 +182,10 @@ class Stage:
         t_last_ckpt = t_last_log = time.time()
         self.module.train()
         try:
-            while self.elapsed < target and not stop["flag"]:
+            while not done() and not stop["flag"]:
                 t0 = self.clock()
                 for g in self.opt.param_groups:
-                    g["lr"] = self.lr_at(self.elapsed / plan)
+                    g["lr"] = self.lr_at(frac())
                 torch.manual_seed(self.seed * 1000003 + self.step)
                 gen = torch.Generator().manual_seed(self.seed * 7919 + self.step)
                 loss, stats = self.loss(self.step, gen)
@@ -191,7 +203,7 @@ class Stage:
                     acc[k] = acc.get(k, 0.0) + v
                 nacc += 1
                 now = time.time()
-                if now - t_last_log >= 60 or self.step in (1, 10) or self.elapsed >= target:
+                if now - t_last_log >= 60 or self.step in (1, 10) or done():
                     msg = " ".join(f"{k}={v / nacc:.4f}" for k, v in acc.items())
                     self.log(f"step {self.step} t={self.elapsed / 60:.1f}min lr={self.opt.param_groups[0]['lr']:.2e} "
                              f"{msg} ({nacc / max(now - t_last_log, 1e-9):.2f} steps/s)")
