@@ -12,7 +12,7 @@
 # Steps per stage (override with the environment):
 CLIP_STEPS=${CLIP_STEPS:-3200}
 PRIOR_STEPS=${PRIOR_STEPS:-2000}
-DECODER_STEPS=${DECODER_STEPS:-20000}
+DECODER_STEPS=${DECODER_STEPS:-16000}
 SR_STEPS=${SR_STEPS:-5400}
 RUNS=${RUNS:-train/runs}           # checkpoints and logs
 OUT=${OUT:-models}                 # where the model files go

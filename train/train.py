@@ -51,7 +51,7 @@ def main():
     ap.add_argument("--plan-steps", type=int, help="length of the learning-rate schedule in steps (default: --total-steps)")
     ap.add_argument("--minutes", type=float, help="train this many more minutes")
     ap.add_argument("--total-minutes", type=float, help="train until the stage's total training time")
-    ap.add_argument("--plan-minutes", type=float, help="length of the learning-rate schedule (default: planned)")
+    ap.add_argument("--plan-minutes", type=float, help="length of the learning-rate schedule in minutes (default: --total-minutes or --minutes)")
     ap.add_argument("--ckpt-every", type=float, default=300.0, help="seconds between checkpoints (300)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (2)")
     ap.add_argument("--seed", type=int, default=config.SEED)

@@ -58,7 +58,7 @@ SR = {
 TRAIN = {
     "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, steps=3200, hard=0.5, text_neg=True),
     "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, steps=2000),
-    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, steps=20000,
+    "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, steps=16000,
                     kinds=dict(single=0.15, relation=0.45, count=0.4), high_t=(0.3, 900)),
     "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, steps=5400, crop=64),
 }
