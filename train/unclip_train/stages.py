@@ -158,6 +158,7 @@ class Stage:
         self.module.to(self.dev)
         self.build_opt()
         resumed = self.restore()
+        first = self.step
         if minutes is None and total_minutes is None:
             total_steps = total_steps or self.hp["steps"]
         if total_steps is not None:
@@ -212,10 +213,13 @@ class Stage:
                     self.save()
                     t_last_ckpt = now
         finally:
-            self.save()
+            trained = self.step != first or not resumed  # a finished stage's checkpoint stays as it was
+            if trained:
+                self.save()
             for s, h in old.items():
                 signal.signal(s, h)
-        self.log(f"{self.name}: checkpoint at step {self.step} ({self.elapsed / 60:.1f} min)"
+        self.log(f"{self.name}: " + (f"checkpoint at step {self.step} ({self.elapsed / 60:.1f} min)" if trained
+                                     else f"already at step {self.step}")
                  + (" (stopped by signal)" if stop["flag"] else ""))
         if not stop["flag"]:
             self.module.eval()
