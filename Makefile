@@ -28,13 +28,17 @@ OPT     := -O2 -g -march=native
 endif
 
 CFLAGS  ?=
-CFLAGS  += -std=c11 -Wall -Wextra $(OPT) -isystem $(BLIS_INC) -DUC_SHARE_DIR='"$(PREFIX)/share/unclip"'
+# Includes are written from the repository root ("libcommon/nn/ops.h");
+# -MMD -MP record each object's headers, so a changed header rebuilds only
+# the objects that include it.
+CFLAGS  += -std=c11 -Wall -Wextra -Wshadow $(OPT) -iquote . -isystem $(BLIS_INC) -MMD -MP \
+           -DUC_SHARE_DIR='"$(PREFIX)/share/unclip"'
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
 LDLIBS  := $(BLIS_LIB) -lmsgpackc -lpng -lz -lcjson -lutf8proc -lpthread -lm
 
-LIB_SRC := $(wildcard libcommon/*.c formats/*.c)
+LIB_SRC := $(wildcard formats/*.c libcommon/*/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libunclip.a
 TOOLS   := $(notdir $(basename $(wildcard tools/*.c)))
@@ -49,9 +53,17 @@ $(BIN)/unclip-convert: scripts/unclip-convert
 	@mkdir -p $(BIN)
 	install -m 755 $< $@
 
-$(BUILD)/%.o: %.c $(wildcard libcommon/*.h formats/*.h tests/golden-check/*.h bench/*.h)
+$(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# The tokenizer's HTML tables come from Python's html module: `make regen`
+# writes them again (check.sh checks that the committed file is current).
+regen:
+	python3 libcommon/text/gen_html_entities.py > libcommon/text/html_entities.h.tmp
+	mv libcommon/text/html_entities.h.tmp libcommon/text/html_entities.h
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -104,6 +116,7 @@ shell: all $(BUILD)/tests/mkmodel
 	  BIN=$(BIN) MKMODEL=$(BUILD)/tests/mkmodel TMPROOT=$(BUILD)/tmp sh $$t; done
 
 check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
+	sh tests/layers.sh
 	@BUILD=$(BUILD) BIN=$(BIN) sh tests/check.sh
 
 # Real-size models with random weights (written once to $$UNCLIP_BENCH_DIR,
@@ -155,5 +168,5 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-real bench eval install clean deps fuzz fuzz-run
+.PHONY: all unit golden shell check check-real bench eval install clean deps fuzz fuzz-run regen layers
 .SECONDARY:

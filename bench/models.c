@@ -17,11 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../formats/safetensors.h"
-#include "../libcommon/common.h"
-#include "../libcommon/decoder.h"
-#include "../libcommon/rng.h"
-#include "../libcommon/sr.h"
+#include "formats/safetensors.h"
+#include "formats/base.h"
+#include "libcommon/models/decoder.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/models/sr.h"
 #include "bench.h"
 
 /* Bump when the weights written for the same config and seed change. */

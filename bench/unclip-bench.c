@@ -24,14 +24,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/clip.h"
-#include "../libcommon/common.h"
-#include "../libcommon/decoder.h"
-#include "../libcommon/ops.h"
-#include "../libcommon/prior.h"
-#include "../libcommon/rng.h"
-#include "../libcommon/sr.h"
+#include "libcommon/cli/cli.h"
+#include "libcommon/models/clip.h"
+#include "formats/base.h"
+#include "libcommon/models/decoder.h"
+#include "libcommon/nn/ops.h"
+#include "libcommon/models/prior.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/models/sr.h"
 #include "bench.h"
 
 static const char usage[] =

@@ -1,12 +1,12 @@
 /* png.c - see png.h */
-#include "png.h"
+#include "formats/png.h"
 
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/common.h"
+#include "formats/base.h"
 
 typedef struct {
     char msg[256];

@@ -1,7 +1,7 @@
 /* record.c - see record.h. Records are msgpack maps held as msgpack_objects
  * in a zone that the record owns; new values are built in the same zone. */
 #define _POSIX_C_SOURCE 200809L
-#include "record.h"
+#include "formats/record.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../libcommon/common.h"
+#include "formats/base.h"
 
 struct rec {
     msgpack_zone *zone;

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "tensor.h"
+#include "formats/tensor.h"
 
 #define UC_REC_VERSION 1
 #define UC_REC_MAX ((size_t)64 << 20)

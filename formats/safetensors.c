@@ -1,6 +1,6 @@
 /* safetensors.c - see safetensors.h */
 #define _DEFAULT_SOURCE /* madvise */
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../libcommon/common.h"
+#include "formats/base.h"
 
 struct st_file {
     char *path;

@@ -8,7 +8,7 @@
 #ifndef UNCLIP_SAFETENSORS_H
 #define UNCLIP_SAFETENSORS_H
 
-#include "tensor.h"
+#include "formats/tensor.h"
 
 #define ST_HEADER_MAX (100u * 1000u * 1000u)
 

@@ -1,5 +1,5 @@
 /* tensor.c - see tensor.h */
-#include "tensor.h"
+#include "formats/tensor.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../libcommon/common.h"
+#include "formats/base.h"
 
 static const struct {
     const char *name;

@@ -19,11 +19,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../libcommon/clip.h"
-#include "../libcommon/decoder.h"
-#include "../libcommon/diffusion.h"
-#include "../libcommon/prior.h"
-#include "../libcommon/sr.h"
+#include "libcommon/models/clip.h"
+#include "libcommon/models/decoder.h"
+#include "libcommon/sample/diffusion.h"
+#include "libcommon/models/prior.h"
+#include "libcommon/models/sr.h"
 
 #define PAD_MAX ((size_t)64 << 20)
 

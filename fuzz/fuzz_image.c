@@ -12,9 +12,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../formats/png.h"
-#include "../libcommon/clip.h"
-#include "../libcommon/imageio.h"
+#include "formats/png.h"
+#include "libcommon/image/preprocess.h"
+#include "libcommon/models/clip.h"
+#include "libcommon/image/imageio.h"
 #include "png_crc.h"
 
 static FILE *devnull;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../formats/png.h"
+#include "formats/png.h"
 #include "png_crc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)

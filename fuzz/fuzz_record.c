@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../formats/record.h"
-#include "../libcommon/common.h"
+#include "formats/record.h"
+#include "formats/base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../formats/safetensors.h"
-#include "../libcommon/common.h"
+#include "formats/safetensors.h"
+#include "formats/base.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/bpe.h"
-#include "../libcommon/common.h"
+#include "libcommon/text/bpe.h"
+#include "formats/base.h"
 
 #define CTX 77
 

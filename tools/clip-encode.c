@@ -7,13 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../formats/png.h"
-#include "../formats/record.h"
-#include "../libcommon/bpe.h"
-#include "../libcommon/cli.h"
-#include "../libcommon/clip.h"
-#include "../libcommon/common.h"
-#include "../libcommon/model.h"
+#include "formats/png.h"
+#include "formats/record.h"
+#include "libcommon/text/bpe.h"
+#include "libcommon/cli/cli.h"
+#include "libcommon/image/preprocess.h"
+#include "libcommon/models/clip.h"
+#include "formats/base.h"
+#include "libcommon/models/model.h"
 
 static const char usage[] =
     "Usage: clip-encode [OPTION]... [PROMPT]...\n"

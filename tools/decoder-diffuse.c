@@ -7,14 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/clip.h"
-#include "../libcommon/common.h"
-#include "../libcommon/decoder.h"
-#include "../libcommon/imageio.h"
-#include "../libcommon/model.h"
-#include "../libcommon/rng.h"
-#include "../libcommon/stage.h"
+#include "libcommon/cli/cli.h"
+#include "libcommon/image/preprocess.h"
+#include "libcommon/models/clip.h"
+#include "formats/base.h"
+#include "libcommon/models/decoder.h"
+#include "libcommon/image/imageio.h"
+#include "libcommon/models/model.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/cli/stage.h"
 
 static const char usage[] =
     "Usage: decoder-diffuse [OPTION]... [FILE]...\n"

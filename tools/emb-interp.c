@@ -5,11 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/common.h"
-#include "../libcommon/emb.h"
-#include "../libcommon/imageio.h"
-#include "../libcommon/stage.h"
+#include "libcommon/cli/cli.h"
+#include "formats/base.h"
+#include "libcommon/sample/emb.h"
+#include "libcommon/image/imageio.h"
+#include "libcommon/cli/stage.h"
 
 static const char usage[] =
     "Usage: emb-interp [OPTION]... [A [B]]\n"

@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/common.h"
-#include "../libcommon/diffusion.h"
-#include "../libcommon/model.h"
-#include "../libcommon/prior.h"
-#include "../libcommon/rng.h"
-#include "../libcommon/stage.h"
+#include "libcommon/cli/cli.h"
+#include "formats/base.h"
+#include "libcommon/sample/diffusion.h"
+#include "libcommon/models/model.h"
+#include "libcommon/models/prior.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/cli/stage.h"
 
 static const char usage[] =
     "Usage: prior-sample [OPTION]... [FILE]...\n"

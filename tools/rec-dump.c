@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/common.h"
-#include "../libcommon/imageio.h"
+#include "libcommon/cli/cli.h"
+#include "formats/base.h"
+#include "libcommon/image/imageio.h"
 
 static const char usage[] =
     "Usage: rec-dump [OPTION]... [FILE]...\n"

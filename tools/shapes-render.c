@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/common.h"
-#include "../libcommon/imageio.h"
-#include "../libcommon/shapes.h"
+#include "libcommon/cli/cli.h"
+#include "formats/base.h"
+#include "libcommon/image/imageio.h"
+#include "libcommon/shapes/shapes.h"
 
 static const char usage[] =
     "Usage: shapes-render [OPTION]... [CAPTION]...\n"

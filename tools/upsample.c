@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../libcommon/cli.h"
-#include "../libcommon/common.h"
-#include "../libcommon/imageio.h"
-#include "../libcommon/resize.h"
-#include "../libcommon/rng.h"
-#include "../libcommon/sr.h"
-#include "../libcommon/stage.h"
+#include "libcommon/cli/cli.h"
+#include "formats/base.h"
+#include "libcommon/image/imageio.h"
+#include "libcommon/image/resize.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/models/sr.h"
+#include "libcommon/cli/stage.h"
 
 static const char usage[] =
     "Usage: upsample [OPTION]... [FILE]...\n"

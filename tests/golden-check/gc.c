@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
+#include "formats/base.h"
 
 int gc_fail(gc_case *c, const char *fmt, ...)
 {

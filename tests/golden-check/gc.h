@@ -9,7 +9,7 @@
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
-#include "../../formats/safetensors.h"
+#include "formats/safetensors.h"
 
 typedef struct {
     const char *dir, *family, *name;

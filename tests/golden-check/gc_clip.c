@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libcommon/bpe.h"
-#include "../../libcommon/clip.h"
-#include "../../libcommon/common.h"
+#include "libcommon/text/bpe.h"
+#include "libcommon/image/preprocess.h"
+#include "libcommon/models/clip.h"
+#include "formats/base.h"
 #include "gc.h"
 
 /* ---- outputs and tolerances ---- */

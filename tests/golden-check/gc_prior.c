@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/diffusion.h"
-#include "../../libcommon/prior.h"
+#include "formats/base.h"
+#include "libcommon/sample/diffusion.h"
+#include "libcommon/models/prior.h"
 #include "gc.h"
 
 /* ---- helpers ------------------------------------------------------------ */

@@ -5,8 +5,8 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/resize.h"
+#include "formats/base.h"
+#include "libcommon/image/resize.h"
 #include "gc.h"
 
 int gc_sr_resize(gc_case *c)

@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
-#include "../../libcommon/bpe.h"
-#include "../../libcommon/common.h"
+#include "libcommon/text/bpe.h"
+#include "formats/base.h"
 #include "gc.h"
 
 /* A string of the case as UTF-8: from `text_codepoints` when given (exact

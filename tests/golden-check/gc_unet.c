@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/decoder.h"
-#include "../../libcommon/sr.h"
+#include "formats/base.h"
+#include "libcommon/models/decoder.h"
+#include "libcommon/models/sr.h"
 #include "gc.h"
 
 /* ---- shared pieces ------------------------------------------------------ */

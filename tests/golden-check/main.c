@@ -15,8 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/ops.h"
+#include "formats/base.h"
+#include "libcommon/nn/ops.h"
 #include "gc.h"
 
 static const struct {

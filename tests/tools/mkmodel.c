@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../formats/safetensors.h"
-#include "../../libcommon/common.h"
-#include "../../libcommon/rng.h"
+#include "formats/safetensors.h"
+#include "formats/base.h"
+#include "libcommon/nn/rng.h"
 
 #define MAX_EXTRA 4 /* metadata arguments after CASEDIR */
 

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../../libcommon/bpe.h"
-#include "../../libcommon/common.h"
+#include "libcommon/text/bpe.h"
+#include "formats/base.h"
 
 static uc_bpe *clip_bpe; /* OpenAI's merges, or NULL when the file is missing */
 

@@ -15,11 +15,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../formats/safetensors.h"
-#include "../../libcommon/clip.h"
-#include "../../libcommon/common.h"
-#include "../../libcommon/pil_resize.h"
-#include "../../libcommon/rng.h"
+#include "formats/safetensors.h"
+#include "libcommon/image/preprocess.h"
+#include "libcommon/models/clip.h"
+#include "formats/base.h"
+#include "libcommon/image/pil_resize.h"
+#include "libcommon/nn/rng.h"
 
 /* ---- a tiny random CLIP ---- */
 

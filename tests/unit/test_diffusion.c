@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/diffusion.h"
+#include "formats/base.h"
+#include "libcommon/sample/diffusion.h"
 
 static int64_t ts[100000];
 

@@ -6,8 +6,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/emb.h"
+#include "formats/base.h"
+#include "libcommon/sample/emb.h"
 
 #define PI 3.14159265358979323846
 

@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../formats/png.h"
-#include "../../formats/record.h"
-#include "../../formats/safetensors.h"
-#include "../../libcommon/common.h"
+#include "formats/png.h"
+#include "formats/record.h"
+#include "formats/safetensors.h"
+#include "formats/base.h"
 
 static char tmpdir[] = "/tmp/unclip-test-XXXXXX";
 

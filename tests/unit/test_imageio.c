@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/imageio.h"
+#include "formats/base.h"
+#include "libcommon/image/imageio.h"
 
 static char tmpdir[] = "/tmp/unclip-imageio-XXXXXX";
 

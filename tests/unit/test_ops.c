@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/ops.h"
-#include "../../libcommon/rng.h"
+#include "formats/base.h"
+#include "libcommon/nn/ops.h"
+#include "libcommon/nn/rng.h"
 
 static float *randn(int64_t n, uint64_t seed)
 {

@@ -13,11 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../formats/safetensors.h"
-#include "../../libcommon/common.h"
-#include "../../libcommon/ops.h"
-#include "../../libcommon/prior.h"
-#include "../../libcommon/rng.h"
+#include "formats/safetensors.h"
+#include "formats/base.h"
+#include "libcommon/nn/ops.h"
+#include "libcommon/models/prior.h"
+#include "libcommon/nn/rng.h"
 
 enum { T = 6, W = 16, L = 2, H = 4, D = 8, E = 12, S = T + 4 };
 

@@ -7,8 +7,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/resize.h"
+#include "formats/base.h"
+#include "libcommon/image/resize.h"
 
 static void test_identity(void **state)
 {

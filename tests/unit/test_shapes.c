@@ -1,5 +1,5 @@
 /* test_shapes.c - the shapes world: caption grammar, layouts, rasteriser and
- * judge (libcommon/shapes.h). The judge must accept rendered scenes (also
+ * judge (libcommon/shapes/shapes.h). The judge must accept rendered scenes (also
  * upscaled from 32 px, noisy and blurred) and reject altered ones. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/shapes.h"
+#include "formats/base.h"
+#include "libcommon/shapes/shapes.h"
 
 #define NJUDGE 300 /* scenes per judge test */
 

@@ -18,12 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/decoder.h"
-#include "../../libcommon/ops.h"
-#include "../../libcommon/rng.h"
-#include "../../libcommon/sr.h"
-#include "../../libcommon/unet.h"
+#include "formats/base.h"
+#include "libcommon/models/decoder.h"
+#include "libcommon/nn/ops.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/models/sr.h"
+#include "libcommon/models/unet.h"
 
 /* ---- small configs -------------------------------------------------------- */
 

@@ -16,10 +16,10 @@
 #include <math.h>
 #include <string.h>
 
-#include "../../libcommon/common.h"
-#include "../../libcommon/ops.h"
-#include "../../libcommon/rng.h"
-#include "../../libcommon/winograd.h"
+#include "formats/base.h"
+#include "libcommon/nn/ops.h"
+#include "libcommon/nn/rng.h"
+#include "libcommon/nn/winograd.h"
 
 #define TOL 1e-4
 

@@ -1,0 +1,221 @@
+/* base.c - see base.h */
+#define _POSIX_C_SOURCE 200809L
+#include "formats/base.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static _Thread_local char err_buf[1024];
+
+/* Messages quote names from hostile files: keep them on one line. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}
+
+int uc_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    va_end(ap);
+    one_line(err_buf);
+    return -1;
+}
+
+int uc_err_prefix(const char *fmt, ...)
+{
+    char prefix[512], old[sizeof err_buf];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err_buf, sizeof old);
+    snprintf(err_buf, sizeof err_buf, "%.200s: %.800s", prefix, old);
+    one_line(err_buf);
+    return -1;
+}
+
+const char *uc_errmsg(void) { return err_buf; }
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "unclip: out of memory (%zu bytes)\n", n);
+    abort();
+}
+
+int uc_mul_ok(size_t n, size_t m, size_t *out)
+{
+    if (m && n > SIZE_MAX / m)
+        return -1;
+    *out = n * m;
+    return 0;
+}
+
+void *uc_alloc_raw(size_t n, size_t size)
+{
+    size_t bytes;
+    if (uc_mul_ok(n, size, &bytes) || bytes > SIZE_MAX - 64)
+        oom(SIZE_MAX);
+    bytes = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p)
+        oom(bytes);
+    return p;
+}
+
+void *uc_alloc(size_t n, size_t size)
+{
+    void *p = uc_alloc_raw(n, size);
+    memset(p, 0, n * size);
+    return p;
+}
+
+void uc_free(void *p) { free(p); }
+
+void *uc_xrealloc(void *p, size_t n, size_t size)
+{
+    size_t bytes;
+    if (uc_mul_ok(n, size, &bytes))
+        oom(SIZE_MAX);
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q)
+        oom(bytes);
+    return q;
+}
+
+char *uc_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = uc_xrealloc(NULL, n, 1);
+    memcpy(d, s, n);
+    return d;
+}
+
+float uc_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t uc_f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+    if (ax >= 0x477ff000u) /* rounds to >= 65520: overflow */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000u) { /* subnormal half or zero */
+        if (ax < 0x33000000u)
+            return (uint16_t)sign;
+        uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* 14..24 */
+        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1)))
+            r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = ((ax >> 13) - ((127 - 15) << 10));
+    uint32_t rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (r & 1)))
+        r++;
+    return (uint16_t)(sign | r);
+}
+
+float uc_bf16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t uc_f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+int uc_read_file(const char *path, size_t limit, char **data, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return uc_err("%s: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = uc_xrealloc(NULL, cap, 1);
+    for (;;) {
+        if (n + 1 >= cap) {
+            if (cap > limit) {
+                free(buf);
+                fclose(f);
+                return uc_err("%s: larger than %zu bytes", path, limit);
+            }
+            cap *= 2;
+            buf = uc_xrealloc(buf, cap, 1);
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n > limit) {
+        free(buf);
+        return uc_err("%s: %s", path, bad ? "read error" : "file too large");
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+uint64_t uc_fnv1a(const void *data, size_t n, uint64_t h)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+double uc_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,257 @@
+/* cli.c - see cli.h */
+#define _GNU_SOURCE
+#include "libcommon/cli/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/base.h"
+#include "libcommon/nn/ops.h"
+
+#ifndef UC_SHARE_DIR
+#define UC_SHARE_DIR "/usr/local/share/unclip"
+#endif
+
+/* Temporary outputs to remove on a signal or an exit without commit. */
+#define MAX_TMP 64
+static char tmp_paths[MAX_TMP][PATH_MAX];
+static char final_paths[MAX_TMP][PATH_MAX];
+static FILE *tmp_files[MAX_TMP];
+static volatile sig_atomic_t ntmp;
+
+static void cleanup_tmp(void)
+{
+    for (int i = 0; i < ntmp; i++)
+        if (tmp_paths[i][0])
+            unlink(tmp_paths[i]);
+}
+
+static void on_signal(int sig)
+{
+    cleanup_tmp();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char **argv)
+{
+    memset(c, 0, sizeof *c);
+    c->tool = tool;
+    c->usage = usage;
+    c->argc = argc;
+    c->argv = argv;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGHUP, on_signal);
+    /* A reader that goes away early ends us quietly (SIGPIPE's default). */
+    signal(SIGPIPE, SIG_DFL);
+    atexit(cleanup_tmp);
+}
+
+static void vmsg(const uc_cli *c, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", c->tool);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void uc_die(const uc_cli *c, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(c, fmt, ap);
+    va_end(ap);
+    if (status == UC_EXIT_USAGE)
+        fprintf(stderr, "Try '%s --help' for more information.\n", c->tool);
+    exit(status);
+}
+
+void uc_die_err(const uc_cli *c) { uc_die(c, UC_EXIT_DATA, "%s", uc_errmsg()); }
+
+void uc_warn(const uc_cli *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(c, fmt, ap);
+    va_end(ap);
+}
+
+void uc_info(const uc_cli *c, const char *fmt, ...)
+{
+    if (c->verbose < 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(c, fmt, ap);
+    va_end(ap);
+}
+
+double uc_parse_double(const uc_cli *c, const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || v != v || v > 1e300 || v < -1e300)
+        uc_die(c, UC_EXIT_USAGE, "%s: '%s' is not a number", opt, s);
+    return v;
+}
+
+long uc_parse_long(const uc_cli *c, const char *opt, const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        uc_die(c, UC_EXIT_USAGE, "%s: '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
+    return v;
+}
+
+int uc_cli_common(uc_cli *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'm': c->model = arg; return 1;
+    case 't': c->threads = (int)uc_parse_long(c, "--threads", arg, 0, 1024); return 1;
+    case 's': {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(arg, &end, 10);
+        if (errno || end == arg || *end || arg[0] == '-')
+            uc_die(c, UC_EXIT_USAGE, "--seed: '%s' is not a non-negative integer", arg);
+        c->seed = v;
+        c->seed_set = 1;
+        return 1;
+    }
+    case 'q': c->verbose = -1; return 1;
+    case 'v': c->verbose = 1; return 1;
+    case 'h': fputs(c->usage, stdout); exit(0);
+    case 'V': printf("%s (unclip) %s\n", c->tool, UC_VERSION); exit(0);
+    case '?': uc_die(c, UC_EXIT_USAGE, "bad option");
+    case ':': uc_die(c, UC_EXIT_USAGE, "option needs a value");
+    default: return 0;
+    }
+}
+
+void uc_cli_ready(uc_cli *c) { c->threads = uc_threads_init(c->threads); }
+
+static int file_exists(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+const char *uc_model_path(const uc_cli *c, const char *stage)
+{
+    return c->model ? c->model : uc_model_find(c, stage);
+}
+
+const char *uc_model_find(const uc_cli *c, const char *stage)
+{
+    static char buf[PATH_MAX + 64];
+    const char *env = getenv("UNCLIP_MODELS");
+    if (env && *env) {
+        snprintf(buf, sizeof buf, "%s/%s.safetensors", env, stage);
+        if (file_exists(buf))
+            return buf;
+    }
+    char exe[PATH_MAX / 2];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(buf, sizeof buf, "%s/../models/%s.safetensors", exe, stage);
+            if (file_exists(buf))
+                return buf;
+            snprintf(buf, sizeof buf, "%s/../share/unclip/models/%s.safetensors", exe, stage);
+            if (file_exists(buf))
+                return buf;
+        }
+    }
+    snprintf(buf, sizeof buf, "%s/models/%s.safetensors", UC_SHARE_DIR, stage);
+    if (file_exists(buf))
+        return buf;
+    uc_die(c, UC_EXIT_DATA, "no %s model: give one with -m FILE or set UNCLIP_MODELS", stage);
+}
+
+rec_reader *uc_open_records(const uc_cli *c, const char *path)
+{
+    if (!path || strcmp(path, "-") == 0)
+        return rec_reader_new(0, "stdin");
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
+    return rec_reader_new(fd, path); /* fd closed at exit */
+}
+
+void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total)
+{
+    if (c->verbose < 0 || !isatty(2) || total <= 0)
+        return;
+    int width = 30, fill = (int)(width * done / total);
+    fprintf(stderr, "\r%s: %-12s [", c->tool, label);
+    for (int i = 0; i < width; i++)
+        fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %lld/%lld", (long long)done, (long long)total);
+    if (done >= total)
+        fputs("\r\033[K", stderr);
+    fflush(stderr);
+}
+
+FILE *uc_out_open(const uc_cli *c, const char *path)
+{
+    int i = 0;
+    while (i < ntmp && (tmp_paths[i][0] || tmp_files[i])) /* reuse committed slots */
+        i++;
+    if (i == MAX_TMP)
+        uc_die(c, UC_EXIT_DATA, "too many outputs open at once");
+    snprintf(final_paths[i], PATH_MAX, "%s", path);
+    snprintf(tmp_paths[i], PATH_MAX, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp_paths[i], "wb");
+    if (!f)
+        uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
+    tmp_files[i] = f;
+    if (i == ntmp)
+        ntmp = i + 1;
+    return f;
+}
+
+void uc_out_commit(const uc_cli *c, FILE *f)
+{
+    for (int i = 0; i < ntmp; i++) {
+        if (tmp_files[i] != f)
+            continue;
+        int bad = fflush(f) != 0 || ferror(f);
+        bad |= fclose(f) != 0;
+        tmp_files[i] = NULL;
+        if (bad || rename(tmp_paths[i], final_paths[i]) != 0) {
+            int e = errno;
+            unlink(tmp_paths[i]);
+            tmp_paths[i][0] = 0;
+            uc_die(c, UC_EXIT_DATA, "%s: write failed: %s", final_paths[i], strerror(e));
+        }
+        tmp_paths[i][0] = 0;
+        return;
+    }
+}
+
+void uc_out_pattern(const uc_cli *c, const char *pattern, long index, char *buf, size_t n)
+{
+    const char *p = strchr(pattern, '%');
+    if (!p || p[1] != 'd' || strchr(p + 2, '%'))
+        uc_die(c, UC_EXIT_USAGE, "-o: '%s' needs exactly one %%d", pattern);
+    snprintf(buf, n, "%.*s%ld%s", (int)(p - pattern), pattern, index, p + 2);
+}
+
+void uc_stdout_check(const uc_cli *c)
+{
+    if (fflush(stdout) != 0 || ferror(stdout))
+        uc_die(c, UC_EXIT_DATA, "write error on standard output: %s", strerror(errno ? errno : EIO));
+}

@@ -1,0 +1,73 @@
+/* cli.h - the skeleton every tool shares: common options, messages on stderr
+ * prefixed with the tool name, exit statuses (0 ok, 1 data or I/O error,
+ * 2 usage), default model lookup, progress on a terminal, and output files
+ * written under a temporary name and renamed when complete. */
+#ifndef UNCLIP_CLI_H
+#define UNCLIP_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "formats/record.h"
+
+enum { UC_EXIT_OK = 0, UC_EXIT_DATA = 1, UC_EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *tool;
+    const char *usage;    /* full --help text */
+    const char *model;    /* -m/--model, or NULL */
+    int threads;          /* -t/--threads (0: all cores) */
+    uint64_t seed;        /* -s/--seed */
+    int seed_set;
+    int verbose;          /* -q: -1, default 0, -v: 1 */
+    int argc;
+    char **argv;
+} uc_cli;
+
+/* The common long options, to splice into a tool's getopt_long table, and
+ * their short letters ("m:t:s:qvhV"). */
+#define UC_CLI_SHORTOPTS "m:t:s:qvhV"
+#define UC_CLI_LONGOPTS                                                                                      \
+    {"model", 1, 0, 'm'}, {"threads", 1, 0, 't'}, {"seed", 1, 0, 's'}, {"quiet", 0, 0, 'q'},            \
+        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}
+
+void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char **argv);
+/* Handle a common option; returns 1 when it was one (exits for -h, -V and
+ * bad values), 0 otherwise. */
+int uc_cli_common(uc_cli *c, int opt, const char *arg);
+/* Set up threads after parsing. */
+void uc_cli_ready(uc_cli *c);
+
+void uc_die(const uc_cli *c, int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
+/* Print uc_errmsg() and exit 1. */
+void uc_die_err(const uc_cli *c) __attribute__((noreturn));
+void uc_warn(const uc_cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void uc_info(const uc_cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse helpers that exit 2 on a bad value, naming the option. */
+double uc_parse_double(const uc_cli *c, const char *opt, const char *s);
+long uc_parse_long(const uc_cli *c, const char *opt, const char *s, long lo, long hi);
+
+/* Path of a model: -m when given, else <stage>.safetensors in $UNCLIP_MODELS,
+ * next to the binary (../models), or the installed share directory.
+ * Exits 1 with a clear message when none is found. */
+const char *uc_model_path(const uc_cli *c, const char *stage);
+/* The same search without -m: a model of another stage than the tool's. */
+const char *uc_model_find(const uc_cli *c, const char *stage);
+
+/* Open an input: "-" or NULL is stdin. Exits 1 if it cannot be opened. */
+rec_reader *uc_open_records(const uc_cli *c, const char *path);
+
+/* Progress bar on stderr when it is a terminal and not quiet. */
+void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total);
+
+/* Output files: write to a temporary name beside path, then commit renames
+ * it into place. Temporary files are removed if the process is interrupted
+ * or exits without committing. */
+FILE *uc_out_open(const uc_cli *c, const char *path);
+void uc_out_commit(const uc_cli *c, FILE *f);
+/* Expand a pattern with one %d (e.g. "img-%d.png"); exits 2 if invalid. */
+void uc_out_pattern(const uc_cli *c, const char *pattern, long index, char *buf, size_t n);
+/* Check stdout after writing; a write error exits 1. */
+void uc_stdout_check(const uc_cli *c);
+
+#endif

@@ -1,0 +1,292 @@
+/* stage.c - see stage.h */
+#include "libcommon/cli/stage.h"
+
+#include <string.h>
+
+#include "formats/base.h"
+#include "libcommon/sample/emb.h"
+
+/* ---- options ---- */
+
+const char *uc_parse_steps(const uc_cli *c, const char *arg)
+{
+    if (strlen(arg) > UC_RESPACING_MAX)
+        uc_die(c, UC_EXIT_USAGE, "--steps: longer than %d characters", UC_RESPACING_MAX);
+    return arg;
+}
+
+double uc_parse_guidance(const uc_cli *c, const char *arg)
+{
+    double g = uc_parse_double(c, "--guidance", arg);
+    if (!(g > 0) || g > 1e6)
+        uc_die(c, UC_EXIT_USAGE, "--guidance: '%s' is not a scale in (0, 1e6]", arg);
+    return g;
+}
+
+uc_sampler uc_parse_sampler(const uc_cli *c, const char *arg)
+{
+    if (!strcmp(arg, "ddpm"))
+        return UC_SAMPLER_DDPM;
+    if (!strcmp(arg, "ddim"))
+        return UC_SAMPLER_DDIM;
+    uc_die(c, UC_EXIT_USAGE, "--sampler: '%s' is not ddpm or ddim", arg);
+}
+
+void uc_stage_diffusion(const uc_cli *c, uc_diffusion *d, const cJSON *diffusion, const char *path,
+                        const char *steps)
+{
+    if (uc_diffusion_from_config(d, diffusion, ""))
+        uc_die(c, UC_EXIT_DATA, "%s: %s", path, uc_errmsg());
+    uc_diffusion_free(d);
+    if (uc_diffusion_from_config(d, diffusion, steps))
+        uc_die(c, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
+}
+
+/* ---- seeds ---- */
+
+uint64_t uc_record_seed(const uc_cli *c, const rec *r, const char *src)
+{
+    uint64_t seed = 0;
+    if (c->seed_set)
+        seed = c->seed;
+    else if (rec_has(r, "seed") && rec_get_u64(r, "seed", &seed))
+        uc_die(c, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
+    return seed;
+}
+
+uint64_t uc_record_key(uint64_t seed, uint64_t r)
+{
+    uint64_t z = seed + r * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ---- inputs ---- */
+
+void uc_inputs_init(uc_inputs *in, const uc_cli *c, int n, char **names, int images)
+{
+    static char *std_in[] = {"-"};
+    memset(in, 0, sizeof *in);
+    in->cli = c;
+    in->names = n ? names : std_in;
+    in->n = n ? n : 1;
+    in->images = images;
+}
+
+rec *uc_inputs_next(uc_inputs *in)
+{
+    rec_free(in->r);
+    in->r = NULL;
+    for (;;) {
+        if (!in->rr && !in->ir) {
+            if (in->next == in->n)
+                return NULL;
+            const char *name = in->names[in->next++];
+            in->src = strcmp(name, "-") ? name : "stdin";
+            in->first = in->ordinal;
+            if (!in->images)
+                in->rr = uc_open_records(in->cli, name);
+            else if (!(in->ir = uc_image_reader_open_path(name)))
+                uc_die_err(in->cli);
+        }
+        int got = in->images ? uc_image_reader_next(in->ir, &in->r) : rec_read(in->rr, &in->r);
+        if (got == 1) {
+            in->ordinal++;
+            return in->r;
+        }
+        if (got < 0)
+            uc_die_err(in->cli);
+        if (in->ordinal == in->first) /* an upstream stage that failed leaves nothing */
+            uc_die(in->cli, UC_EXIT_DATA, "%s: empty input (no %s)", in->src,
+                   in->images ? "images or records" : "records");
+        rec_reader_free(in->rr);
+        uc_image_reader_free(in->ir);
+        in->rr = NULL;
+        in->ir = NULL;
+    }
+}
+
+/* ---- text conditioning ---- */
+
+float *uc_field_f32(const rec *r, const char *src, const char *pre, const char *key, int ndim, const int64_t *want,
+                    const char *model)
+{
+    uc_tensor t, w = {.ndim = ndim};
+    char got[96], need[96];
+    if (!rec_has(r, key)) {
+        uc_err("%s: record %ld field %s%s: missing", src, rec_number(r), pre, key);
+        return NULL;
+    }
+    if (rec_get_tensor(r, key, &t)) {
+        uc_err_prefix("%s", src);
+        return NULL;
+    }
+    memcpy(w.shape, want, (size_t)ndim * sizeof *want);
+    if (!uc_tensor_shape_is(&t, ndim, want)) {
+        uc_err("%s: record %ld field %s%s: shape %s, but the %s model needs %s", src, rec_number(r), pre, key,
+               uc_shape_str(&t, got, sizeof got), model, uc_shape_str(&w, need, sizeof need));
+        return NULL;
+    }
+    float *x = rec_get_f32(r, key, ndim, want, NULL);
+    if (!x)
+        uc_err_prefix("%s", src);
+    return x;
+}
+
+static int get_text(const rec *r, const char *src, const char *pre, const char *model, int64_t D, int64_t T,
+                    int64_t W, uc_text_in *t)
+{
+    memset(t, 0, sizeof *t);
+    t->emb = uc_field_f32(r, src, pre, "text_emb", 1, &D, model);
+    t->seq = t->emb ? uc_field_f32(r, src, pre, "text_seq", 2, (int64_t[]){T, W}, model) : NULL;
+    if (!t->seq)
+        return -1;
+    uc_tensor m;
+    char got[96];
+    if (!rec_has(r, "token_mask"))
+        return uc_err("%s: record %ld field %stoken_mask: missing", src, rec_number(r), pre);
+    if (rec_get_tensor(r, "token_mask", &m))
+        return uc_err_prefix("%s", src);
+    if (m.dtype == UC_F32 || m.dtype == UC_F16 || m.dtype == UC_BF16 || m.dtype == UC_F64)
+        return uc_err("%s: record %ld field %stoken_mask: dtype %s, expected U8", src, rec_number(r), pre,
+                      uc_dtype_name(m.dtype));
+    if (!uc_tensor_shape_is(&m, 1, &T))
+        return uc_err("%s: record %ld field %stoken_mask: shape %s, but the %s model needs [%lld]", src,
+                      rec_number(r), pre, uc_shape_str(&m, got, sizeof got), model, (long long)T);
+    int64_t *v = uc_alloc((size_t)T, sizeof *v);
+    uc_tensor_to_i64(&m, v);
+    t->mask = uc_alloc((size_t)T, 1);
+    int rc = 0;
+    for (int64_t i = 0; i < T && !rc; i++) {
+        if (v[i] != 0 && v[i] != 1)
+            rc = uc_err("%s: record %ld field %stoken_mask: value %lld at %lld is not 0 or 1", src, rec_number(r),
+                        pre, (long long)v[i], (long long)i);
+        t->mask[i] = (unsigned char)v[i];
+    }
+    uc_free(v);
+    return rc;
+}
+
+void uc_text_pair(const uc_cli *c, const rec *r, const char *src, const char *model, int64_t D, int64_t T, int64_t W,
+                  uc_text_in *cond, uc_text_in *uncond)
+{
+    if (get_text(r, src, "", model, D, T, W, cond))
+        uc_die_err(c);
+    if (!rec_has(r, "uncond"))
+        uc_die(c, UC_EXIT_DATA, "%s: record %ld field uncond: missing (clip-encode writes it)", src, rec_number(r));
+    rec *um = rec_get_map(r, "uncond");
+    if (!um)
+        uc_die(c, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
+    if (get_text(um, src, "uncond.", model, D, T, W, uncond))
+        uc_die_err(c);
+    rec_free(um);
+}
+
+void uc_text_in_free(uc_text_in *t)
+{
+    uc_free(t->emb);
+    uc_free(t->seq);
+    uc_free(t->mask);
+}
+
+/* ---- outputs ---- */
+
+void uc_set_model(rec *out, const char *stage, const char *id, const char *checksum)
+{
+    rec *m = rec_new();
+    rec_del(m, "version");
+    rec_set_str(m, "id", id);
+    if (checksum)
+        rec_set_str(m, "checksum", checksum);
+    rec_set_stage(out, "models", stage, m);
+    rec_free(m);
+}
+
+rec *uc_emb_record(const rec *base, const rec *text, const float *e, int64_t n)
+{
+    rec *out = rec_clone(base);
+    if (text)
+        uc_emb_take_text(out, text);
+    rec_del(out, "image");
+    rec_del(out, "image_f32");
+    rec_del(out, "source");
+    rec_set_tensor(out, "image_emb", UC_F32, 1, &n, e);
+    return out;
+}
+
+void uc_emit_record(const uc_cli *c, rec *out)
+{
+    rec_history_add(out, c->tool, c->argc, c->argv);
+    if (rec_write(out, stdout))
+        uc_die_err(c);
+    rec_free(out);
+}
+
+int uc_image_out_option(uc_image_out *o, const uc_cli *c, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'f':
+        if (!strcmp(arg, "png"))
+            o->format = UC_OUT_PNG;
+        else if (!strcmp(arg, "record"))
+            o->format = UC_OUT_RECORD;
+        else
+            uc_die(c, UC_EXIT_USAGE, "--format: '%s' is not png or record", arg);
+        return 1;
+    case UC_OPT_FLOAT: o->want_float = 1; return 1;
+    case 'o': o->path = arg; return 1;
+    default: return 0;
+    }
+}
+
+void uc_image_out_check(const uc_image_out *o, const uc_cli *c)
+{
+    if (o->path && o->format == UC_OUT_PNG) {
+        char probe[4096];
+        uc_out_pattern(c, o->path, 0, probe, sizeof probe); /* exits unless one %d */
+    }
+}
+
+void uc_image_out_open(uc_image_out *o, const uc_cli *c)
+{
+    o->f = stdout;
+    if (o->path && o->format == UC_OUT_RECORD)
+        o->f = uc_out_open(c, o->path);
+}
+
+void uc_image_out_emit(uc_image_out *o, const uc_cli *c, rec *out)
+{
+    rec_history_add(out, c->tool, c->argc, c->argv);
+    if (o->format == UC_OUT_RECORD) {
+        if (rec_write(out, o->f))
+            uc_die(c, UC_EXIT_DATA, "%s: write error", o->path ? o->path : "stdout");
+    } else {
+        FILE *f = stdout;
+        char path[4096];
+        if (o->path) {
+            uc_out_pattern(c, o->path, o->n, path, sizeof path);
+            f = uc_out_open(c, path);
+        }
+        if (uc_write_png_record(f, out))
+            uc_die(c, UC_EXIT_DATA, "%s: %s", o->path ? path : "stdout", uc_errmsg());
+        if (o->path)
+            uc_out_commit(c, f);
+    }
+    o->n++;
+    rec_free(out);
+}
+
+void uc_image_out_close(uc_image_out *o, const uc_cli *c)
+{
+    if (o->path && o->format == UC_OUT_RECORD)
+        uc_out_commit(c, o->f);
+}
+
+/* ---- progress ---- */
+
+void uc_step_progress_fn(void *ctx, int done, int total)
+{
+    uc_step_progress *p = ctx;
+    uc_progress(p->cli, p->label, done, total);
+}

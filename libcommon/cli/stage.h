@@ -1,0 +1,124 @@
+/* stage.h - what the stage tools share beyond cli.h: the sampling options,
+ * the seed and RNG key of each record, the inputs they stream, the text
+ * conditioning they read, the provenance they write and the image outputs
+ * of decoder-diffuse and upsample (PNGs or records, stdout or -o). Like
+ * cli.h, these exit with a message on bad input. */
+#ifndef UNCLIP_STAGE_H
+#define UNCLIP_STAGE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "formats/record.h"
+#include "libcommon/cli/cli.h"
+#include "libcommon/sample/diffusion.h"
+#include "libcommon/image/imageio.h"
+
+/* ---- options ---- */
+
+/* -S/--steps: a respacing string of at most UC_RESPACING_MAX characters. */
+const char *uc_parse_steps(const uc_cli *c, const char *arg);
+/* -g/--guidance: a scale in (0, 1e6]. */
+double uc_parse_guidance(const uc_cli *c, const char *arg);
+/* --sampler: ddpm or ddim. */
+uc_sampler uc_parse_sampler(const uc_cli *c, const char *arg);
+/* The model's diffusion section respaced by steps into d (caller frees):
+ * exits 1 naming path when the section itself is bad, 2 when steps does
+ * not fit it. */
+void uc_stage_diffusion(const uc_cli *c, uc_diffusion *d, const cJSON *diffusion, const char *path,
+                        const char *steps);
+
+/* ---- seeds ---- */
+
+/* -s when given, else the record's seed field, else 0. */
+uint64_t uc_record_seed(const uc_cli *c, const rec *r, const char *src);
+/* The key of the r-th input record's RNG (splitmix64 of seed and r). */
+uint64_t uc_record_key(uint64_t seed, uint64_t r);
+
+/* ---- inputs ---- */
+
+/* The records of the FILE arguments (none: standard input), in order. */
+typedef struct {
+    const uc_cli *cli;
+    char **names;        /* [n] the FILE arguments; "-" is standard input */
+    int n, next;         /* how many, the next to open */
+    int images;          /* 1: PNGs or records (uc_image_reader); 0: records */
+    const char *src;     /* the current input in messages ("stdin" for -) */
+    uint64_t ordinal;    /* the last record's number over all inputs, from 1 */
+    uint64_t first;      /* ordinal when the current input was opened */
+    rec_reader *rr;      /* the current input (records) */
+    uc_image_reader *ir; /* the current input (images) */
+    rec *r;              /* the current record */
+} uc_inputs;
+
+void uc_inputs_init(uc_inputs *in, const uc_cli *c, int n, char **names, int images);
+/* The next record, which in owns until the next call; NULL after the last
+ * input. Exits 1 on a read error or an input with no record. */
+rec *uc_inputs_next(uc_inputs *in);
+
+/* ---- text conditioning (from clip-encode) ---- */
+
+typedef struct {
+    float *emb;          /* text_emb [D] */
+    float *seq;          /* text_seq [T, W] */
+    unsigned char *mask; /* token_mask [T], 0 or 1 */
+} uc_text_in;
+
+/* Field pre + key of r as F32 with exactly the dims want[ndim]; NULL and
+ * uc_err naming src, the record, the field and what `model` needs. */
+float *uc_field_f32(const rec *r, const char *src, const char *pre, const char *key, int ndim, const int64_t *want,
+                    const char *model);
+/* The text fields of r and of its uncond map, checked against a model with
+ * D = text_emb width, T = tokens, W = text_seq width. */
+void uc_text_pair(const uc_cli *c, const rec *r, const char *src, const char *model, int64_t D, int64_t T, int64_t W,
+                  uc_text_in *cond, uc_text_in *uncond);
+void uc_text_in_free(uc_text_in *t);
+
+/* ---- outputs ---- */
+
+/* models.<stage> = {id, checksum}; checksum NULL: none. */
+void uc_set_model(rec *out, const char *stage, const char *id, const char *checksum);
+/* An output record carrying a new image embedding e [n]: base with the text
+ * fields of `text` (NULL: base's own), without the fields that describe
+ * base's picture (image, image_f32, source). */
+rec *uc_emb_record(const rec *base, const rec *text, const float *e, int64_t n);
+/* Add the history entry, write out to standard output and free it. */
+void uc_emit_record(const uc_cli *c, rec *out);
+
+/* Images out: PNGs carrying their record (concatenated on stdout, or one
+ * file each from a pattern with one %d) or one record stream. */
+enum { UC_OUT_PNG, UC_OUT_RECORD };
+enum { UC_OPT_FLOAT = 0x1000 };
+#define UC_IMAGE_OUT_SHORTOPTS "f:o:"
+#define UC_IMAGE_OUT_LONGOPTS {"format", 1, 0, 'f'}, {"float", 0, 0, UC_OPT_FLOAT}, {"output", 1, 0, 'o'}
+
+typedef struct {
+    int format;       /* -f: UC_OUT_PNG (default) or UC_OUT_RECORD */
+    int want_float;   /* --float: records also get image_f32 */
+    const char *path; /* -o, or NULL: standard output */
+    FILE *f;          /* the record stream */
+    long n;           /* outputs written */
+} uc_image_out;
+
+/* Handle -f, --float or -o: 1 when opt was one of them. */
+int uc_image_out_option(uc_image_out *o, const uc_cli *c, int opt, const char *arg);
+/* After the options: exits 2 unless a PNG -o pattern has one %d. */
+void uc_image_out_check(const uc_image_out *o, const uc_cli *c);
+/* Open the record stream (before the first output). */
+void uc_image_out_open(uc_image_out *o, const uc_cli *c);
+/* Add the history entry, write out and free it. */
+void uc_image_out_emit(uc_image_out *o, const uc_cli *c, rec *out);
+/* Commit a record file written with -o. */
+void uc_image_out_close(uc_image_out *o, const uc_cli *c);
+
+/* ---- progress ---- */
+
+/* A sampler's progress callback: uc_progress with a label. */
+typedef struct {
+    const uc_cli *cli;
+    char label[48];
+} uc_step_progress;
+
+void uc_step_progress_fn(void *ctx, int done, int total);
+
+#endif

@@ -1,0 +1,116 @@
+/* unet.h - the GLIDE-style diffusion UNet of Karlo (karlo/modules/unet.py
+ * UNetModel), shared by the 64px decoder (PLMImUNet, decoder.h) and the
+ * super-resolution models (SuperResUNetModel, sr.h).
+ *
+ * Structure (guided-diffusion): conv_in; per level `num_res_blocks`
+ * ResBlocks (+ AttentionBlock where the downsample factor is in
+ * attention_ds), then a down-sampling ResBlock (resblock_updown) or a
+ * Downsample layer; a middle ResBlock, [AttentionBlock], ResBlock; output
+ * blocks in reverse, each taking cat[h, skip] on channels; GroupNorm(32) +
+ * SiLU + conv_out. Weights are named exactly as the checkpoint keys under a
+ * prefix ("model.", "model_first_steps.", ...).
+ *
+ * Activations are held channel-major with the batch inside each channel
+ * ([C, B, H, W]) so one GEMM covers the whole batch: 3x3 stride-1
+ * convolutions go through Winograd F(4x4, 3x3) (winograd.h) where the maps
+ * have enough tiles, the other 3x3 convolutions are GEMMs over im2col row
+ * tiles, 1x1 convolutions direct GEMMs. All scratch memory lives in a
+ * uc_unet_ws allocated once per shape. */
+#ifndef UNCLIP_UNET_H
+#define UNCLIP_UNET_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "formats/safetensors.h"
+
+#define UC_UNET_MAXLEVEL 8
+
+typedef struct {
+    int in_channels;                      /* image channels in (SR: 2 x 3) */
+    int model_channels;                   /* base width C; time embedding is 4C */
+    int out_channels;                     /* 3, or 6 with learned variance */
+    int num_res_blocks;                   /* ResBlocks per level */
+    int nlevels;                          /* entries of channel_mult */
+    int channel_mult[UC_UNET_MAXLEVEL];   /* width of level l = mult[l] * C */
+    int attn_ds[UC_UNET_MAXLEVEL * 2];    /* downsample factors with attention */
+    int nattn;
+    int num_heads;                        /* when num_head_channels == -1 */
+    int num_head_channels;                /* -1, or channels per head */
+    int num_heads_upsample;               /* output blocks (-1: num_heads) */
+    int use_scale_shift_norm;             /* FiLM: norm(h) * (1 + scale) + shift */
+    int resblock_updown;                  /* ResBlocks resample (else Down/Upsample layers) */
+    int conv_resample;                    /* Down/Upsample layers carry a 3x3 conv */
+    int use_middle_attention;             /* AttentionBlock in the middle block */
+    int encoder_channels;                 /* width of the text tokens (0: none) */
+} uc_unet_config;
+
+/* Default flags of UNetModel's constructor (conv_resample on, middle
+ * attention on, num_heads 1, everything else off). */
+void uc_unet_config_default(uc_unet_config *cfg);
+
+typedef struct uc_unet uc_unet;
+
+/* Config helpers for the model families built on the UNet. An integer list
+ * as configs write it: a JSON array of numbers, one number, or a
+ * comma-separated string ("1,2,3,4"; "" is empty). Returns the count, or -1
+ * and uc_err naming `what`. */
+int uc_cfg_int_list(const cJSON *v, const char *what, int *out, int max);
+/* A number (or boolean) at key of obj: dflt when absent; -1 and uc_err
+ * naming the key when it is not a number or not an integer in lo..hi. */
+int uc_cfg_int(const cJSON *obj, const char *key, int dflt, int lo, int hi, int *out);
+
+/* Bind the weights `prefix`+key of f (shapes checked against cfg). The model
+ * borrows f's memory: keep f open while the model lives. NULL and uc_err on
+ * a missing or mismatched tensor, or an invalid config. */
+uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg);
+void uc_unet_free(uc_unet *u);
+/* Every tensor a model of cfg has, in load order, reported as
+ * fn(ctx, prefix + key, ndim, shape): for writers of model files (tests,
+ * converters). -1 and uc_err on an invalid config. */
+typedef void (*uc_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t *shape);
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx);
+const uc_unet_config *uc_unet_cfg(const uc_unet *u);
+/* Width of the time embedding (4 * model_channels). */
+int64_t uc_unet_emb_dim(const uc_unet *u);
+/* Total factor by which the deepest level is downsampled (2^(levels-1)):
+ * image sides must be multiples of it. */
+int64_t uc_unet_stride(const uc_unet *u);
+/* Multiply-add count of one forward over B images of HxW with L text
+ * tokens, times 2 (FLOPs), for progress and benchmarks. */
+double uc_unet_flops(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
+
+/* Scratch for forwards of a given shape: B images of H x W, L encoder
+ * tokens (0 without text). Usable by every model of the same config. */
+typedef struct uc_unet_ws uc_unet_ws;
+uc_unet_ws *uc_unet_ws_new(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
+void uc_unet_ws_free(uc_unet_ws *ws);
+/* True when ws (may be NULL) was made for u's config and this shape. */
+int uc_unet_ws_fits(const uc_unet_ws *ws, const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
+
+/* emb[B, 4C] = time_embed(timestep_embedding(t, C)): linear, SiLU, linear. */
+void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb);
+
+/* One forward.
+ *   x    [B, in_channels, H, W]  (NCHW, as the checkpoint's conv weights expect)
+ *   emb  [B, 4C]                 the full conditioning embedding
+ *   enc  [encoder_channels, B, L] text tokens, channel-major (NULL when L == 0)
+ *   mask [B, L]                  additive key bias for the tokens (0 or -inf), or NULL
+ *   out  [B, out_channels, H, W]
+ * ws must have been made for this config and (B, H, W, L). */
+int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const float *emb, const float *enc,
+                    const float *mask, float *out);
+
+/* The convolution kernel, on the layout above: y[cout, B*ho, wo] =
+ * conv(x[cin, B*h, w]) + bias with a k x k kernel (k odd; weights
+ * [cout, cin, k, k]), zero padding k/2, stride 1 or 2; the B images are
+ * stacked along the rows and never mix. accumulate adds to y instead.
+ * col: scratch of col_n floats, at least cin*k*k*wo when k > 1 (the
+ * column matrix is built in tiles of whole output rows that fit). A 3x3
+ * stride-1 convolution with at least 32 input channels and 32 4x4 tiles
+ * runs by Winograd when col_n holds uc_winograd_scratch(B, cin, h, w, cout)
+ * floats (what the UNet workspace plans). */
+void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
+               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n);
+
+#endif
