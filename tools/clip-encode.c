@@ -387,13 +387,8 @@ int main(int argc, char **argv)
         uc_die(&c, UC_EXIT_DATA, "%s: this CLIP model has no text tower", path);
     encoder e = {.cli = &c, .m = m, .ctx = m->context_length, .W = m->transformer_width, .D = m->embed_dim,
                  .seq_f16 = seq_f16};
-    const char *id = st_meta(m->file, "unclip.model_id");
-    if (!id) {
-        const char *slash = strrchr(path, '/');
-        id = slash && slash[1] ? slash + 1 : path;
-    }
-    e.model_id = id;
-    uc_model_checksum(m->file, e.checksum, sizeof e.checksum);
+    e.model_id = m->info.id;
+    snprintf(e.checksum, sizeof e.checksum, "%s", m->info.checksum);
     if (m->has_text && !(e.bpe = load_tokenizer(m))) {
         if (!images)
             uc_die_err(&c);

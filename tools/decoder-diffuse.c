@@ -73,7 +73,6 @@ typedef struct {
     int sampler;
     const char *clip_path;
     clip_model *clip;  /* ranks the candidates (best_of > 1) */
-    char clip_checksum[80];
     uc_image rank_img; /* a candidate quantised, and as CLIP sees it: */
     float *rank_px;    /* [3, R, R] */
     float *rank_emb;   /* [embed_dim] */
@@ -213,10 +212,10 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             rec_set_u64(pp, "best_of", (uint64_t)K);
             rec_set_stage(out, "params", "decoder", pp);
             rec_free(pp);
-            uc_set_model(out, "decoder", o->dec.model_id, *o->dec.checksum ? o->dec.checksum : NULL);
+            uc_set_model(out, "decoder", o->dec.info.id, o->dec.info.checksum);
             if (K > 1) {
                 const char *id = st_meta(o->clip->file, "unclip.model_id");
-                uc_set_model(out, "rank", id ? id : o->clip_path, o->clip_checksum);
+                uc_set_model(out, "rank", id ? id : o->clip_path, o->clip->info.checksum);
             }
             uc_image_out_emit(&o->out, &o->cli, out);
         }
@@ -247,7 +246,6 @@ static void open_ranker(opts *o)
     if (o->clip->embed_dim != o->dec.cfg.clip_dim)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: CLIP embed_dim %d is not the decoder's clip_dim %d", o->clip_path,
                o->clip->embed_dim, (int)o->dec.cfg.clip_dim);
-    uc_model_checksum(o->clip->file, o->clip_checksum, sizeof o->clip_checksum);
     int S = (int)o->dec.cfg.image_size, R = o->clip->image_resolution;
     o->rank_img = (uc_image){.w = S, .h = S, .channels = 3, .px = uc_alloc((size_t)3 * S * S, 1)};
     o->rank_px = uc_alloc((size_t)3 * R * R, sizeof(float));
@@ -295,10 +293,10 @@ int main(int argc, char **argv)
     const char *path = uc_model_path(&o.cli, "decoder");
     if (uc_decoder_open(&o.dec, path))
         uc_die_err(&o.cli);
-    if (o.guidance == 0 && uc_model_guidance(o.dec.file, 8.0, &o.guidance)) /* 0: no -g */
-        uc_die_err(&o.cli);
-    if (o.best_of == 0 && uc_model_best_of(o.dec.file, &o.best_of)) /* 0: no --best-of */
-        uc_die_err(&o.cli);
+    if (o.guidance == 0) /* no -g: the model's default, else Karlo's */
+        o.guidance = o.dec.info.default_guidance ? o.dec.info.default_guidance : 8.0;
+    if (o.best_of == 0) /* no --best-of */
+        o.best_of = o.dec.info.default_best_of ? o.dec.info.default_best_of : 1;
     if (o.nsamples * o.best_of > 100000)
         uc_die(&o.cli, UC_EXIT_USAGE, "--samples times --best-of is too large");
     if (o.best_of > 1)
@@ -308,7 +306,7 @@ int main(int argc, char **argv)
     if (o.sampler < 0)
         o.sampler = uc_sampler_for_respacing(o.steps);
     uc_info(&o.cli, "model %s (%s): %dx%d, %d channels, clip_dim %d; %d steps (%s), %s, guidance %g", path,
-            o.dec.model_id, o.dec.cfg.image_size, o.dec.cfg.image_size, o.dec.cfg.unet.model_channels,
+            o.dec.info.id, o.dec.cfg.image_size, o.dec.cfg.image_size, o.dec.cfg.unet.model_channels,
             o.dec.cfg.clip_dim, d.steps, o.steps, o.sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm", o.guidance);
     uc_diffusion_free(&d);
 

@@ -128,8 +128,8 @@ int main(int argc, char **argv)
     const char *path = uc_model_path(&c, "prior");
     if (uc_prior_open(&p, path))
         uc_die_err(&c);
-    if (guidance == 0 && uc_model_guidance(p.file, 4.0, &guidance))
-        uc_die_err(&c);
+    if (guidance == 0) /* no -g: the model's default, else Karlo's */
+        guidance = p.info.default_guidance ? p.info.default_guidance : 4.0;
     const cJSON *dconf = cJSON_GetObjectItemCaseSensitive(p.config, "diffusion");
     uc_diffusion d;
     uc_stage_diffusion(&c, &d, dconf, path, steps);
@@ -137,7 +137,7 @@ int main(int argc, char **argv)
         sampler = uc_sampler_for_respacing(steps);
     const char *sampler_name = sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm";
     uc_info(&c, "model %s (%s): width %d, %d layers, clip_dim %d; %d steps (%s), %s, guidance %g", path,
-            p.model_id, p.width, p.layers, p.clip_dim, d.steps, steps, sampler_name, guidance);
+            p.info.id, p.width, p.layers, p.clip_dim, d.steps, steps, sampler_name, guidance);
 
     const int64_t D = p.clip_dim, K = best_of, total = nsamples * best_of;
     if (total > UINT32_MAX)
@@ -229,7 +229,7 @@ int main(int argc, char **argv)
             rec_set_u64(pp, "best_of", (uint64_t)K);
             rec_set_stage(out, "params", "prior", pp);
             rec_free(pp);
-            uc_set_model(out, "prior", p.model_id, p.checksum);
+            uc_set_model(out, "prior", p.info.id, p.info.checksum);
             uc_emit_record(&c, out);
         }
         uc_text_in_free(&tc);

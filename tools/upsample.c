@@ -157,7 +157,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     rec_set_stage(out, "params", "sr", pp);
     rec_free(pp);
     if (o->have_model)
-        uc_set_model(out, "sr", o->sr.model_id, *o->sr.checksum ? o->sr.checksum : NULL);
+        uc_set_model(out, "sr", o->sr.info.id, o->sr.info.checksum);
     uc_image_out_emit(&o->out, &o->cli, out);
     uc_free(up);
     uc_free(x);
@@ -197,7 +197,7 @@ int main(int argc, char **argv)
         o.scale = o.sr.cfg.scale;
         uc_diffusion d;
         uc_stage_diffusion(&o.cli, &d, o.sr.diffusion, path, o.steps);
-        uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.sr.model_id,
+        uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.sr.info.id,
                 o.scale, o.sr.cfg.unet.model_channels, o.sr.cfg.unet.nlevels, d.steps, o.steps,
                 o.fast ? "; --fast: resize only" : "");
         uc_diffusion_free(&d);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "formats/base.h"
+#include "libcommon/models/model_file.h"
 #include "libcommon/nn/ops.h"
 
 #define CLIP_MAX_LAYERS 1000
@@ -523,11 +524,14 @@ clip_model *clip_open(const char *path)
     }
     clip_model *m = clip_load(f, cfg);
     free(text);
-    if (!m) {
+    if (!m || uc_model_info_fill(f, "clip", &m->info)) {
+        clip_free(m);
         st_close(f);
         return NULL;
     }
     m->own_file = 1;
+    if (isdir) /* the folder names the model, not its model.safetensors */
+        m->info.id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : path;
     return m;
 }
 

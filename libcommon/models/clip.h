@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "formats/safetensors.h"
+#include "libcommon/models/model.h"
 
 enum { CLIP_ACT_QUICK_GELU, CLIP_ACT_GELU };
 enum { CLIP_LAYOUT_OPENAI, CLIP_LAYOUT_HF };
@@ -84,6 +85,8 @@ typedef struct {
 
     float logit_scale;  /* log of the logits' scale (stored) */
     int has_logit_scale;
+
+    uc_model_info info; /* filled by clip_open */
 
     /* Ownership. */
     st_file *file;

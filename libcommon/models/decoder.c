@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "formats/base.h"
-#include "libcommon/models/model.h"
+#include "libcommon/models/model_file.h"
 #include "libcommon/nn/ops.h"
 
 /* ---- config and weights ------------------------------------------------ */
@@ -100,7 +100,7 @@ static int parse_stage(const cJSON *config, uc_decoder_config *cfg, const cJSON 
     return uc_model_sections(config, "decoder", &hp, diff) ? -1 : uc_decoder_config_parse(hp, cfg);
 }
 
-int uc_decoder_tensors(const cJSON *config, uc_tensor_fn fn, void *ctx)
+int uc_decoder_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx)
 {
     uc_decoder_config cfg;
     const cJSON *diff;
@@ -139,7 +139,7 @@ static int load(void *d, st_file *f, const cJSON *config) { return uc_decoder_lo
 int uc_decoder_open(uc_decoder *d, const char *path)
 {
     memset(d, 0, sizeof *d);
-    d->file = uc_model_open(path, "decoder", "a decoder", load, d, &d->model_id, &d->checksum);
+    d->file = uc_model_open(path, "decoder", "a decoder", load, d, &d->info);
     return d->file ? 0 : -1;
 }
 

@@ -25,6 +25,7 @@
 
 #include "formats/safetensors.h"
 #include "libcommon/sample/diffusion.h"
+#include "libcommon/models/model.h"
 #include "libcommon/models/unet.h"
 
 typedef struct {
@@ -49,8 +50,7 @@ typedef struct {
     uc_unet_ws *ws;                         /* scratch of the last forward's shape */
     /* filled by uc_decoder_open */
     st_file *file;        /* owned */
-    const char *model_id; /* unclip.model_id, or the file name */
-    const char *checksum; /* unclip.checksum, or "" */
+    uc_model_info info;   /* id, checksum, sampling defaults */
 } uc_decoder;
 
 /* Hyperparameters from model.hparams of Karlo's decoder yaml (as JSON). */
@@ -60,7 +60,7 @@ int uc_decoder_config_parse(const cJSON *hparams, uc_decoder_config *cfg);
 int uc_decoder_load(uc_decoder *d, st_file *f, const cJSON *config);
 /* Every tensor of a decoder of this stage config (names and shapes, for
  * writers of model files); -1 and uc_err on an invalid config. */
-int uc_decoder_tensors(const cJSON *config, uc_tensor_fn fn, void *ctx);
+int uc_decoder_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx);
 /* Open a model file whose unclip.stage is "decoder". */
 int uc_decoder_open(uc_decoder *d, const char *path);
 void uc_decoder_free(uc_decoder *d);

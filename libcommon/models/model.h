@@ -1,45 +1,53 @@
-/* model.h - model files (formats/MODEL.md): safetensors whose metadata
- * names the stage (unclip.stage), carries the stage config as JSON
- * (unclip.config) and optionally an id (unclip.model_id) and a checksum
- * (unclip.checksum). */
+/* model.h - model files (formats/MODEL.md), one open for every stage, and
+ * the one description of each stage's weights.
+ *
+ * A model file is safetensors whose metadata names the stage
+ * (unclip.stage), carries the stage config as JSON (unclip.config) and
+ * optionally an id (unclip.model_id), a checksum (unclip.checksum) and
+ * sampling defaults (unclip.default_guidance, unclip.default_best_of).
+ * Every stage opener (clip, prior, decoder, sr) goes through
+ * uc_model_open and exposes the same uc_model_info. */
 #ifndef UNCLIP_MODEL_H
 #define UNCLIP_MODEL_H
 
-#include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "formats/safetensors.h"
 
-/* The sections of a stage config {"model": {"hparams": ...}, "diffusion":
- * ...}: hparams (NULL when absent) and diffusion, which must be an object. */
-int uc_model_sections(const cJSON *config, const char *stage, const cJSON **hparams, const cJSON **diffusion);
+/* What a tool needs to know of an open model file, the same for every
+ * stage. The strings live as long as the model. */
+typedef struct {
+    const char *stage;       /* "clip", "prior", "decoder" or "sr" */
+    const char *path;        /* as opened */
+    const char *id;          /* unclip.model_id, else the file name */
+    char checksum[80];       /* unclip.checksum, else "fnv1a64:" + 16 hex digits of
+                                FNV-1a 64 over the safetensors header (length + JSON) */
+    double default_guidance; /* unclip.default_guidance in (0, 1000], 0 when absent */
+    int default_best_of;     /* unclip.default_best_of in [1, 64], 0 when absent */
+} uc_model_info;
 
-/* Binds the weights of f (borrowed) to model for a stage config; -1 and
- * uc_err on failure. */
-typedef int (*uc_model_load_fn)(void *model, st_file *f, const cJSON *config);
+/* ---- the one description of each stage's weights ---- */
 
-/* Open path as a model of `stage` ("a <what> model" in messages) and bind
- * it with load. Returns the file, which then belongs to the model, with
- * *id = unclip.model_id or the path and *checksum = unclip.checksum or "";
- * NULL and uc_err ("PATH: ...") when the file cannot be opened, is of
- * another stage, has no valid unclip.config or does not load. */
-st_file *uc_model_open(const char *path, const char *stage, const char *what, uc_model_load_fn load, void *model,
-                       const char **id, const char **checksum);
+/* One tensor of a stage: its exact checkpoint key, shape and the dtype a
+ * half-precision file stores it in ("F16" for matrices and convolutions,
+ * "F32" for what stays full precision: norms, biases where upstream keeps
+ * them, embeddings, logit_scale, statistics). */
+typedef int (*uc_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype);
 
-/* The checksum a record names the model by: unclip.checksum, else
- * "fnv1a64:" and the 16 hex digits of FNV-1a 64 over the safetensors
- * header (its 8 length bytes and its JSON). */
-void uc_model_checksum(const st_file *f, char *out, size_t n);
+/* Walk every tensor a model of `stage` has for a config, in a fixed order,
+ * calling fn for each (a nonzero return stops the walk and is returned).
+ * config_json: the stage config as unclip.config holds it (and
+ * unclip-convert --config takes it); NULL: the released sizes (Karlo
+ * v1.0.alpha, OpenAI ViT-L/14). -1 and uc_err on an unknown stage or an
+ * invalid config. The loaders bind weights through the same walk, so
+ * what this lists is exactly what a model file must hold. */
+int uc_stage_tensors(const char *stage, const char *config_json, uc_tensor_fn fn, void *ctx);
+/* The released config of a stage as JSON text (static storage), or NULL. */
+const char *uc_stage_default_config(const char *stage);
 
-/* The classifier-free guidance scale for a tool whose user gave no -g:
- * *guidance = the model file's metadata unclip.default_guidance (a decimal
- * number in (0, 1000]) when present, else fallback (Karlo's default).
- * -1 and uc_err when the value is not such a number. */
-int uc_model_guidance(const st_file *f, double fallback, double *guidance);
-
-/* The candidates per image for a decoder-diffuse user who gave no
- * --best-of: the model file's metadata unclip.default_best_of (an integer
- * in [1, 64]) when present, else 1. -1 and uc_err when it is not one. */
-int uc_model_best_of(const st_file *f, long *best_of);
+/* Opening is done by each stage's open function (clip.h, prior.h,
+ * decoder.h, sr.h) through model_file.h, which only the models/ layer
+ * includes; each fills a uc_model_info. */
 
 #endif

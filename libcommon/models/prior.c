@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "formats/base.h"
-#include "libcommon/models/model.h"
+#include "libcommon/models/model_file.h"
 #include "libcommon/nn/ops.h"
 
 #define EXT_LEN 4 /* text_emb, time, x_t, prd positions after the text */
@@ -126,39 +126,29 @@ int uc_prior_load(uc_prior *p, st_file *f, const cJSON *config)
     return 0;
 }
 
+/* uc_prior_load for uc_model_open: the statistics are required in a file,
+ * and the config is kept for its diffusion section. */
+static int load_file(void *model, st_file *f, const cJSON *config)
+{
+    uc_prior *p = model;
+    if (uc_prior_load(p, f, config))
+        return -1;
+    if (!p->clip_mean)
+        return uc_err("tensors clip_mean and clip_std missing");
+    if (!(p->config = cJSON_Duplicate(config, 1)))
+        return uc_err("out of memory");
+    return 0;
+}
+
 int uc_prior_open(uc_prior *p, const char *path)
 {
     memset(p, 0, sizeof *p);
-    st_file *f = st_open(path);
-    if (!f)
-        return -1;
-    const char *stage = st_meta(f, "unclip.stage"), *cfg = st_meta(f, "unclip.config");
-    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    int rc = 0;
-    cJSON *config = NULL;
-    if (!stage)
-        rc = uc_err("%s: no unclip.stage metadata (a prior model file is needed)", name);
-    else if (strcmp(stage, "prior"))
-        rc = uc_err("%s: model stage is \"%s\", but \"prior\" is needed", name, stage);
-    else if (!cfg)
-        rc = uc_err("%s: no unclip.config metadata", name);
-    else if (!(config = cJSON_Parse(cfg)))
-        rc = uc_err("%s: unclip.config is not valid JSON", name);
-    else if (uc_prior_load(p, f, config))
-        rc = uc_err_prefix("%s", name);
-    else if (!p->clip_mean)
-        rc = uc_err("%s: tensors clip_mean and clip_std missing", name);
-    if (rc) {
+    if (!(p->file = uc_model_open(path, "prior", "a prior", load_file, p, &p->info))) {
         uc_free(p->blocks);
-        cJSON_Delete(config);
-        st_close(f);
+        cJSON_Delete(p->config);
         memset(p, 0, sizeof *p);
         return -1;
     }
-    p->file = f;
-    p->config = config;
-    uc_model_checksum(f, p->checksum, sizeof p->checksum);
-    p->model_id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : name;
     return 0;
 }
 

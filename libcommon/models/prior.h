@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "formats/safetensors.h"
+#include "libcommon/models/model.h"
 #include "libcommon/sample/diffusion.h"
 
 typedef struct {
@@ -61,9 +62,7 @@ typedef struct {
     /* filled by uc_prior_open */
     st_file *file;         /* owned */
     cJSON *config;         /* owned: parsed unclip.config */
-    const char *model_id;  /* unclip.model_id, or the file name */
-    char checksum[80];     /* unclip.checksum, else "fnv1a64:<hex>" of the safetensors
-                              header (as clip-encode shows it) */
+    uc_model_info info;    /* id, checksum, sampling defaults */
 } uc_prior;
 
 /* Load the weights from an open file given the stage config

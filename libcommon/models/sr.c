@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "formats/base.h"
-#include "libcommon/models/model.h"
+#include "libcommon/models/model_file.h"
 
 int uc_sr_config_parse(const cJSON *hp, const cJSON *diffusion, uc_sr_config *cfg)
 {
@@ -42,7 +42,7 @@ static int parse_stage(const cJSON *config, uc_sr_config *cfg, const cJSON **dif
     return uc_model_sections(config, "sr", &hp, diff) ? -1 : uc_sr_config_parse(hp, *diff, cfg);
 }
 
-int uc_sr_tensors(const cJSON *config, uc_tensor_fn fn, void *ctx)
+int uc_sr_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx)
 {
     uc_sr_config cfg;
     const cJSON *diff;
@@ -73,7 +73,7 @@ static int load(void *s, st_file *f, const cJSON *config) { return uc_sr_load(s,
 int uc_sr_open(uc_sr *s, const char *path)
 {
     memset(s, 0, sizeof *s);
-    s->file = uc_model_open(path, "sr", "an sr", load, s, &s->model_id, &s->checksum);
+    s->file = uc_model_open(path, "sr", "an sr", load, s, &s->info);
     return s->file ? 0 : -1;
 }
 

@@ -14,6 +14,7 @@
 
 #include "formats/safetensors.h"
 #include "libcommon/sample/diffusion.h"
+#include "libcommon/models/model.h"
 #include "libcommon/models/unet.h"
 
 typedef struct {
@@ -29,8 +30,7 @@ typedef struct {
     uc_unet_ws *ws;   /* scratch shared by both models */
     /* filled by uc_sr_open */
     st_file *file;        /* owned */
-    const char *model_id; /* unclip.model_id, or the file name */
-    const char *checksum; /* unclip.checksum, or "" */
+    uc_model_info info;   /* id, checksum */
 } uc_sr;
 
 /* Hyperparameters from model.hparams (and diffusion.learn_sigma, which
@@ -40,7 +40,7 @@ int uc_sr_config_parse(const cJSON *hparams, const cJSON *diffusion, uc_sr_confi
 int uc_sr_load(uc_sr *s, st_file *f, const cJSON *config);
 /* Every tensor of an sr model of this stage config (for writers of model
  * files); -1 and uc_err on an invalid config. */
-int uc_sr_tensors(const cJSON *config, uc_tensor_fn fn, void *ctx);
+int uc_sr_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx);
 /* Open a model file whose unclip.stage is "sr". */
 int uc_sr_open(uc_sr *s, const char *path);
 void uc_sr_free(uc_sr *s);

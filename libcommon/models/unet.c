@@ -103,7 +103,7 @@ typedef struct {
     st_file *f;
     const char *prefix;
     int failed;
-    uc_tensor_fn fn;
+    uc_unet_tensor_fn fn;
     void *ctx;
 } loader;
 
@@ -232,7 +232,7 @@ uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg)
     return build((loader){f, prefix, 0, NULL, NULL}, cfg);
 }
 
-int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx)
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_unet_tensor_fn fn, void *ctx)
 {
     uc_unet *u = build((loader){NULL, prefix, 0, fn, ctx}, cfg);
     uc_unet_free(u);
@@ -1011,76 +1011,5 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
     for (int64_t b = 0; b < B; b++)
         for (int64_t co = 0; co < c->out_channels; co++)
             memcpy(out + (b * c->out_channels + co) * HW, o + (co * B + b) * HW, (size_t)HW * sizeof(float));
-    return 0;
-}
-
-/* ---- config helpers ---------------------------------------------------- */
-
-/* An integer in -1e6..1e6 (checked before any conversion: casting a double
- * outside int's range is undefined). */
-static int small_int(double x) { return x >= -1e6 && x <= 1e6 && x == floor(x); }
-
-int uc_cfg_int_list(const cJSON *v, const char *what, int *out, int max)
-{
-    int n = 0;
-    if (cJSON_IsNumber(v)) {
-        if (!small_int(v->valuedouble))
-            return uc_err("config %s: %g is not an integer", what, v->valuedouble);
-        out[0] = (int)v->valuedouble;
-        return max < 1 ? uc_err("config %s: too many entries", what) : 1;
-    }
-    if (cJSON_IsArray(v)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, v)
-        {
-            if (n >= max)
-                return uc_err("config %s: more than %d entries", what, max);
-            if (!cJSON_IsNumber(e) || !small_int(e->valuedouble))
-                return uc_err("config %s: entry %d is not an integer", what, n + 1);
-            out[n++] = (int)e->valuedouble;
-        }
-        return n;
-    }
-    if (!cJSON_IsString(v))
-        return uc_err("config %s: expected a list of integers", what);
-    const char *s = v->valuestring;
-    while (*s) {
-        char *end;
-        while (*s == ' ')
-            s++;
-        long x = strtol(s, &end, 10);
-        if (end == s || x < -1000000 || x > 1000000)
-            return uc_err("config %s: \"%s\" is not a list of integers", what, v->valuestring);
-        if (n >= max)
-            return uc_err("config %s: more than %d entries", what, max);
-        out[n++] = (int)x;
-        s = end;
-        while (*s == ' ')
-            s++;
-        if (*s == ',')
-            s++;
-        else if (*s)
-            return uc_err("config %s: \"%s\" is not a list of integers", what, v->valuestring);
-    }
-    return n;
-}
-
-int uc_cfg_int(const cJSON *obj, const char *key, int dflt, int lo, int hi, int *out)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
-        return 0;
-    }
-    double x;
-    if (cJSON_IsBool(v))
-        x = cJSON_IsTrue(v);
-    else if (cJSON_IsNumber(v))
-        x = v->valuedouble;
-    else
-        return uc_err("config %s: expected a number", key);
-    if (!(x >= lo && x <= hi) || x != floor(x))
-        return uc_err("config %s: %g is not an integer in %d..%d", key, x, lo, hi);
-    *out = (int)x;
     return 0;
 }

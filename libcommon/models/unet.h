@@ -51,15 +51,6 @@ void uc_unet_config_default(uc_unet_config *cfg);
 
 typedef struct uc_unet uc_unet;
 
-/* Config helpers for the model families built on the UNet. An integer list
- * as configs write it: a JSON array of numbers, one number, or a
- * comma-separated string ("1,2,3,4"; "" is empty). Returns the count, or -1
- * and uc_err naming `what`. */
-int uc_cfg_int_list(const cJSON *v, const char *what, int *out, int max);
-/* A number (or boolean) at key of obj: dflt when absent; -1 and uc_err
- * naming the key when it is not a number or not an integer in lo..hi. */
-int uc_cfg_int(const cJSON *obj, const char *key, int dflt, int lo, int hi, int *out);
-
 /* Bind the weights `prefix`+key of f (shapes checked against cfg). The model
  * borrows f's memory: keep f open while the model lives. NULL and uc_err on
  * a missing or mismatched tensor, or an invalid config. */
@@ -68,8 +59,8 @@ void uc_unet_free(uc_unet *u);
 /* Every tensor a model of cfg has, in load order, reported as
  * fn(ctx, prefix + key, ndim, shape): for writers of model files (tests,
  * converters). -1 and uc_err on an invalid config. */
-typedef void (*uc_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t *shape);
-int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx);
+typedef void (*uc_unet_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t *shape);
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_unet_tensor_fn fn, void *ctx);
 const uc_unet_config *uc_unet_cfg(const uc_unet *u);
 /* Width of the time embedding (4 * model_channels). */
 int64_t uc_unet_emb_dim(const uc_unet *u);

@@ -199,7 +199,7 @@ t 1 'stdin line 1: text: 17000000 bytes, more than the limit 16777216' "$tmp/in"
 
 # ---- model files ----
 t 1 'a prior model, not a decoder model' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/prior.st"
-t 1 'stage is "decoder", but "prior" is needed' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/dec.st"
+t 1 'a decoder model, not a prior model' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/dec.st"
 t 1 'a decoder model, not an sr model' "$tmp/e.rec" "$BIN/upsample" -m "$tmp/dec.st"
 t 1 'stage.*sr.*clip|clip.*sr' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/sr.st" "a cube"
 t 1 'clip.*decoder|decoder.*clip' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/clip.st"

@@ -23,6 +23,7 @@
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 #include "libcommon/models/sr.h"
+#include "libcommon/models/model_file.h"
 #include "libcommon/models/unet.h"
 
 /* ---- small configs -------------------------------------------------------- */
