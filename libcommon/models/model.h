@@ -43,6 +43,9 @@ typedef int (*uc_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t
  * invalid config. The loaders bind weights through the same walk, so
  * what this lists is exactly what a model file must hold. */
 int uc_stage_tensors(const char *stage, const char *config_json, uc_tensor_fn fn, void *ctx);
+/* uc_stage_tensors dispatches to each stage's own description, which its
+ * header declares with the same signature: uc_clip_tensors, uc_prior_tensors,
+ * uc_decoder_tensors, uc_sr_tensors (and uc_<stage>_default_config). */
 /* The released config of a stage as JSON text (static storage), or NULL. */
 const char *uc_stage_default_config(const char *stage);
 

@@ -164,6 +164,21 @@ typedef struct {
     void *trace_ctx;
 } uc_sample_opts;
 
+/* What every sampling stage (prior, decoder, sr) takes from its caller:
+ * one options block, the same for all three. The stage builds its schedule
+ * from respacing once and keeps it for later calls with the same string. */
+typedef struct {
+    const char *respacing; /* "25", section counts "10,10,3,2,2", "ddimN", "fastN" */
+    uc_sampler sampler;    /* uc_sampler_for_respacing(respacing) when the user chose none */
+    float eta;             /* DDIM noise (0: deterministic) */
+    uc_noise_fn noise;     /* draw 0: x_T; draw k: the noise of step k-1 */
+    void *noise_ctx;
+    uc_trace_fn trace; /* optional: every step's input, sample and x_0 */
+    void *trace_ctx;
+    void (*progress)(void *ctx, int done, int total); /* optional, after each step */
+    void *progress_ctx;
+} uc_stage_opts;
+
 /* Run the whole loop from x_T (noise draw 0) down to t = 0; x receives the
  * final sample x_0 (n * channels * spatial floats). Returns 0, or -1 when a
  * callback fails (its message kept, prefixed with the step). */
