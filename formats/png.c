@@ -11,12 +11,48 @@
 typedef struct {
     char msg[256];
     char why[128]; /* libpng's warning that says which IHDR field is bad */
+    size_t live;   /* bytes libpng holds now (text chunks, once inflated, included) */
+    int over;      /* an allocation was refused for UC_PNG_MAX_LIBPNG */
 } png_errctx;
+
+/* libpng's allocations, bounded in sum: each text chunk is bounded alone
+ * (UC_PNG_MAX_TEXT), but a file may hold many, each inflating to the
+ * limit. A header before each block keeps its size. */
+#define HDR 16
+static png_voidp budget_malloc(png_structp png, png_alloc_size_t n)
+{
+    png_errctx *e = png_get_mem_ptr(png);
+    if (n > UC_PNG_MAX_LIBPNG - e->live) {
+        e->over = 1;
+        return NULL;
+    }
+    unsigned char *p = malloc(n + HDR);
+    if (!p)
+        return NULL;
+    memcpy(p, &n, sizeof n);
+    e->live += n;
+    return p + HDR;
+}
+
+static void budget_free(png_structp png, png_voidp ptr)
+{
+    if (!ptr)
+        return;
+    png_errctx *e = png_get_mem_ptr(png);
+    unsigned char *p = (unsigned char *)ptr - HDR;
+    png_alloc_size_t n;
+    memcpy(&n, p, sizeof n);
+    e->live -= n;
+    free(p);
+}
 
 static void on_error(png_structp png, png_const_charp msg)
 {
     png_errctx *e = png_get_error_ptr(png);
-    if (e->why[0])
+    if (e->over)
+        snprintf(e->msg, sizeof e->msg, "%s (its chunks need more than %zu MiB in all)", msg,
+                 UC_PNG_MAX_LIBPNG >> 20);
+    else if (e->why[0])
         snprintf(e->msg, sizeof e->msg, "%s (%s)", msg, e->why);
     else
         snprintf(e->msg, sizeof e->msg, "%s", msg);
@@ -29,6 +65,10 @@ static void on_warning(png_structp png, png_const_charp msg)
     /* libpng reports a chunk longer than png_set_chunk_malloc_max as a
      * benign error, then allocates and clears it anyway: refuse it. */
     if (strstr(msg, "chunk data is too large"))
+        png_error(png, msg);
+    /* a chunk refused by the budget is dropped with a warning: refuse the
+     * file instead, since a lost text chunk may be the record it carries */
+    if (e->over)
         png_error(png, msg);
     if (!e->why[0] && strstr(msg, "IHDR"))
         snprintf(e->why, sizeof e->why, "%s", msg);
@@ -55,31 +95,33 @@ const char *uc_png_text_get(const uc_image *img, const char *key)
     return NULL;
 }
 
-static void take_text(png_structp png, png_infop info, uc_image *img)
+static int take_text(png_structp png, png_infop info, uc_image *img)
 {
     png_textp tx;
     int n = 0;
     if (!png_get_text(png, info, &tx, &n) || n <= 0)
-        return;
+        return 0;
     img->text = uc_xrealloc(img->text, (size_t)(img->ntext + n), sizeof *img->text);
     for (int i = 0; i < n; i++) {
         size_t len = tx[i].compression >= PNG_ITXT_COMPRESSION_NONE ? tx[i].itxt_length : tx[i].text_length;
         char *t = malloc(len + 1);
         if (!t)
-            continue;
+            return -1;
         memcpy(t, tx[i].text ? tx[i].text : "", len);
         t[len] = 0;
         img->text[img->ntext].key = uc_strdup(tx[i].key);
         img->text[img->ntext].text = t;
         img->ntext++;
     }
+    return 0;
 }
 
 int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_image *img)
 {
     memset(img, 0, sizeof *img);
-    png_errctx ectx = {{0}, {0}};
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
+    png_errctx ectx = {{0}, {0}, 0, 0};
+    png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning, &ectx,
+                                               budget_malloc, budget_free);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_infop endinfo = info ? png_create_info_struct(png) : NULL;
     unsigned char **volatile rows = NULL;
@@ -162,8 +204,10 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
         rows[y] = img->px + (size_t)y * w * (size_t)ch;
     png_read_image(png, rows);
     png_read_end(png, endinfo);
-    take_text(png, info, img);
-    take_text(png, endinfo, img);
+    if (take_text(png, info, img) || take_text(png, endinfo, img)) {
+        snprintf(ectx.msg, sizeof ectx.msg, "out of memory for its text chunks");
+        png_longjmp(png, 1);
+    }
     free(rows);
     png_destroy_read_struct(&png, &info, &endinfo);
     return 0;
@@ -194,7 +238,7 @@ static int ascii(const char *s)
 
 int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, const uc_png_text *text, int ntext)
 {
-    png_errctx ectx = {{0}, {0}};
+    png_errctx ectx = {{0}, {0}, 0, 0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_textp volatile tx = NULL;

@@ -12,7 +12,8 @@
 
 #define UC_PNG_MAX_SIDE 16384
 #define UC_PNG_MAX_PIXELS ((size_t)64 << 20)
-#define UC_PNG_MAX_TEXT ((size_t)64 << 20)
+#define UC_PNG_MAX_TEXT ((size_t)64 << 20)    /* one text chunk, inflated */
+#define UC_PNG_MAX_LIBPNG ((size_t)128 << 20) /* all that libpng holds at once: every text chunk */
 
 typedef struct {
     char *key, *text;

@@ -297,22 +297,29 @@ float *rec_get_f32(const rec *r, const char *key, int ndim, const int64_t *want,
     return x;
 }
 
+/* The length of the valid UTF-8 sequence (no NUL, no overlong form, no
+ * surrogate, nothing above U+10FFFF) at s[0..n), or 0 when there is none. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (!len || len > n || c == 0 || c == 0xc0 || c == 0xc1 || c > 0xf4)
+        return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    if (len == 3 && ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0)))
+        return 0;
+    if (len == 4 && ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90)))
+        return 0;
+    return len;
+}
+
 static int utf8_ok(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + len > n || c == 0 || c == 0xc0 || c == 0xc1 || c > 0xf4)
+    for (size_t i = 0, len; i < n; i += len)
+        if (!(len = utf8_seq(s + i, n - i)))
             return 0;
-        for (size_t k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-        if (len == 3 && ((c == 0xe0 && s[i + 1] < 0xa0) || (c == 0xed && s[i + 1] >= 0xa0)))
-            return 0;
-        if (len == 4 && ((c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] >= 0x90)))
-            return 0;
-        i += len;
-    }
     return 1;
 }
 
@@ -705,6 +712,42 @@ static int cmp_key(const void *a, const void *b)
     return x->via.str.size ? memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size) : 0;
 }
 
+/* The first duplicate key of map o or of any map nested in it (field names
+ * the top-level field), or NULL. Values are bounded per record, so sorting
+ * each map's keys is cheap. */
+static const msgpack_object *nested_dup(const msgpack_object *o, int depth)
+{
+    if (depth > SCAN_DEPTH)
+        return NULL; /* the framing scanner already refused deeper nesting */
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            const msgpack_object *d = nested_dup(&o->via.array.ptr[i], depth + 1);
+            if (d)
+                return d;
+        }
+        return NULL;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    uint32_t n = o->via.map.size;
+    const msgpack_object *dup = NULL;
+    if (n > 1) {
+        const msgpack_object **keys = uc_alloc(n, sizeof *keys);
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (o->via.map.ptr[i].key.type == MSGPACK_OBJECT_STR)
+                keys[m++] = &o->via.map.ptr[i].key;
+        qsort(keys, m, sizeof *keys, cmp_key);
+        for (uint32_t i = 1; i < m && !dup; i++)
+            if (cmp_key(&keys[i - 1], &keys[i]) == 0)
+                dup = keys[i];
+        uc_free(keys);
+    }
+    for (uint32_t i = 0; i < n && !dup; i++)
+        dup = nested_dup(&o->via.map.ptr[i].val, depth + 1);
+    return dup;
+}
+
 static int validate(rec *rc, rec_reader *r)
 {
     uint64_t v;
@@ -724,6 +767,13 @@ static int validate(rec *rc, rec_reader *r)
                           (int)UC_MIN(k->via.str.size, 64u), k->via.str.ptr);
         }
     uc_free(keys);
+    for (int i = 0; i < rc->n; i++) {
+        const msgpack_object *k = nested_dup(&rc->kv[i].val, 1);
+        if (k)
+            return uc_err("%s: record %ld field %.*s: duplicate key %.*s inside it", r->name, rc->number,
+                          (int)UC_MIN(rc->kv[i].key.via.str.size, 64u), rc->kv[i].key.via.str.ptr,
+                          (int)UC_MIN(k->via.str.size, 64u), k->via.str.ptr);
+    }
     if (!rec_has(rc, "version"))
         return uc_err("%s: record %ld field version: missing (not an unclip record stream?)", r->name,
                       rc->number);
@@ -871,8 +921,21 @@ static cJSON *json_of(const rec *r, const char *key, const msgpack_object *o, in
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: return isfinite(o->via.f64) ? cJSON_CreateNumber(o->via.f64) : cJSON_CreateNull();
     case MSGPACK_OBJECT_STR: {
-        char *s = uc_alloc(o->via.str.size + 1, 1);
-        mcpy(s, o->via.str.ptr, o->via.str.size);
+        /* JSON text must be UTF-8: a byte that is not part of a valid
+         * sequence (or a NUL) is shown as U+FFFD */
+        const unsigned char *p = (const unsigned char *)o->via.str.ptr;
+        size_t n = o->via.str.size, w = 0;
+        char *s = uc_alloc(3 * n + 1, 1);
+        for (size_t i = 0, len; i < n; i += len) {
+            if ((len = utf8_seq(p + i, n - i))) {
+                memcpy(s + w, p + i, len);
+                w += len;
+            } else {
+                memcpy(s + w, "\xef\xbf\xbd", 3);
+                w += 3;
+                len = 1;
+            }
+        }
         cJSON *j = cJSON_CreateString(s);
         uc_free(s);
         return j;

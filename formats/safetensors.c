@@ -52,6 +52,26 @@ static int parse_u64(const cJSON *j, uint64_t *out)
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* A metadata name that appears twice, or NULL (JSON allows duplicates;
+ * which one a reader takes is then anyone's guess, so they are refused). */
+static const char *meta_dup(const st_file *f)
+{
+    if (f->nmeta < 2)
+        return NULL;
+    char **names = uc_alloc((size_t)f->nmeta, sizeof *names);
+    for (int i = 0; i < f->nmeta; i++)
+        names[i] = f->meta[2 * i];
+    qsort(names, (size_t)f->nmeta, sizeof *names, cmp_str);
+    const char *dup = NULL;
+    for (int i = 1; i < f->nmeta && !dup; i++)
+        if (!strcmp(names[i - 1], names[i]))
+            dup = names[i];
+    uc_free(names);
+    return dup;
+}
+
 static int parse_header(st_file *f, const char *json, size_t len, size_t data_size,
                         const unsigned char *data)
 {
@@ -86,6 +106,10 @@ static int parse_header(st_file *f, const char *json, size_t len, size_t data_si
                 f->meta[2 * f->nmeta] = uc_strdup(kv->string);
                 f->meta[2 * f->nmeta + 1] = uc_strdup(kv->valuestring);
                 f->nmeta++;
+            }
+            if (meta_dup(f)) {
+                uc_err("__metadata__.%.64s: duplicate name", meta_dup(f));
+                goto out;
             }
             continue;
         }

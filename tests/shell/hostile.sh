@@ -156,7 +156,7 @@ t 1 "record 1 field image_emb: unknown dtype 'F33'" "$tmp/in" "$BIN/emb-interp" 
 t 1 'stdin: record 1 field prompt: duplicate key' "$tmp/in" "$BIN/rec-dump"
 { map 2 && str version && by 1 && str image_emb && map 4 && str dtype && str F32 && str shape && arr 1 && by 4 &&
     str data && by 196 16 && rep 4 $ONE && str dtype && str F32; } > "$tmp/in"
-t 1 'record 1 field image_emb: tensor has a duplicate key' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+t 1 'record 1 field image_emb: duplicate key dtype inside it' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
 # not a map, no version, another version, a key that is not a string
 { arr 2 && by 1 2; } > "$tmp/in"
 t 1 'stdin: record 1: not a map' "$tmp/in" "$BIN/rec-dump"
@@ -309,5 +309,33 @@ t 0 '' "$PNGS/interlaced.png" "$BIN/upsample" --fast -f record
 "$BIN/rec-dump" "$tmp/out" | grep -q '"shape":\[36,36,3\]' || fail "interlaced.png: not upsampled"
 t 0 '' "$PNGS/rgb16.png" "$BIN/rec-dump" --full
 grep -q '"values":\[0,0,156,35,0,156,70,0,156,105,0,156,0,35,156' "$tmp/out" || fail "rgb16.png: not narrowed to 8 bits"
+
+# ---- second round (issue 26): sums, nested duplicates, JSON of bad bytes ----
+
+# duplicate keys inside a nested map, and inside a safetensors __metadata__
+{ map 2; str version; uint 1; str params; map 1; str prior; map 2; str steps; uint 5; str steps; uint 6; } > "$tmp/in"
+t 1 'stdin: record 1 field params: duplicate key steps inside it' "$tmp/in" "$BIN/rec-dump"
+{ map 2; str version; uint 1; str history; arr 2; map 1; str tool; str a; map 2; str x; uint 1; str x; uint 1; } > "$tmp/in"
+t 1 'record 1 field history: duplicate key x inside it' "$tmp/in" "$BIN/rec-dump"
+stfile '{"__metadata__":{"unclip.stage":"decoder","unclip.stage":"prior"}}' 0 > "$tmp/bad.st"
+t 1 'bad.st: __metadata__.unclip.stage: duplicate name' "$tmp/e.rec" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+
+# bytes that are not UTF-8 in a string field: rec-dump still prints JSON
+{ map 2; str version; uint 1; str source; by 164 255 65 0 192; } > "$tmp/in"
+t 0 '' "$tmp/in" "$BIN/rec-dump"
+python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))["source"]; assert v == "\ufffdA\ufffd\ufffd", v' "$tmp/out" ||
+    fail "rec-dump: bytes that are not UTF-8 not shown as U+FFFD"
+
+# text chunks that inflate, each under the per-chunk limit, past the sum
+python3 - "$tmp/bomb.png" << 'PY'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+ihdr = struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)
+text = b"".join(chunk(b"zTXt", b"k%d\0\0" % i + zlib.compress(b"a" * (30 << 20), 9)) for i in range(6))
+idat = chunk(b"IDAT", zlib.compress(b"".join(b"\0" + b"\xff" * 12 for _ in range(4))))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + text + idat + chunk(b"IEND", b""))
+PY
+t 1 'bomb.png: image 1: bad PNG: zTXt: .*more than 128 MiB in all' "$tmp/empty" "$BIN/rec-dump" "$tmp/bomb.png"
+t 1 'bomb.png: bad PNG: zTXt: .*more than 128 MiB in all' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/bomb.png"
 
 echo "hostile.sh: $rows rows ok"
