@@ -29,7 +29,8 @@ static const char usage[] =
     "                      sample a u16 little-endian caption length, the caption,\n"
     "                      then PX*PX*3 bytes of RGB\n"
     "  -o, --output PATH   write to PATH instead of standard output; for png a\n"
-    "                      pattern with one %d, the sample index (img-%d.png)\n"
+    "                      pattern with one %d, the sample index (img-%d.png),\n"
+    "                      or a plain name when there is one picture\n"
     "  -s, --seed N        seed of captions and layouts (default 0)\n"
     "  -m, --model FILE    accepted for uniformity; no model is used\n"
     "  -t, --threads N     accepted for uniformity\n"
@@ -59,13 +60,20 @@ static void emit_png(render *R, const rec *r, uint32_t index)
 {
     FILE *f = stdout;
     char path[4096];
-    if (R->output) {
+    int plain = R->output && !strchr(R->output, '%'); /* one picture, committed at the end */
+    if (plain && R->out)
+        uc_die(&R->cli, UC_EXIT_USAGE, "-o %s: more than one picture; give a pattern with %%d (img-%%d.png)",
+               R->output);
+    if (plain) {
+        snprintf(path, sizeof path, "%s", R->output);
+        f = R->out = uc_out_open(&R->cli, path);
+    } else if (R->output) {
         uc_out_pattern(&R->cli, R->output, (long)index, path, sizeof path);
         f = uc_out_open(&R->cli, path);
     }
     if (uc_write_png_record(f, r))
         uc_die(&R->cli, UC_EXIT_DATA, "%s: %s", R->output ? path : "stdout", uc_errmsg());
-    if (R->output)
+    if (R->output && !plain)
         uc_out_commit(&R->cli, f);
 }
 
@@ -195,9 +203,12 @@ int main(int argc, char **argv)
         parse_or_die(&R, argv[i], NULL, &cap);
 
     if (!R.captions_only) {
+        if (R.output)
+            uc_out_dir_check(c, R.output);
         if (R.output && R.format == FMT_PNG) {
-            char probe[64];
-            uc_out_pattern(c, R.output, 0, probe, sizeof probe); /* exits unless one %d */
+            char probe[4096];
+            if (strchr(R.output, '%'))
+                uc_out_pattern(c, R.output, 0, probe, sizeof probe); /* exits unless one %d */
         } else if (R.output) {
             R.out = uc_out_open(c, R.output);
         } else {

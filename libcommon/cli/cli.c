@@ -47,9 +47,12 @@ void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char 
     c->usage = usage;
     c->argc = argc;
     c->argv = argv;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
+    /* every catchable signal whose default ends the process */
+    static const int fatal[] = {SIGINT, SIGTERM, SIGHUP,  SIGQUIT,   SIGXFSZ, SIGXCPU,
+                                SIGALRM, SIGUSR1, SIGUSR2, SIGVTALRM, SIGPROF};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+        signal(fatal[i], on_signal);
+    opterr = 0; /* getopt's own message would repeat ours */
     /* A reader that goes away early ends us quietly (SIGPIPE's default). */
     signal(SIGPIPE, SIG_DFL);
     atexit(cleanup_tmp);
@@ -122,7 +125,7 @@ int uc_cli_common(uc_cli *c, int opt, const char *arg)
         char *end;
         errno = 0;
         unsigned long long v = strtoull(arg, &end, 10);
-        if (errno || end == arg || *end || arg[0] == '-')
+        if (errno || end == arg || *end || !(arg[0] >= '0' && arg[0] <= '9')) /* strtoull takes " -1" */
             uc_die(c, UC_EXIT_USAGE, "--seed: '%s' is not a non-negative integer", arg);
         c->seed = v;
         c->seed_set = 1;
@@ -130,10 +133,21 @@ int uc_cli_common(uc_cli *c, int opt, const char *arg)
     }
     case 'q': c->verbose = -1; return 1;
     case 'v': c->verbose = 1; return 1;
-    case 'h': fputs(c->usage, stdout); exit(0);
-    case 'V': printf("%s (unclip) %s\n", c->tool, UC_VERSION); exit(0);
-    case '?': uc_die(c, UC_EXIT_USAGE, "bad option");
-    case ':': uc_die(c, UC_EXIT_USAGE, "option needs a value");
+    case 'h':
+        fputs(c->usage, stdout);
+        uc_stdout_check(c);
+        exit(0);
+    case 'V':
+        printf("%s (unclip) %s\n", c->tool, UC_VERSION);
+        uc_stdout_check(c);
+        exit(0);
+    case '?':
+    case ':': {
+        /* getopt_long leaves the option in optopt (short) or argv[optind - 1] */
+        char name[3] = {'-', (char)optopt, 0};
+        const char *o = optopt ? name : optind > 0 && optind <= c->argc ? c->argv[optind - 1] : "?";
+        uc_die(c, UC_EXIT_USAGE, opt == ':' ? "option '%s' needs a value" : "unknown option '%s'", o);
+    }
     default: return 0;
     }
 }
@@ -212,11 +226,50 @@ FILE *uc_out_open(const uc_cli *c, const char *path)
         i++;
     if (i == MAX_TMP)
         uc_die(c, UC_EXIT_DATA, "too many outputs open at once");
-    snprintf(final_paths[i], PATH_MAX, "%s", path);
-    snprintf(tmp_paths[i], PATH_MAX, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp_paths[i], "wb");
-    if (!f)
-        uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    char real[PATH_MAX];
+    const char *target = path;
+    if (lstat(path, &sb) == 0 && S_ISLNK(sb.st_mode)) { /* write through a link: replace its target */
+        if (!realpath(path, real))
+            uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
+        target = real;
+    }
+    int exists = stat(target, &sb) == 0;
+    if (exists && S_ISDIR(sb.st_mode))
+        uc_die(c, UC_EXIT_DATA, "%s: is a directory", path);
+    if (exists && !S_ISREG(sb.st_mode)) {
+        /* a device or FIFO (/dev/null, a pipe) is written directly, never
+         * replaced; opened without blocking for a FIFO with no reader */
+        int fd = open(target, O_WRONLY | O_NONBLOCK);
+        FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+        if (!f || fcntl(fd, F_SETFL, 0) != 0)
+            uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
+        final_paths[i][0] = 0; /* nothing to rename */
+        tmp_paths[i][0] = 0;
+        tmp_files[i] = f;
+        if (i == ntmp)
+            ntmp = i + 1;
+        return f;
+    }
+    int n1 = snprintf(final_paths[i], PATH_MAX, "%s", target);
+    int n2 = snprintf(tmp_paths[i], PATH_MAX, "%s.tmp.%ld", target, (long)getpid());
+    if (n1 < 0 || n1 >= PATH_MAX || n2 < 0 || n2 >= PATH_MAX) {
+        tmp_paths[i][0] = 0;
+        uc_die(c, UC_EXIT_DATA, "%.64s...: the path is too long for a temporary name beside it", path);
+    }
+    int fd = open(tmp_paths[i], O_WRONLY | O_CREAT | O_EXCL, exists ? sb.st_mode & 07777 : 0666);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!f) {
+        int e = errno;
+        tmp_paths[i][0] = 0;
+        uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(e));
+    }
+    if (exists && fchmod(fd, sb.st_mode & 07777) != 0) { /* keep the mode, whatever the umask */
+        int e = errno;
+        unlink(tmp_paths[i]);
+        tmp_paths[i][0] = 0;
+        uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(e));
+    }
     tmp_files[i] = f;
     if (i == ntmp)
         ntmp = i + 1;
@@ -228,14 +281,19 @@ void uc_out_commit(const uc_cli *c, FILE *f)
     for (int i = 0; i < ntmp; i++) {
         if (tmp_files[i] != f)
             continue;
-        int bad = fflush(f) != 0 || ferror(f);
-        bad |= fclose(f) != 0;
+        int e = 0;
+        if (fflush(f) != 0 || ferror(f))
+            e = errno ? errno : EIO;
+        if (fclose(f) != 0 && !e)
+            e = errno ? errno : EIO;
         tmp_files[i] = NULL;
-        if (bad || rename(tmp_paths[i], final_paths[i]) != 0) {
-            int e = errno;
+        if (!e && final_paths[i][0] && rename(tmp_paths[i], final_paths[i]) != 0)
+            e = errno;
+        if (e) {
             unlink(tmp_paths[i]);
             tmp_paths[i][0] = 0;
-            uc_die(c, UC_EXIT_DATA, "%s: write failed: %s", final_paths[i], strerror(e));
+            uc_die(c, UC_EXIT_DATA, "%s: write failed: %s", final_paths[i][0] ? final_paths[i] : "output",
+                   strerror(e));
         }
         tmp_paths[i][0] = 0;
         return;
@@ -247,7 +305,28 @@ void uc_out_pattern(const uc_cli *c, const char *pattern, long index, char *buf,
     const char *p = strchr(pattern, '%');
     if (!p || p[1] != 'd' || strchr(p + 2, '%'))
         uc_die(c, UC_EXIT_USAGE, "-o: '%s' needs exactly one %%d", pattern);
-    snprintf(buf, n, "%.*s%ld%s", (int)(p - pattern), pattern, index, p + 2);
+    int len = snprintf(buf, n, "%.*s%ld%s", (int)(p - pattern), pattern, index, p + 2);
+    if (len < 0 || (size_t)len >= n)
+        uc_die(c, UC_EXIT_USAGE, "-o: '%.64s...' is too long", pattern);
+}
+
+void uc_out_dir_check(const uc_cli *c, const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)UC_MIN((size_t)(slash - path), sizeof dir - 1), path);
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        uc_die(c, UC_EXIT_DATA, "-o %s: folder %s: %s", path, dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        uc_die(c, UC_EXIT_DATA, "-o %s: %s is not a folder", path, dir);
+    if (access(dir, W_OK | X_OK) != 0)
+        uc_die(c, UC_EXIT_DATA, "-o %s: folder %s: %s", path, dir, strerror(errno));
 }
 
 void uc_stdout_check(const uc_cli *c)

@@ -60,13 +60,18 @@ rec_reader *uc_open_records(const uc_cli *c, const char *path);
 /* Progress bar on stderr when it is a terminal and not quiet. */
 void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total);
 
-/* Output files: write to a temporary name beside path, then commit renames
- * it into place. Temporary files are removed if the process is interrupted
- * or exits without committing. */
+/* Output files: write to a temporary name beside path (with the mode of the
+ * file it replaces), then commit renames it into place. Temporary files are
+ * removed if the process exits without committing or is ended by a signal
+ * that can be caught. A symbolic link is written through (its target is
+ * replaced, the link stays); a device or FIFO (/dev/null) is written
+ * directly, never replaced. */
 FILE *uc_out_open(const uc_cli *c, const char *path);
 void uc_out_commit(const uc_cli *c, FILE *f);
 /* Expand a pattern with one %d (e.g. "img-%d.png"); exits 2 if invalid. */
 void uc_out_pattern(const uc_cli *c, const char *pattern, long index, char *buf, size_t n);
+/* Before any work: exits 1 unless the folder of path exists and is writable. */
+void uc_out_dir_check(const uc_cli *c, const char *path);
 /* Check stdout after writing; a write error exits 1. */
 void uc_stdout_check(const uc_cli *c);
 

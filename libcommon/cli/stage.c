@@ -12,6 +12,8 @@ const char *uc_parse_steps(const uc_cli *c, const char *arg)
 {
     if (strlen(arg) > UC_RESPACING_MAX)
         uc_die(c, UC_EXIT_USAGE, "--steps: longer than %d characters", UC_RESPACING_MAX);
+    if (!*arg) /* an empty respacing would mean every step of the base process */
+        uc_die(c, UC_EXIT_USAGE, "--steps: empty");
     return arg;
 }
 
@@ -242,10 +244,13 @@ int uc_image_out_option(uc_image_out *o, const uc_cli *c, int opt, const char *a
 
 void uc_image_out_check(const uc_image_out *o, const uc_cli *c)
 {
-    if (o->path && o->format == UC_OUT_PNG) {
+    if (!o->path)
+        return;
+    if (o->format == UC_OUT_PNG && strchr(o->path, '%')) {
         char probe[4096];
         uc_out_pattern(c, o->path, 0, probe, sizeof probe); /* exits unless one %d */
     }
+    uc_out_dir_check(c, o->path);
 }
 
 void uc_image_out_open(uc_image_out *o, const uc_cli *c)
@@ -264,13 +269,19 @@ void uc_image_out_emit(uc_image_out *o, const uc_cli *c, rec *out)
     } else {
         FILE *f = stdout;
         char path[4096];
-        if (o->path) {
+        int plain = o->path && !strchr(o->path, '%'); /* one picture, kept until close */
+        if (plain && o->n > 0)
+            uc_die(c, UC_EXIT_USAGE, "-o %s: more than one picture; give a pattern with %%d (img-%%d.png)", o->path);
+        if (plain) {
+            snprintf(path, sizeof path, "%s", o->path);
+            f = o->f = uc_out_open(c, path);
+        } else if (o->path) {
             uc_out_pattern(c, o->path, o->n, path, sizeof path);
             f = uc_out_open(c, path);
         }
         if (uc_write_png_record(f, out))
             uc_die(c, UC_EXIT_DATA, "%s: %s", o->path ? path : "stdout", uc_errmsg());
-        if (o->path)
+        if (o->path && !plain)
             uc_out_commit(c, f);
     }
     o->n++;
@@ -279,7 +290,7 @@ void uc_image_out_emit(uc_image_out *o, const uc_cli *c, rec *out)
 
 void uc_image_out_close(uc_image_out *o, const uc_cli *c)
 {
-    if (o->path && o->format == UC_OUT_RECORD)
+    if (o->path && (o->format == UC_OUT_RECORD || (!strchr(o->path, '%') && o->n > 0)))
         uc_out_commit(c, o->f);
 }
 

@@ -95,14 +95,16 @@ enum { UC_OPT_FLOAT = 0x1000 };
 typedef struct {
     int format;       /* -f: UC_OUT_PNG (default) or UC_OUT_RECORD */
     int want_float;   /* --float: records also get image_f32 */
-    const char *path; /* -o, or NULL: standard output */
-    FILE *f;          /* the record stream */
+    const char *path; /* -o, or NULL: standard output; for PNGs a pattern
+                         with one %d, or a plain name for one picture */
+    FILE *f;          /* the record stream (or the one PNG of a plain name) */
     long n;           /* outputs written */
 } uc_image_out;
 
 /* Handle -f, --float or -o: 1 when opt was one of them. */
 int uc_image_out_option(uc_image_out *o, const uc_cli *c, int opt, const char *arg);
-/* After the options: exits 2 unless a PNG -o pattern has one %d. */
+/* After the options: exits 2 for a PNG -o pattern without exactly one %d,
+ * 1 when the folder of -o is missing or not writable. */
 void uc_image_out_check(const uc_image_out *o, const uc_cli *c);
 /* Open the record stream (before the first output). */
 void uc_image_out_open(uc_image_out *o, const uc_cli *c);

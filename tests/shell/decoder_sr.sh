@@ -113,7 +113,13 @@ grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/v.json" || fail "ups
 # bad input: clear one-line messages naming record and field, exit 1 / 2
 expect 1 "record 1 field image_emb: missing" "$BIN/decoder-diffuse" -m "$tmp/dec.st" "$tmp/a.rec"
 expect 1 "a sr model, not a decoder model" "$BIN/decoder-diffuse" -m "$tmp/sr.st" "$tmp/p.rec"
-expect 2 "needs exactly one %d" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -o "$tmp/x.png" "$tmp/p.rec"
+expect 2 "needs exactly one %d" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -o "$tmp/x%d-%d.png" "$tmp/p.rec"
+"$BIN/clip-encode" -m "$tmp/clip.st" "a red cube" | "$BIN/prior-sample" -m "$tmp/prior.st" -S 2 > "$tmp/p1.rec"
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 2 -o "$tmp/one.png" "$tmp/p1.rec" # a plain name for one picture
+"$BIN/rec-dump" "$tmp/one.png" | grep -q '"image":' || fail "decoder-diffuse -o one.png: no picture"
+expect 2 "more than one picture" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 2 -o "$tmp/two.png" "$tmp/p.rec"
+[ ! -e "$tmp/two.png" ] || fail "decoder-diffuse -o two.png: a file was left for two pictures"
+expect 1 "folder $tmp/nodir: No such file" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -o "$tmp/nodir/x-%d.png" "$tmp/p.rec"
 expect 2 "\-\-steps" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 2000 "$tmp/p.rec"
 expect 1 "record 1 field image: missing" "$BIN/upsample" -m "$tmp/sr.st" "$tmp/a.rec"
 head -c 200 "$tmp/d.png" > "$tmp/cut.png"

@@ -98,7 +98,7 @@ nofile "$tmp/o.rec"
 nofile "$tmp/o.rec"
 st=0
 "$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 2 -f record -o "$tmp/no/such/dir/o.rec" "$tmp/p.rec" 2> "$tmp/err" || st=$?
-[ "$st" -eq 1 ] && grep -q 'o.rec: No such file or directory' "$tmp/err" || fail "-o into a missing directory: status $st"
+[ "$st" -eq 1 ] && grep -q 'folder .*/no/such/dir: No such file or directory' "$tmp/err" || fail "-o into a missing directory: status $st"
 # SIGINT while a long job writes -o: the temporary file goes, nothing else
 # appears; files of the pattern already complete stay whole
 for i in 1 2 3 4 5 6 7 8 9 10; do cat "$tmp/p.rec"; done > "$tmp/many.rec"
