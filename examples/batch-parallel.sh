@@ -4,11 +4,12 @@
 #
 #   examples/batch-parallel.sh PROMPTS.txt [OUT-DIR [JOBS]]
 #
-# PROMPTS.txt holds one prompt a line. Prompt n (1-based) is drawn with seed
-# n and written to OUT-DIR/n.png (default out/); every PNG records its
-# prompt and seed. Each pipeline runs its stages with one thread (-t 1), so
-# JOBS pipelines (default: the number of cores) share the machine without
-# oversubscribing it; the results do not depend on JOBS.
+# PROMPTS.txt holds one prompt a line; blank lines are skipped. The prompt
+# on line n is drawn with seed n and written to OUT-DIR/n.png (default
+# out/); every PNG records its prompt and seed. Each pipeline runs its
+# stages with one thread (-t 1), so JOBS pipelines (default: the number of
+# cores) share the machine without oversubscribing it; the results do not
+# depend on JOBS.
 set -euo pipefail
 prompts=${1:?usage: batch-parallel.sh PROMPTS.txt [OUT-DIR [JOBS]]}
 outdir=${2:-out}
@@ -21,6 +22,7 @@ mkdir -p "$outdir"
 one() {
     set -o pipefail
     local n=$1 prompt=$2 tmp="$outdir/$1.png.tmp"
+    [ -n "${prompt//[[:space:]]/}" ] || return 0 # a blank line is no prompt (as clip-encode reads stdin)
     if "$BIN/clip-encode" -t 1 "$prompt" |
         "$BIN/prior-sample" -t 1 -s "$n" |
         "$BIN/decoder-diffuse" -t 1 -s "$n" |

@@ -11,6 +11,7 @@
 #include "formats/record.h"
 #include "libcommon/text/bpe.h"
 #include "libcommon/cli/cli.h"
+#include "libcommon/cli/stage.h"
 #include "libcommon/image/preprocess.h"
 #include "libcommon/models/clip.h"
 #include "formats/base.h"
@@ -25,7 +26,8 @@ static const char usage[] =
     "With no PROMPT, prompts are read from standard input, one per line (empty\n"
     "lines are skipped; give \"\" as an argument for the empty prompt).\n"
     "\n"
-    "  -n, --negative TEXT  prompt of the unconditional branch (default \"\")\n"
+    "  -N, --negative TEXT  prompt of the unconditional branch (default \"\");\n"
+    "                       -n is a count in every other tool, so not this\n"
     "  -i, --image          the arguments are PNG files (- for standard input):\n"
     "                       one record per image with image_emb and source, the\n"
     "                       empty prompt's text fields and uncond (for variations)\n"
@@ -147,9 +149,10 @@ static rec *new_map(void)
 /* One output record: text fields (t), negative_prompt and uncond (unc),
  * image_emb and source (image records), params, models, history. */
 static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const float *image_emb,
-                 const char *source, int truncated)
+                 const char *source, int truncated, uint64_t noise_key)
 {
     rec *r = rec_new();
+    rec_set_u64(r, "noise_key", noise_key); /* the record's noise, wherever it goes later */
     if (t)
         set_text_fields(e, r, t);
     if (unc && unc->prompt[0])
@@ -246,7 +249,7 @@ static void run_batch(const encoder *e, char **prompts, char **labels, int n, co
     }
     for (int i = 0; i < n; i++) {
         text_enc t = text_row(e, &b, i, prompts[i]);
-        emit(e, &t, unc, NULL, NULL, truncated[i]);
+        emit(e, &t, unc, NULL, NULL, truncated[i], uc_noise_key_text(t.prompt, unc->prompt));
     }
     text_free(&b);
 }
@@ -340,10 +343,12 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
             uc_die_err(e->cli);
         if (clip_preprocess(&img, R, NULL, NULL, px))
             uc_die(e->cli, UC_EXIT_DATA, "%s: %s", files[i], uc_errmsg());
+        size_t npx = (size_t)img.w * (size_t)img.h * (size_t)img.channels;
+        uint64_t key = uc_noise_key_bytes(img.px, npx); /* a variation's noise: its picture's */
         uc_image_free(&img);
         if (clip_encode_image(m, px, 1, emb, NULL, NULL))
             uc_die_err(e->cli);
-        emit(e, e->bpe ? &cond : NULL, e->bpe ? &unc : NULL, emb, files[i], 0);
+        emit(e, e->bpe ? &cond : NULL, e->bpe ? &unc : NULL, emb, files[i], 0, key);
         uc_progress(e->cli, "images", i + 1, n);
     }
     uc_free(px);
@@ -358,18 +363,18 @@ int main(int argc, char **argv)
     uc_cli_init(&c, "clip-encode", usage, argc, argv);
     static const struct option longopts[] = {
         UC_CLI_LONGOPTS,
-        {"negative", 1, 0, 'n'},
+        {"negative", 1, 0, 'N'},
         {"image", 0, 0, 'i'},
         {"seq-f16", 0, 0, OPT_SEQ_F16},
         {0, 0, 0, 0},
     };
     const char *negative = "";
     int images = 0, seq_f16 = 0, opt;
-    while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "n:i", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "N:i", longopts, NULL)) != -1) {
         if (uc_cli_common(&c, opt, optarg))
             continue;
         switch (opt) {
-        case 'n': negative = optarg; break;
+        case 'N': negative = optarg; break;
         case 'i': images = 1; break;
         case OPT_SEQ_F16: seq_f16 = 1; break;
         default: uc_die(&c, UC_EXIT_USAGE, "bad option");

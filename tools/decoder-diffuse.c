@@ -20,7 +20,8 @@
 static const char usage[] =
     "Usage: decoder-diffuse [OPTION]... [FILE]...\n"
     "Generate images from CLIP image embeddings with the diffusion decoder.\n"
-    "Reads records from the FILEs or standard input; each needs image_emb\n"
+    "Reads records or unclip PNGs from the FILEs or standard input; each\n"
+    "needs image_emb\n"
     "(from prior-sample, clip-encode --image, emb-interp or emb-textdiff),\n"
     "text_emb, text_seq, token_mask and uncond.{text_emb, text_seq,\n"
     "token_mask} (from clip-encode). Writes one image per sample.\n"
@@ -30,6 +31,8 @@ static const char usage[] =
     "  -g, --guidance F    classifier-free guidance scale, > 0 (default: the\n"
     "                      model's unclip.default_guidance, else 8)\n"
     "  -n, --samples N     images per input record (default 1)\n"
+    "      --index I       draw only sample I (0-based) of each record, the\n"
+    "                      same picture as the I-th of -n I+1 (unclip-replay)\n"
     "      --best-of K     draw K candidates per image and keep the one whose\n"
     "                      CLIP image embedding is nearest (cosine) to image_emb\n"
     "                      (default: the model's unclip.default_best_of, else 1)\n"
@@ -52,15 +55,17 @@ static const char usage[] =
     "  -h, --help          this help\n"
     "  -V, --version       version\n"
     "\n"
-    "Candidate c of sample i of the r-th input record (1-based, counted over\n"
-    "all inputs) draws its noise from the RNG keyed by (seed, r), stream\n"
-    "i * K + c. Outputs get image (U8 [H, W, 3]), index (with -n above 1),\n"
-    "seed (when absent), params.decoder {steps, guidance, sampler, eta, seed,\n"
-    "best_of}, models.decoder {id, checksum} (and models.rank, the CLIP, with\n"
-    "K above 1) and a history entry; every other field passes through.\n"
+    "Noise is data of the record, not its place in the stream: candidate c\n"
+    "of sample i draws from the RNG keyed by (seed, the record's noise_key),\n"
+    "stream i * K + c, so a record gives the same picture in any batch.\n"
+    "Outputs get image (U8 [H, W, 3]), seed (when absent), noise_key (their\n"
+    "own, from the input's and i), params.decoder {steps, guidance, sampler,\n"
+    "eta, best_of, seed, noise_key, index}, models.decoder {id, checksum}\n"
+    "(and models.rank, the CLIP, with K above 1) and a history entry; every\n"
+    "other field passes through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_SAMPLER = 256, OPT_ETA, OPT_BEST_OF, OPT_CLIP };
+enum { OPT_SAMPLER = 256, OPT_ETA, OPT_BEST_OF, OPT_CLIP, OPT_INDEX };
 
 #define MAX_BATCH 4 /* candidates sampled together (2x rows in the network) */
 
@@ -70,7 +75,8 @@ typedef struct {
     uc_image_out out;
     const char *steps;
     double guidance, eta;
-    long nsamples, best_of;
+    long nsamples, best_of, first; /* samples first .. first + nsamples - 1 */
+    int index_set;
     int sampler;
     const char *clip_path;
     clip_model *clip;  /* ranks the candidates (best_of > 1) */
@@ -143,7 +149,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     float *target = uc_alloc((size_t)D, sizeof(float)), best_score = 0;
     uc_rng *rng = uc_alloc((size_t)nb_max, sizeof *rng);
     float scale = (float)o->guidance;
-    uint64_t key = uc_record_key(seed, ordinal);
+    uint64_t nkey = uc_record_noise_key(&o->cli, r, src), key = uc_stage_key(seed, nkey, "decoder");
     uc_step_progress pg = {.cli = &o->cli};
     const char *sampler_name = o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm";
     double norm = 0;
@@ -163,7 +169,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
                 memcpy(mask + row * T, half[h]->mask, (size_t)T);
             }
             memcpy(imgs + j * D, img, (size_t)D * sizeof(float));
-            uc_rng_init(&rng[j], key, (uint32_t)(d0 + j));
+            uc_rng_init(&rng[j], key, (uint32_t)(o->first * K + d0 + j));
         }
         uc_decoder_guided_y(&o->dec, nb, imgs, y);
         uc_decoder_cond cond = {nb, T, txt, seq, mask, y, &scale, 1};
@@ -180,7 +186,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
 
         for (int64_t j = 0; j < nb; j++) {
-            int64_t draw = d0 + j, sample = draw / K;
+            int64_t draw = d0 + j, sample = o->first + draw / K;
             float *xj = x + j * per;
             if (K > 1) {
                 for (int64_t i = 0; i < per; i++) /* the picture as it will be written */
@@ -200,8 +206,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             uc_rec_set_image(out, xj, S, S, o->out.want_float); /* Karlo hands on the clamped sample */
             if (!rec_has(out, "seed"))
                 rec_set_u64(out, "seed", seed);
-            if (o->nsamples > 1)
-                rec_set_u64(out, "index", (uint64_t)sample);
+            rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "decoder", (uint64_t)sample));
             rec *pp = rec_new();
             rec_del(pp, "version");
             rec_set_str(pp, "steps", o->steps);
@@ -209,8 +214,8 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             rec_set_str(pp, "sampler", sampler_name);
             if (o->sampler == UC_SAMPLER_DDIM)
                 rec_set_f64(pp, "eta", o->eta);
-            rec_set_u64(pp, "seed", seed);
             rec_set_u64(pp, "best_of", (uint64_t)K);
+            uc_set_draw(&o->cli, pp, seed, nkey, (uint64_t)sample);
             rec_set_stage(out, "params", "decoder", pp);
             rec_free(pp);
             uc_set_model(out, "decoder", o->dec.info.id, o->dec.info.checksum);
@@ -266,6 +271,7 @@ int main(int argc, char **argv)
         {"eta", 1, 0, OPT_ETA},
         {"best-of", 1, 0, OPT_BEST_OF},
         {"clip", 1, 0, OPT_CLIP},
+        {"index", 1, 0, OPT_INDEX},
         UC_IMAGE_OUT_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -280,6 +286,10 @@ int main(int argc, char **argv)
         case OPT_SAMPLER: o.sampler = uc_parse_sampler(&o.cli, optarg); break;
         case OPT_BEST_OF: o.best_of = uc_parse_long(&o.cli, "--best-of", optarg, 1, 1000); break;
         case OPT_CLIP: o.clip_path = optarg; break;
+        case OPT_INDEX:
+            o.first = uc_parse_long(&o.cli, "--index", optarg, 0, 99999);
+            o.index_set = 1;
+            break;
         case OPT_ETA:
             o.eta = uc_parse_double(&o.cli, "--eta", optarg);
             if (!(o.eta >= 0) || o.eta > 1000)
@@ -288,6 +298,8 @@ int main(int argc, char **argv)
         default: uc_die(&o.cli, UC_EXIT_USAGE, "bad option");
         }
     }
+    if (o.index_set && o.nsamples != 1)
+        uc_die(&o.cli, UC_EXIT_USAGE, "--index draws one sample: drop -n");
     uc_image_out_check(&o.out, &o.cli);
     uc_cli_ready(&o.cli);
 
@@ -298,7 +310,7 @@ int main(int argc, char **argv)
         o.guidance = o.dec.info.default_guidance ? o.dec.info.default_guidance : 8.0;
     if (o.best_of == 0) /* no --best-of */
         o.best_of = o.dec.info.default_best_of ? o.dec.info.default_best_of : 1;
-    if (o.nsamples * o.best_of > 100000)
+    if ((o.first + o.nsamples) * o.best_of > 100000)
         uc_die(&o.cli, UC_EXIT_USAGE, "--samples times --best-of is too large");
     if (o.best_of > 1)
         open_ranker(&o);
@@ -306,14 +318,14 @@ int main(int argc, char **argv)
     uc_stage_diffusion(&o.cli, &d, o.dec.diffusion, path, o.steps);
     if (o.sampler < 0)
         o.sampler = uc_sampler_for_respacing(o.steps);
-    uc_info(&o.cli, "model %s (%s): %dx%d, %d channels, clip_dim %d; %d steps (%s), %s, guidance %g", path,
+    uc_info(&o.cli, "model %s (%s): %dx%d, %d channels, clip_dim %d; %d steps (%s), %s, guidance %g", o.dec.info.path,
             o.dec.info.id, o.dec.cfg.image_size, o.dec.cfg.image_size, o.dec.cfg.unet.model_channels,
             o.dec.cfg.clip_dim, d.steps, o.steps, o.sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm", o.guidance);
     uc_diffusion_free(&d);
 
     uc_image_out_open(&o.out, &o.cli);
     uc_inputs in;
-    uc_inputs_init(&in, &o.cli, argc - optind, argv + optind, 0);
+    uc_inputs_init(&in, &o.cli, argc - optind, argv + optind, 1);
     rec *r;
     while ((r = uc_inputs_next(&in)))
         process(&o, r, in.src, in.ordinal);

@@ -24,6 +24,9 @@ static const char usage[] =
     "      --lerp          linear interpolation instead of spherical (slerp)\n"
     "      --text WHICH    take the text fields (prompt, tokens, token_mask,\n"
     "                      text_emb, text_seq, uncond) from a or b (default a)\n"
+    "      --fresh-noise   give each record a noise key of its own (default:\n"
+    "                      every record keeps A's, so the frames a decoder\n"
+    "                      draws differ only as the embedding does)\n"
     "  -m, --model FILE    accepted for uniformity; no model is used\n"
     "  -t, --threads N     accepted for uniformity\n"
     "  -s, --seed N        accepted for uniformity; nothing random is drawn\n"
@@ -33,11 +36,12 @@ static const char usage[] =
     "  -V, --version       version\n"
     "\n"
     "Every other field of A passes through; image, image_f32 and source are\n"
-    "dropped (they describe A's picture, not the new embedding). Each record\n"
-    "gets index, params.interp {t, method, steps} and a history entry.\n"
+    "dropped (they describe A's picture, not the new embedding), and A's\n"
+    "noise_key is kept. Each record gets params.interp {t, method, steps,\n"
+    "index} and a history entry.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_LERP = 256, OPT_TEXT };
+enum { OPT_LERP = 256, OPT_TEXT, OPT_FRESH };
 
 /* The first record of a stream, numbered as in it. */
 static rec *first_record(const uc_cli *c, uc_image_reader *ir, const char *name, const char *which)
@@ -57,11 +61,11 @@ int main(int argc, char **argv)
     uc_cli_init(&c, "emb-interp", usage, argc, argv);
     static const struct option longopts[] = {
         UC_CLI_LONGOPTS,     {"from", 1, 0, 'a'}, {"to", 1, 0, 'b'}, {"steps", 1, 0, 'n'},
-        {"lerp", 0, 0, OPT_LERP}, {"text", 1, 0, OPT_TEXT}, {0, 0, 0, 0},
+        {"lerp", 0, 0, OPT_LERP}, {"text", 1, 0, OPT_TEXT}, {"fresh-noise", 0, 0, OPT_FRESH}, {0, 0, 0, 0},
     };
     const char *pa = NULL, *pb = NULL;
     long steps = 5;
-    int lerp = 0, text_b = 0, opt;
+    int lerp = 0, text_b = 0, fresh = 0, opt;
     while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "a:b:n:", longopts, NULL)) != -1) {
         if (uc_cli_common(&c, opt, optarg))
             continue;
@@ -70,6 +74,7 @@ int main(int argc, char **argv)
         case 'b': pb = optarg; break;
         case 'n': steps = uc_parse_long(&c, "--steps", optarg, 2, 100000); break;
         case OPT_LERP: lerp = 1; break;
+        case OPT_FRESH: fresh = 1; break;
         case OPT_TEXT:
             if (strcmp(optarg, "a") == 0 || strcmp(optarg, "A") == 0)
                 text_b = 0;
@@ -131,12 +136,14 @@ int main(int argc, char **argv)
         else if (uc_emb_slerp(ea, eb, da, t, e))
             uc_die(&c, UC_EXIT_DATA, "%s and %s: %s (use --lerp)", la, lb, uc_errmsg());
         rec *out = uc_emb_record(ra, text_b ? rb : NULL, e, da);
-        rec_set_u64(out, "index", (uint64_t)i);
+        uint64_t key = uc_record_noise_key(&c, ra, la);
+        rec_set_u64(out, "noise_key", fresh ? uc_output_noise_key(key, "interp", (uint64_t)i) : key);
         rec *p = rec_new();
         rec_del(p, "version");
         rec_set_f64(p, "t", t);
         rec_set_str(p, "method", lerp ? "lerp" : "slerp");
         rec_set_u64(p, "steps", (uint64_t)steps);
+        rec_set_u64(p, "index", (uint64_t)i);
         rec_set_stage(out, "params", "interp", p);
         rec_free(p);
         uc_emit_record(&c, out);

@@ -28,6 +28,9 @@ static const char usage[] =
     "      --text WHICH    the text fields (prompt, tokens, token_mask,\n"
     "                      text_emb, text_seq, uncond) of the outputs: from\n"
     "                      image (default), current or target\n"
+    "      --fresh-noise   give each record a noise key of its own (default:\n"
+    "                      IMAGE's, so the pictures differ only as the\n"
+    "                      embedding does)\n"
     "  -m, --model FILE    accepted for uniformity; no model is used\n"
     "  -t, --threads N     accepted for uniformity\n"
     "  -s, --seed N        accepted for uniformity; nothing random is drawn\n"
@@ -37,11 +40,11 @@ static const char usage[] =
     "  -V, --version       version\n"
     "\n"
     "Every other field of IMAGE passes through; image, image_f32 and source\n"
-    "are dropped. Each record gets params.textdiff {theta, current, target}\n"
-    "(index too with --steps) and a history entry.\n"
+    "are dropped, and IMAGE's noise_key is kept. Each record gets\n"
+    "params.textdiff {theta, current, target, index} and a history entry.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_THETA = 256, OPT_MAX, OPT_TEXT };
+enum { OPT_THETA = 256, OPT_MAX, OPT_TEXT, OPT_FRESH };
 
 static rec *first_record(const uc_cli *c, const char *path, const char *which)
 {
@@ -64,16 +67,18 @@ int main(int argc, char **argv)
     uc_cli_init(&c, "emb-textdiff", usage, argc, argv);
     static const struct option longopts[] = {
         UC_CLI_LONGOPTS,         {"theta", 1, 0, OPT_THETA}, {"steps", 1, 0, 'n'},
-        {"max-theta", 1, 0, OPT_MAX}, {"text", 1, 0, OPT_TEXT},  {0, 0, 0, 0},
+        {"max-theta", 1, 0, OPT_MAX}, {"text", 1, 0, OPT_TEXT},  {"fresh-noise", 0, 0, OPT_FRESH},
+        {0, 0, 0, 0},
     };
     double theta = 0.5, max_theta = 0.5;
     long steps = 0;
-    int theta_set = 0, max_set = 0, text_from = 0, opt; /* text_from: 0 image, 1 current, 2 target */
+    int theta_set = 0, max_set = 0, text_from = 0, fresh = 0, opt; /* text_from: 0 image, 1 current, 2 target */
     while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "n:", longopts, NULL)) != -1) {
         if (uc_cli_common(&c, opt, optarg))
             continue;
         switch (opt) {
         case OPT_THETA: theta = uc_parse_double(&c, "--theta", optarg), theta_set = 1; break;
+        case OPT_FRESH: fresh = 1; break;
         case OPT_MAX: max_theta = uc_parse_double(&c, "--max-theta", optarg), max_set = 1; break;
         case 'n': steps = uc_parse_long(&c, "--steps", optarg, 2, 100000); break;
         case OPT_TEXT:
@@ -136,8 +141,8 @@ int main(int argc, char **argv)
         if (uc_emb_textdiff(zi, tc, tt, di, th, z))
             uc_die(&c, UC_EXIT_DATA, "%s, %s, %s: %s", label[0], label[1], label[2], uc_errmsg());
         rec *out = uc_emb_record(r[0], text_from ? r[text_from] : NULL, z, di);
-        if (steps)
-            rec_set_u64(out, "index", (uint64_t)i);
+        uint64_t key = uc_record_noise_key(&c, r[0], label[0]);
+        rec_set_u64(out, "noise_key", fresh ? uc_output_noise_key(key, "textdiff", (uint64_t)i) : key);
         rec *p = rec_new();
         rec_del(p, "version");
         rec_set_f64(p, "theta", th);
@@ -145,6 +150,7 @@ int main(int argc, char **argv)
             rec_set_str(p, "current", pc);
         if (pt)
             rec_set_str(p, "target", pt);
+        rec_set_u64(p, "index", (uint64_t)i);
         rec_set_stage(out, "params", "textdiff", p);
         rec_free(p);
         uc_emit_record(&c, out);

@@ -18,7 +18,8 @@
 static const char usage[] =
     "Usage: prior-sample [OPTION]... [FILE]...\n"
     "Sample CLIP image embeddings from text with the diffusion prior.\n"
-    "Reads records (from clip-encode) from the FILEs or standard input; each\n"
+    "Reads records (from clip-encode), or unclip PNGs, from the FILEs or\n"
+    "standard input; each\n"
     "needs text_emb, text_seq, token_mask and uncond.{text_emb, text_seq,\n"
     "token_mask}. Writes each record with image_emb added, N times with -n.\n"
     "\n"
@@ -27,6 +28,8 @@ static const char usage[] =
     "  -g, --guidance F    classifier-free guidance scale, > 0 (default: the\n"
     "                      model's unclip.default_guidance, else 4)\n"
     "  -n, --samples N     samples per input record (default 1)\n"
+    "      --index I       draw only sample I (0-based) of each record, the\n"
+    "                      same embedding as the I-th of -n I+1 (unclip-replay)\n"
     "      --best-of K     draw K candidates per sample and keep the one whose\n"
     "                      embedding is most similar (cosine) to text_emb\n"
     "      --sampler S     ddpm or ddim (default: ddim for \"ddim...\" and\n"
@@ -39,14 +42,16 @@ static const char usage[] =
     "  -h, --help          this help\n"
     "  -V, --version       version\n"
     "\n"
-    "Candidate c of sample i of the r-th input record (1-based, counted over\n"
-    "all inputs) draws its noise from the RNG keyed by (seed, r), stream\n"
-    "i * K + c. Output records get image_emb, seed, index, params.prior\n"
-    "{steps, guidance, sampler, best_of}, models.prior {id, checksum} and a\n"
+    "Noise is data of the record, not its place in the stream: candidate c\n"
+    "of sample i draws from the RNG keyed by (seed, the record's noise_key),\n"
+    "stream i * K + c, so a record gives the same embedding in any batch.\n"
+    "Output records get image_emb, seed (when absent), noise_key (their\n"
+    "own, from the input's and i), params.prior {steps, guidance, sampler,\n"
+    "best_of, seed, noise_key, index}, models.prior {id, checksum} and a\n"
     "history entry; every other field passes through in order.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_BEST_OF = 256, OPT_SAMPLER };
+enum { OPT_BEST_OF = 256, OPT_SAMPLER, OPT_INDEX };
 
 #define MAX_BATCH 64 /* candidates sampled together */
 
@@ -103,11 +108,12 @@ int main(int argc, char **argv)
         {"samples", 1, 0, 'n'},
         {"best-of", 1, 0, OPT_BEST_OF},
         {"sampler", 1, 0, OPT_SAMPLER},
+        {"index", 1, 0, OPT_INDEX},
         {0, 0, 0, 0},
     };
     const char *steps = "25";
     double guidance = 0; /* 0: not given */
-    long nsamples = 1, best_of = 1;
+    long nsamples = 1, best_of = 1, first = 0, index_set = 0;
     int sampler = -1, opt;
     while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS "S:g:n:", longopts, NULL)) != -1) {
         if (uc_cli_common(&c, opt, optarg))
@@ -118,9 +124,15 @@ int main(int argc, char **argv)
         case 'n': nsamples = uc_parse_long(&c, "--samples", optarg, 1, 100000); break;
         case OPT_BEST_OF: best_of = uc_parse_long(&c, "--best-of", optarg, 1, 1000); break;
         case OPT_SAMPLER: sampler = uc_parse_sampler(&c, optarg); break;
+        case OPT_INDEX:
+            first = uc_parse_long(&c, "--index", optarg, 0, 99999);
+            index_set = 1;
+            break;
         default: uc_die(&c, UC_EXIT_USAGE, "bad option");
         }
     }
+    if (index_set && nsamples != 1)
+        uc_die(&c, UC_EXIT_USAGE, "--index draws one sample: drop -n");
     uc_cli_ready(&c);
     uint64_t seed = c.seed_set ? c.seed : 0;
 
@@ -139,7 +151,10 @@ int main(int argc, char **argv)
     uc_info(&c, "model %s (%s): width %d, %d layers, clip_dim %d; %d steps (%s), %s, guidance %g", path,
             p.info.id, p.width, p.layers, p.clip_dim, d.steps, steps, sampler_name, guidance);
 
-    const int64_t D = p.clip_dim, K = best_of, total = nsamples * best_of;
+    /* the candidates of samples first .. first + nsamples - 1 */
+    const int64_t D = p.clip_dim, K = best_of, total = nsamples * best_of, c0 = first * best_of;
+    if (c0 + total > UINT32_MAX)
+        uc_die(&c, UC_EXIT_USAGE, "--index times --best-of is too large");
     if (total > UINT32_MAX)
         uc_die(&c, UC_EXIT_USAGE, "--samples times --best-of is too large");
     const int64_t batch = UC_MIN(total, MAX_BATCH);
@@ -154,7 +169,7 @@ int main(int argc, char **argv)
     }
 
     uc_inputs in;
-    uc_inputs_init(&in, &c, argc - optind, argv + optind, 0);
+    uc_inputs_init(&in, &c, argc - optind, argv + optind, 1);
     rec *r;
     while ((r = uc_inputs_next(&in))) {
         uint64_t ordinal = in.ordinal;
@@ -181,13 +196,13 @@ int main(int argc, char **argv)
         uc_free(mask2);
 
         /* all candidates of this record, in batches */
-        uint64_t key = uc_record_key(seed, ordinal);
+        uint64_t nkey = uc_record_noise_key(&c, r, src), key = uc_stage_key(seed, nkey, "prior");
         progress_ctx pg = {.cli = &c, .total = (total + batch - 1) / batch * d.steps};
         snprintf(pg.label, sizeof pg.label, "record %llu", (unsigned long long)ordinal);
         for (int64_t b0 = 0; b0 < total; b0 += batch) {
             int64_t nb = UC_MIN(batch, total - b0);
             for (int64_t j = 0; j < nb; j++)
-                uc_rng_init(&rng[j], key, (uint32_t)(b0 + j));
+                uc_rng_init(&rng[j], key, (uint32_t)(c0 + b0 + j));
             noise_ctx nc = {rng, nb, D};
             uc_prior_sample_opts so = {
                 .diffusion = &d,
@@ -217,16 +232,21 @@ int main(int argc, char **argv)
                     best = i * K + k;
                 }
             }
+            uint64_t index = (uint64_t)(first + i);
             rec *out = rec_clone(r);
+            rec_del(out, "image"); /* a PNG's picture is not this embedding's */
+            rec_del(out, "image_f32");
             rec_set_tensor(out, "image_emb", UC_F32, 1, &D, cand + best * D);
-            rec_set_u64(out, "seed", seed);
-            rec_set_u64(out, "index", (uint64_t)i);
+            if (!rec_has(out, "seed"))
+                rec_set_u64(out, "seed", seed);
+            rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "prior", index));
             rec *pp = rec_new();
             rec_del(pp, "version");
             rec_set_str(pp, "steps", steps);
             rec_set_f64(pp, "guidance", guidance);
             rec_set_str(pp, "sampler", sampler_name);
             rec_set_u64(pp, "best_of", (uint64_t)K);
+            uc_set_draw(&c, pp, seed, nkey, index);
             rec_set_stage(out, "params", "prior", pp);
             rec_free(pp);
             uc_set_model(out, "prior", p.info.id, p.info.checksum);

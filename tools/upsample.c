@@ -41,11 +41,12 @@ static const char usage[] =
     "  -V, --version       version\n"
     "\n"
     "The input is the record's image_f32 when it has one (the unquantised\n"
-    "decoder sample, which must match image), else its image. The r-th image\n"
-    "(1-based, counted over all inputs) draws its noise from the RNG keyed by\n"
-    "(seed, r). Outputs get image (U8 [H, W, 3]), seed (when absent),\n"
-    "params.sr {steps, scale, seed, fast}, models.sr {id, checksum} and a\n"
-    "history entry; every other field passes through.\n"
+    "decoder sample, which must match image), else its image. Its noise comes\n"
+    "from the RNG keyed by (seed, the record's noise_key), not from its place\n"
+    "in the stream. Outputs get image (U8 [H, W, 3]), seed (when absent),\n"
+    "params.sr {steps, input, seed, noise_key, index, scale, or fast},\n"
+    "models.sr {id, checksum} and a history entry; every other field passes\n"
+    "through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
 enum { OPT_FAST = 256 };
@@ -130,7 +131,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         memcpy(x, up, (size_t)n * sizeof *x);
     } else {
         noise_ctx nc;
-        uc_rng_init(&nc.rng, uc_record_key(seed, ordinal), SR_STREAM);
+        uc_rng_init(&nc.rng, uc_stage_key(seed, uc_record_noise_key(&o->cli, r, src), "sr"), SR_STREAM);
         uc_step_progress pg = {.cli = &o->cli};
         snprintf(pg.label, sizeof pg.label, "image %llu", (unsigned long long)ordinal);
         uc_sr_sample_opts so = {.respacing = o->steps,
@@ -152,7 +153,8 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         rec_set_str(pp, "fast", "bicubic");
     } else {
         rec_set_str(pp, "steps", o->steps);
-        rec_set_u64(pp, "seed", seed);
+        rec_set_str(pp, "input", rec_has(r, "image_f32") ? "image_f32" : "image");
+        uc_set_draw(&o->cli, pp, seed, uc_record_noise_key(&o->cli, r, src), 0);
     }
     rec_set_u64(pp, "scale", (uint64_t)o->scale);
     rec_set_stage(out, "params", "sr", pp);

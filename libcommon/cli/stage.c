@@ -56,12 +56,68 @@ uint64_t uc_record_seed(const uc_cli *c, const rec *r, const char *src)
     return seed;
 }
 
-uint64_t uc_record_key(uint64_t seed, uint64_t r)
+static uint64_t splitmix(uint64_t z)
 {
-    uint64_t z = seed + r * 0x9E3779B97F4A7C15ull;
+    z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+/* Noise keys are kept to 53 bits, so that JSON tools (jq) show them exactly. */
+static uint64_t key53(uint64_t k) { return k & ((1ull << 53) - 1); }
+
+uint64_t uc_record_noise_key(const uc_cli *c, const rec *r, const char *src)
+{
+    uint64_t key;
+    if (rec_has(r, "noise_key")) {
+        if (rec_get_u64(r, "noise_key", &key))
+            uc_die(c, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
+        return key;
+    }
+    /* a record born outside unclip: a key from what it is */
+    static const char *const fields[] = {"prompt", "image", "image_emb", "text_emb"};
+    for (size_t i = 0; i < UC_COUNT(fields); i++) {
+        if (!rec_has(r, fields[i]))
+            continue;
+        uc_tensor t;
+        const char *s = i == 0 ? rec_get_str(r, fields[i]) : NULL;
+        if (s)
+            return key53(uc_fnv1a(s, strlen(s), UC_FNV_INIT));
+        if (i > 0 && rec_get_tensor(r, fields[i], &t) == 0)
+            return key53(uc_fnv1a(t.data, t.nbytes, UC_FNV_INIT));
+        uc_die(c, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
+    }
+    return 0;
+}
+
+uint64_t uc_noise_key_text(const char *prompt, const char *negative)
+{
+    uint64_t h = uc_fnv1a(prompt, strlen(prompt), UC_FNV_INIT);
+    h = uc_fnv1a("", 1, h); /* the NUL between the two */
+    return key53(uc_fnv1a(negative, strlen(negative), h));
+}
+
+uint64_t uc_noise_key_bytes(const void *data, size_t n) { return key53(uc_fnv1a(data, n, UC_FNV_INIT)); }
+
+static uint64_t str_key(const char *s) { return uc_fnv1a(s, strlen(s), UC_FNV_INIT); }
+
+uint64_t uc_stage_key(uint64_t seed, uint64_t noise_key, const char *stage)
+{
+    return splitmix(splitmix(splitmix(seed) ^ noise_key) ^ str_key(stage));
+}
+
+uint64_t uc_output_noise_key(uint64_t noise_key, const char *stage, uint64_t i)
+{
+    return key53(splitmix(splitmix(noise_key ^ str_key(stage)) + i));
+}
+
+void uc_set_draw(const uc_cli *c, rec *params, uint64_t seed, uint64_t noise_key, uint64_t index)
+{
+    rec_set_u64(params, "threads", (uint64_t)c->threads); /* sums split by thread differ in the last bits */
+    rec_set_u64(params, "seed", seed);
+    rec_set_u64(params, "noise_key", noise_key);
+    rec_set_u64(params, "index", index);
 }
 
 /* ---- inputs ---- */

@@ -32,8 +32,28 @@ void uc_stage_diffusion(const uc_cli *c, uc_diffusion *d, const cJSON *diffusion
 
 /* -s when given, else the record's seed field, else 0. */
 uint64_t uc_record_seed(const uc_cli *c, const rec *r, const char *src);
-/* The key of the r-th input record's RNG (splitmix64 of seed and r). */
-uint64_t uc_record_key(uint64_t seed, uint64_t r);
+
+/* ---- noise: data of the record, never its position in a stream ---- */
+
+/* The record's noise key: its noise_key field (set where the record is
+ * born: clip-encode, and every stage that writes N records per input);
+ * for a record made elsewhere, FNV-1a 64 of its prompt, else of its image,
+ * image_emb or text_emb bytes, else 0. Exits 1 on a malformed field. */
+uint64_t uc_record_noise_key(const uc_cli *c, const rec *r, const char *src);
+/* The noise key of a prompt record: FNV-1a 64 of prompt, NUL, negative.
+ * Every noise key is kept to 53 bits (exact in JSON). */
+uint64_t uc_noise_key_text(const char *prompt, const char *negative);
+/* The noise key of an image record: FNV-1a 64 of its pixel bytes. */
+uint64_t uc_noise_key_bytes(const void *data, size_t n);
+/* The RNG key of a stage's draws for a record: a hash of (seed, the
+ * record's noise key, the stage's name); candidate c of sample i draws
+ * from stream i * best_of + c. */
+uint64_t uc_stage_key(uint64_t seed, uint64_t noise_key, const char *stage);
+/* The noise key of output i of a stage that writes N records per input. */
+uint64_t uc_output_noise_key(uint64_t noise_key, const char *stage, uint64_t i);
+/* params.<stage> fields of a draw: threads, seed, noise_key (the input's),
+ * index. */
+void uc_set_draw(const uc_cli *c, rec *params, uint64_t seed, uint64_t noise_key, uint64_t index);
 
 /* ---- inputs ---- */
 

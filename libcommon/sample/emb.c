@@ -2,6 +2,7 @@
 #include "libcommon/sample/emb.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "formats/base.h"
 
@@ -64,6 +65,10 @@ int uc_emb_slerp(const float *a, const float *b, int64_t n, double t, float *out
     double na = uc_emb_norm(a, n), nb = uc_emb_norm(b, n), ca, cb;
     if (na == 0 || nb == 0)
         return uc_err("slerp: %s embedding is zero", na == 0 ? "the first" : "the second");
+    if (memcmp(a, b, (size_t)n * sizeof *a) == 0) { /* between a point and itself: that point, exactly */
+        memcpy(out, a, (size_t)n * sizeof *out);
+        return 0;
+    }
     if (slerp_coef(dot(a, b, n) / (na * nb), t, &ca, &cb))
         return uc_err("slerp: the embeddings point in opposite directions (the path between them is not unique)");
     if (t == 0 || t == 1) {

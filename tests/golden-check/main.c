@@ -1,6 +1,6 @@
 /* golden-check - run the golden cases found under the given directories.
  *
- *   golden-check [--pending FILE] DIR...
+ *   golden-check [--pending FILE] [--vocab FILE] [-t N] DIR...
  *
  * One line per case: "PASS family/case max_abs_err=..." or "FAIL family/case
  * <first difference>", then "N passed, M failed". Cases listed in the pending
@@ -15,7 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <getopt.h>
+
 #include "formats/base.h"
+#include "libcommon/cli/cli.h"
 #include "libcommon/nn/ops.h"
 #include "gc.h"
 
@@ -215,30 +218,48 @@ static void walk(const char *dir)
     free(names);
 }
 
+static const char usage[] =
+    "Usage: golden-check [OPTION]... DIR...\n"
+    "Run every golden case (a directory with case.json) under each DIR against\n"
+    "the reference numbers the upstream PyTorch code computed: one line per\n"
+    "case, PASS or FAIL with the largest error, then \"N passed, M failed\".\n"
+    "\n"
+    "      --pending FILE  cases (family/case a line) expected to fail: XFAIL\n"
+    "      --vocab FILE    OpenAI's BPE vocabulary (default: $UNCLIP_VOCAB or\n"
+    "                      ../shared/vocab)\n"
+    "  -t, --threads N     threads (default 1)\n"
+    "  -m, --model FILE    accepted for uniformity; each case names its model\n"
+    "  -s, --seed N        accepted for uniformity; each case names its noise\n"
+    "  -q, --quiet         no messages but errors\n"
+    "  -v, --verbose       more messages\n"
+    "  -h, --help          this help\n"
+    "  -V, --version       version\n"
+    "\n"
+    "Exit status: 0 every case passed, 1 a case failed, 2 usage error.\n";
+
+enum { OPT_PENDING = 256, OPT_VOCAB };
+
 int main(int argc, char **argv)
 {
-    int i = 1;
-    uc_threads_init(1);
-    for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
-        if (strcmp(argv[i], "--pending") == 0 && i + 1 < argc)
-            load_pending(argv[++i]);
-        else if (strcmp(argv[i], "--vocab") == 0 && i + 1 < argc)
-            vocab_override = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            uc_threads_init(atoi(argv[++i]));
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: golden-check [--pending FILE] [--vocab FILE] [--threads N] DIR...\n"
-                   "Runs every golden case (a directory with case.json) under each DIR.\n");
-            return 0;
-        } else {
-            fprintf(stderr, "golden-check: unknown option %s\n", argv[i]);
-            return 2;
+    uc_cli c;
+    uc_cli_init(&c, "golden-check", usage, argc, argv);
+    static const struct option longopts[] = {
+        UC_CLI_LONGOPTS, {"pending", 1, 0, OPT_PENDING}, {"vocab", 1, 0, OPT_VOCAB}, {0, 0, 0, 0}};
+    c.threads = 1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, UC_CLI_SHORTOPTS, longopts, NULL)) != -1) {
+        if (uc_cli_common(&c, opt, optarg))
+            continue;
+        switch (opt) {
+        case OPT_PENDING: load_pending(optarg); break;
+        case OPT_VOCAB: vocab_override = optarg; break;
+        default: uc_die(&c, UC_EXIT_USAGE, "unknown option");
         }
     }
-    if (i == argc) {
-        fprintf(stderr, "usage: golden-check [--pending FILE] DIR...\n");
-        return 2;
-    }
+    if (optind == argc)
+        uc_die(&c, UC_EXIT_USAGE, "no DIR given");
+    uc_cli_ready(&c);
+    int i = optind;
     for (; i < argc; i++)
         walk(argv[i]);
     if (nxfail)

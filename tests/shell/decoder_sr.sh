@@ -17,7 +17,7 @@ MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
 "$BIN/rec-dump" "$tmp/d.rec" > "$tmp/d.json"
 [ "$(wc -l < "$tmp/d.json")" -eq 4 ] || fail "decoder-diffuse -n 2: expected 4 records"
 for f in '"image":{"dtype":"U8","shape":\[8,8,3\]' '"image_f32":{"dtype":"F32","shape":\[3,8,8\]' \
-    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","seed":5,"best_of":1}' '"index":1' '"tool":"decoder-diffuse"'; do
+    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","best_of":1,"threads":[0-9]*,"seed":5,"noise_key":[0-9]*,"index":1}' '"tool":"decoder-diffuse"'; do
     grep -q "$f" "$tmp/d.json" || fail "decoder-diffuse: output lacks $f"
 done
 e_in=$("$BIN/rec-dump" "$tmp/p.rec" | head -1 | grep -o '"image_emb":{[^}]*}')
@@ -62,7 +62,7 @@ images() { "$BIN/rec-dump" "$@" | grep -o '"image":{[^}]*}'; }
     > "$tmp/b.rec" 2> "$tmp/b.err"
 "$BIN/rec-dump" "$tmp/b.rec" > "$tmp/b.json"
 [ "$(wc -l < "$tmp/b.json")" -eq 4 ] || fail "--best-of 3 -n 2: expected 4 records"
-grep -q '"best_of":3}' "$tmp/b.json" && grep -q '"rank":{"id":"test/clip-random"' "$tmp/b.json" ||
+grep -q '"best_of":3,' "$tmp/b.json" && grep -q '"rank":{"id":"test/clip-random"' "$tmp/b.json" ||
     fail "--best-of: params.decoder.best_of or models.rank missing"
 [ "$(grep -c 'candidate [012]: cosine' "$tmp/b.err")" -eq 12 ] || fail "--best-of 3 -v: not 12 candidate scores"
 images "$tmp/c6.rec" > "$tmp/c6.img"
@@ -101,8 +101,8 @@ expect 1 "CLIP embed_dim 48 is not the decoder's clip_dim 32" \
 "$BIN/rec-dump" "$tmp/u.rec" > "$tmp/u.json"
 [ "$(wc -l < "$tmp/u.json")" -eq 4 ] || fail "upsample: expected 4 records"
 grep -q '"image":{"dtype":"U8","shape":\[32,32,3\]' "$tmp/u.json" || fail "upsample: no 32x32 image"
-grep -q '"image_f32"' "$tmp/u.json" && fail "upsample: stale image_f32 kept"
-grep -q '"sr":{"steps":"7","seed":5,"scale":4}' "$tmp/u.json" || fail "upsample: params.sr"
+grep -q '"image_f32":{' "$tmp/u.json" && fail "upsample: stale image_f32 kept"
+grep -q '"sr":{"steps":"7","input":"image_f32","threads":[0-9]*,"seed":5,"noise_key":[0-9]*,"index":0,"scale":4}' "$tmp/u.json" || fail "upsample: params.sr"
 "$BIN/upsample" -m "$tmp/sr.st" "$tmp/img-0.png" "$tmp/img-1.png" | "$BIN/upsample" --fast -f record |
     "$BIN/rec-dump" > "$tmp/v.json"
 grep -q '"prompt":"two green circles"' "$tmp/v.json" || fail "upsample: provenance lost through PNGs"

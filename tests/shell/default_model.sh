@@ -21,7 +21,7 @@ fi
 grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/out.json" || fail "first command: no 128x128 picture"
 grep -q '"prompt":"a red circle above a blue square"' "$tmp/out.json" || fail "first command: PNG lacks its prompt"
 grep -q '"id":"unclip-shapes/decoder"' "$tmp/out.json" || fail "first command: not drawn by the default decoder"
-grep -q '"best_of":4}' "$tmp/out.json" && grep -q '"rank":{"id":"unclip-shapes/clip"' "$tmp/out.json" ||
+grep -q '"best_of":4,' "$tmp/out.json" && grep -q '"rank":{"id":"unclip-shapes/clip"' "$tmp/out.json" ||
     fail "first command: the decoder file's best-of 4, ranked by the default CLIP, was not used"
 
 # judged batches: single objects, a mix of all kinds and the README's own

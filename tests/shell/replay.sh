@@ -1,0 +1,87 @@
+#!/bin/sh
+# A picture reproduces from itself (issue 25), with the default model:
+# noise is data of the record, not its place in the stream, so a prompt
+# draws the same picture alone or 4th in a batch; stages that write N
+# records keep their indices apart; interpolation frames between one record
+# and itself are the same picture, and between two records they move less
+# than frames with fresh noise; every stage reads unclip PNGs; and 33
+# pictures made in batches (prompts on stdin, -n at the prior and the
+# decoder, upsampled ones, interpolation, text-diff and variation frames)
+# are each redrawn byte for byte by unclip-replay from the PNG alone.
+. tests/shell/lib.sh
+fnv() { "$BIN/rec-dump" "$@" | sed 's/.*"image":{[^}]*"fnv1a":"\([0-9a-f]*\)".*/\1/'; }
+
+# a batch of prompts on stdin; the 4th is the README caption
+printf 'a red circle\na blue square\nthree green triangles\na red circle above a blue square\n' |
+    "$BIN/clip-encode" > "$tmp/batch.rec"
+"$BIN/prior-sample" "$tmp/batch.rec" | "$BIN/decoder-diffuse" -o "$tmp/batch-%d.png"
+"$BIN/clip-encode" "a red circle above a blue square" | "$BIN/prior-sample" | "$BIN/decoder-diffuse" > "$tmp/alone.png"
+[ "$(fnv "$tmp/batch-3.png")" = "$(fnv "$tmp/alone.png")" ] || fail "the 4th prompt of a batch draws another picture than alone"
+
+# -n at the prior and at the decoder: six pictures, each stage's index its own
+"$BIN/clip-encode" "two purple triangles" | "$BIN/prior-sample" -n 3 | "$BIN/decoder-diffuse" -n 2 --best-of 1 -o "$tmp/n-%d.png"
+for i in 0 1 2 3 4 5; do
+    "$BIN/rec-dump" "$tmp/n-$i.png" | sed 's/.*"prior":{[^}]*"index":\([0-9]*\)}.*"decoder":{[^}]*"index":\([0-9]*\)}.*/\1 \2/'
+done > "$tmp/idx"
+[ "$(sort -u "$tmp/idx" | wc -l)" -eq 6 ] || { cat "$tmp/idx" >&2; fail "prior -n 3 | decoder -n 2: the indices do not tell the six pictures apart"; }
+[ "$(for i in 0 1 2 3 4 5; do fnv "$tmp/n-$i.png"; done | sort -u | wc -l)" -eq 6 ] || fail "prior -n 3 | decoder -n 2: not six pictures"
+
+# every stage reads an unclip PNG as the record it carries
+"$BIN/decoder-diffuse" -f record "$tmp/alone.png" | "$BIN/rec-dump" --fields | grep -q '"image"' ||
+    fail "decoder-diffuse does not read an unclip PNG"
+"$BIN/prior-sample" -f record "$tmp/alone.png" 2> /dev/null && fail "prior-sample took an option it lacks"
+"$BIN/prior-sample" "$tmp/alone.png" | "$BIN/rec-dump" --fields | grep -q '"image_emb"' ||
+    fail "prior-sample does not read an unclip PNG"
+
+# interpolation: between a record and itself, the same picture every frame
+"$BIN/clip-encode" "a red square" | "$BIN/prior-sample" -s 1 > "$tmp/A.rec"
+"$BIN/emb-interp" -n 4 "$tmp/A.rec" "$tmp/A.rec" | "$BIN/decoder-diffuse" -f record > "$tmp/same.rec"
+[ "$(fnv "$tmp/same.rec" | sort -u | wc -l)" -eq 1 ] || fail "frames between a record and itself differ"
+# between two records, frames share the noise: consecutive ones differ less
+# (mean absolute pixel difference) than frames drawn with fresh noise
+"$BIN/clip-encode" "a blue circle" | "$BIN/prior-sample" -s 1 > "$tmp/B.rec"
+"$BIN/emb-interp" -n 5 "$tmp/A.rec" "$tmp/B.rec" | "$BIN/decoder-diffuse" --best-of 1 -f record > "$tmp/shared.rec"
+"$BIN/emb-interp" -n 5 --fresh-noise "$tmp/A.rec" "$tmp/B.rec" | "$BIN/decoder-diffuse" --best-of 1 -f record > "$tmp/fresh.rec"
+step() {
+    "$BIN/rec-dump" --full "$1" | python3 -c '
+import json, sys
+px = [json.loads(l)["image"]["values"] for l in sys.stdin]
+d = [sum(abs(a - b) for a, b in zip(p, q)) / len(p) for p, q in zip(px, px[1:])]
+print("%.3f" % (sum(d) / len(d)))'
+}
+s=$(step "$tmp/shared.rec") f=$(step "$tmp/fresh.rec")
+awk -v s="$s" -v f="$f" 'BEGIN { exit !(s < f) }' ||
+    fail "interpolation frames with shared noise move $s a step, fresh noise $f: not less"
+echo "replay.sh: frames move $s per step with shared noise, $f with fresh noise"
+
+# 33 pictures, each redrawn from its PNG alone
+"$BIN/emb-interp" -n 5 "$tmp/A.rec" "$tmp/B.rec" | "$BIN/decoder-diffuse" -o "$tmp/interp-%d.png"
+"$BIN/clip-encode" "a red square" "a blue square" > "$tmp/cur-tgt.rec"
+"$BIN/clip-encode" "a blue square" > "$tmp/tgt.rec"
+"$BIN/clip-encode" "a red square" > "$tmp/cur.rec"
+"$BIN/emb-textdiff" -n 3 --max-theta 0.6 "$tmp/A.rec" "$tmp/cur.rec" "$tmp/tgt.rec" |
+    "$BIN/decoder-diffuse" -o "$tmp/textdiff-%d.png"
+"$BIN/clip-encode" --image "$tmp/alone.png" | "$BIN/decoder-diffuse" -n 2 -o "$tmp/variation-%d.png"
+for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; done
+"$BIN/decoder-diffuse" -t 1 -S ddim10 --eta 0.5 "$tmp/A.rec" | "$BIN/upsample" -t 1 -S 3 -s 9 > "$tmp/t1.png"
+"$BIN/decoder-diffuse" -f record --float "$tmp/B.rec" | "$BIN/upsample" > "$tmp/float.png"
+"$BIN/upsample" --fast "$tmp/alone.png" > "$tmp/fast.png"
+n=0
+for f in "$tmp"/batch-?.png "$tmp"/n-?.png "$tmp"/interp-?.png "$tmp"/textdiff-?.png "$tmp"/variation-?.png \
+    "$tmp"/up-?.png "$tmp/alone.png" "$tmp/t1.png" "$tmp/float.png" "$tmp/fast.png"; do
+    "$BIN/unclip-replay" "$f" > "$tmp/again.png" 2> "$tmp/err" || { cat "$tmp/err" >&2; fail "unclip-replay ${f##*/} failed"; }
+    cmp -s "$tmp/again.png" "$f" || fail "unclip-replay ${f##*/}: not the same PNG bytes"
+    n=$((n + 1))
+done
+[ "$n" -ge 30 ] || fail "only $n pictures replayed"
+
+# replay refuses what it cannot redraw, and another model
+"$BIN/shapes-render" "a red circle" > "$tmp/render.png"
+expect 1 'params.decoder: missing' "$BIN/unclip-replay" "$tmp/render.png"
+"$BIN/rec-dump" "$tmp/alone.png" > /dev/null
+MK=${MKMODEL:-}
+if [ -n "$MK" ]; then
+    "$MK" decoder "$tmp/dec.st" $G/karlo/decoder-sample
+    expect 1 'the replayed stages failed|models.decoder.checksum' "$BIN/unclip-replay" --decoder "$tmp/dec.st" "$tmp/alone.png"
+fi
+echo "replay.sh: $n pictures redrawn byte for byte"
