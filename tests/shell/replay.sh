@@ -4,7 +4,7 @@
 # draws the same picture alone or 4th in a batch; stages that write N
 # records keep their indices apart; interpolation frames between one record
 # and itself are the same picture, and between two records they move less
-# than frames with fresh noise; every stage reads unclip PNGs; and 33
+# than frames with fresh noise; every stage reads unclip PNGs; and 30
 # pictures made in batches (prompts on stdin, -n at the prior and the
 # decoder, upsampled ones, interpolation, text-diff and variation frames)
 # are each redrawn byte for byte by unclip-replay from the PNG alone.
@@ -59,9 +59,9 @@ echo "replay.sh: frames move $s per step with shared noise, $f with fresh noise"
 "$BIN/clip-encode" "a red square" "a blue square" > "$tmp/cur-tgt.rec"
 "$BIN/clip-encode" "a blue square" > "$tmp/tgt.rec"
 "$BIN/clip-encode" "a red square" > "$tmp/cur.rec"
-"$BIN/emb-textdiff" -n 3 --max-theta 0.6 "$tmp/A.rec" "$tmp/cur.rec" "$tmp/tgt.rec" |
+"$BIN/emb-textdiff" -n 4 --max-theta 0.6 "$tmp/A.rec" "$tmp/cur.rec" "$tmp/tgt.rec" |
     "$BIN/decoder-diffuse" -o "$tmp/textdiff-%d.png"
-"$BIN/clip-encode" --image "$tmp/alone.png" | "$BIN/decoder-diffuse" -n 2 -o "$tmp/variation-%d.png"
+"$BIN/clip-encode" --image "$tmp/alone.png" | "$BIN/decoder-diffuse" -n 3 -o "$tmp/variation-%d.png"
 for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; done
 "$BIN/decoder-diffuse" -t 1 -S ddim10 --eta 0.5 "$tmp/A.rec" | "$BIN/upsample" -t 1 -S 3 -s 9 > "$tmp/t1.png"
 "$BIN/decoder-diffuse" -f record --float "$tmp/B.rec" | "$BIN/upsample" > "$tmp/float.png"
