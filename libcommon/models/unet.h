@@ -92,16 +92,4 @@ void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb
 int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const float *emb, const float *enc,
                     const float *mask, float *out);
 
-/* The convolution kernel, on the layout above: y[cout, B*ho, wo] =
- * conv(x[cin, B*h, w]) + bias with a k x k kernel (k odd; weights
- * [cout, cin, k, k]), zero padding k/2, stride 1 or 2; the B images are
- * stacked along the rows and never mix. accumulate adds to y instead.
- * col: scratch of col_n floats, at least cin*k*k*wo when k > 1 (the
- * column matrix is built in tiles of whole output rows that fit). A 3x3
- * stride-1 convolution with at least 32 input channels and 32 4x4 tiles
- * runs by Winograd when col_n holds uc_winograd_scratch(B, cin, h, w, cout)
- * floats (what the UNet workspace plans). */
-void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
-               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n);
-
 #endif

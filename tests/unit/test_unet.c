@@ -20,6 +20,7 @@
 
 #include "formats/base.h"
 #include "libcommon/models/decoder.h"
+#include "libcommon/nn/conv.h"
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 #include "libcommon/models/sr.h"
