@@ -6,7 +6,6 @@
 #include "libcommon/models/unet.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/conv.h"
 #include "libcommon/nn/norm.h"
+#include "libcommon/models/walk.h"
 
 #define GN_GROUPS 32
 #define GN_EPS 1e-5
@@ -76,6 +76,7 @@ struct uc_unet_ws {
     int64_t col_n;
     float *qkv, *ekv, *scores; /* attention: [3c, B*T], [2c, B*L], [T, L + T] */
     float *emb_act, *emb_out;  /* SiLU(emb) [B, E]; emb_layers output [B, 2 * cmax] */
+    float *te, *te_hid;        /* time embedding: sinusoids [B, C], hidden [B, E] */
 };
 
 void uc_unet_config_default(uc_unet_config *cfg)
@@ -94,41 +95,10 @@ int64_t uc_unet_stride(const uc_unet *u) { return (int64_t)1 << (u->cfg.nlevels 
 
 /* ---- building the layer table ---------------------------------------- */
 
-/* Binds tensors of f, or (f NULL) reports each name and shape to fn. */
-typedef struct {
-    st_file *f;
-    const char *prefix;
-    int failed;
-    uc_unet_tensor_fn fn;
-    void *ctx;
-} loader;
-
-static const float *wt(loader *ld, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static const float *wt(loader *ld, int ndim, const int64_t *shape, const char *fmt, ...)
-{
-    char key[256], name[512];
-    va_list ap;
-    if (ld->failed)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(key, sizeof key, fmt, ap);
-    va_end(ap);
-    snprintf(name, sizeof name, "%s%s", ld->prefix, key);
-    if (!ld->f) {
-        ld->fn(ld->ctx, name, ndim, shape);
-        return NULL;
-    }
-    const float *p = st_f32(ld->f, name, ndim, shape);
-    if (!p)
-        ld->failed = 1;
-    return p;
-}
-
-#define D1(a) 1, (int64_t[]){(a)}
-#define D2(a, b) 2, (int64_t[]){(a), (b)}
-#define D3(a, b, c) 3, (int64_t[]){(a), (b), (c)}
-#define D4(a, b, c, d) 4, (int64_t[]){(a), (b), (c), (d)}
+#define D1 UC_D1
+#define D2 UC_D2
+#define D3 UC_D3
+#define D4 UC_D4
 
 static int has_attn(const uc_unet_config *c, int ds)
 {
@@ -150,27 +120,27 @@ static layer *add_layer(uc_unet *u, int kind, int cin, int cout, int ds)
     return l;
 }
 
-static void load_res(uc_unet *u, loader *ld, layer *l, const char *at)
+static void load_res(uc_unet *u, uc_walk *ld, layer *l, const char *at)
 {
     int64_t ci = l->cin, co = l->cout, ne = co * (u->cfg.use_scale_shift_norm ? 2 : 1);
     resblock *r = &l->res;
-    r->in_norm_w = wt(ld, D1(ci), "%s.in_layers.0.weight", at);
-    r->in_norm_b = wt(ld, D1(ci), "%s.in_layers.0.bias", at);
-    r->in_conv_w = wt(ld, D4(co, ci, 3, 3), "%s.in_layers.2.weight", at);
-    r->in_conv_b = wt(ld, D1(co), "%s.in_layers.2.bias", at);
-    r->emb_w = wt(ld, D2(ne, u->E), "%s.emb_layers.1.weight", at);
-    r->emb_b = wt(ld, D1(ne), "%s.emb_layers.1.bias", at);
-    r->out_norm_w = wt(ld, D1(co), "%s.out_layers.0.weight", at);
-    r->out_norm_b = wt(ld, D1(co), "%s.out_layers.0.bias", at);
-    r->out_conv_w = wt(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
-    r->out_conv_b = wt(ld, D1(co), "%s.out_layers.3.bias", at);
+    r->in_norm_w = uc_walk_tensor(ld, D1(ci), "%s.in_layers.0.weight", at);
+    r->in_norm_b = uc_walk_tensor(ld, D1(ci), "%s.in_layers.0.bias", at);
+    r->in_conv_w = uc_walk_tensor(ld, D4(co, ci, 3, 3), "%s.in_layers.2.weight", at);
+    r->in_conv_b = uc_walk_tensor(ld, D1(co), "%s.in_layers.2.bias", at);
+    r->emb_w = uc_walk_tensor(ld, D2(ne, u->E), "%s.emb_layers.1.weight", at);
+    r->emb_b = uc_walk_tensor(ld, D1(ne), "%s.emb_layers.1.bias", at);
+    r->out_norm_w = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.weight", at);
+    r->out_norm_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.bias", at);
+    r->out_conv_w = uc_walk_tensor(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
+    r->out_conv_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.3.bias", at);
     if (ci != co) {
-        r->skip_w = wt(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
-        r->skip_b = wt(ld, D1(co), "%s.skip_connection.bias", at);
+        r->skip_w = uc_walk_tensor(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
+        r->skip_b = uc_walk_tensor(ld, D1(co), "%s.skip_connection.bias", at);
     }
 }
 
-static int load_attn(uc_unet *u, loader *ld, layer *l, int heads, const char *at)
+static int load_attn(uc_unet *u, uc_walk *ld, layer *l, int heads, const char *at)
 {
     int64_t c = l->cin, enc = u->cfg.encoder_channels;
     attnblock *a = &l->attn;
@@ -183,16 +153,16 @@ static int load_attn(uc_unet *u, loader *ld, layer *l, int heads, const char *at
     if (heads <= 0 || c % heads)
         return uc_err("%s: %lld channels cannot be split into %d heads", at, (long long)c, heads);
     a->heads = heads;
-    a->norm_w = wt(ld, D1(c), "%s.norm.weight", at);
-    a->norm_b = wt(ld, D1(c), "%s.norm.bias", at);
-    a->qkv_w = wt(ld, D3(3 * c, c, 1), "%s.qkv.weight", at);
-    a->qkv_b = wt(ld, D1(3 * c), "%s.qkv.bias", at);
+    a->norm_w = uc_walk_tensor(ld, D1(c), "%s.norm.weight", at);
+    a->norm_b = uc_walk_tensor(ld, D1(c), "%s.norm.bias", at);
+    a->qkv_w = uc_walk_tensor(ld, D3(3 * c, c, 1), "%s.qkv.weight", at);
+    a->qkv_b = uc_walk_tensor(ld, D1(3 * c), "%s.qkv.bias", at);
     if (enc > 0) {
-        a->ekv_w = wt(ld, D3(2 * c, enc, 1), "%s.encoder_kv.weight", at);
-        a->ekv_b = wt(ld, D1(2 * c), "%s.encoder_kv.bias", at);
+        a->ekv_w = uc_walk_tensor(ld, D3(2 * c, enc, 1), "%s.encoder_kv.weight", at);
+        a->ekv_b = uc_walk_tensor(ld, D1(2 * c), "%s.encoder_kv.bias", at);
     }
-    a->proj_w = wt(ld, D3(c, c, 1), "%s.proj_out.weight", at);
-    a->proj_b = wt(ld, D1(c), "%s.proj_out.bias", at);
+    a->proj_w = uc_walk_tensor(ld, D3(c, c, 1), "%s.proj_out.weight", at);
+    a->proj_b = uc_walk_tensor(ld, D1(c), "%s.proj_out.bias", at);
     return 0;
 }
 
@@ -221,22 +191,22 @@ static int check_config(const uc_unet_config *c)
     return 0;
 }
 
-static uc_unet *build(loader ld, const uc_unet_config *cfg);
-
 uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg)
 {
-    return build((loader){f, prefix, 0, NULL, NULL}, cfg);
+    uc_walk w = {.f = f, .prefix = prefix};
+    return uc_unet_walk(&w, cfg);
 }
 
-int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_unet_tensor_fn fn, void *ctx)
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx)
 {
-    uc_unet *u = build((loader){NULL, prefix, 0, fn, ctx}, cfg);
+    uc_walk w = {.fn = fn, .ctx = ctx, .prefix = prefix};
+    uc_unet *u = uc_unet_walk(&w, cfg);
     uc_unet_free(u);
-    return u ? 0 : -1;
+    return u ? 0 : w.rc ? w.rc : -1;
 }
 
 /* The layer table, in the order of UNetModel.__init__. */
-static uc_unet *build(loader ld, const uc_unet_config *cfg)
+uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
 {
     if (check_config(cfg))
         return NULL;
@@ -248,28 +218,28 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
     char at[64];
     int heads_up = c->num_heads_upsample == -1 ? c->num_heads : c->num_heads_upsample;
 
-    u->te0_w = wt(&ld, D2(u->E, C), "time_embed.0.weight");
-    u->te0_b = wt(&ld, D1(u->E), "time_embed.0.bias");
-    u->te2_w = wt(&ld, D2(u->E, u->E), "time_embed.2.weight");
-    u->te2_b = wt(&ld, D1(u->E), "time_embed.2.bias");
+    u->te0_w = uc_walk_tensor(ld, D2(u->E, C), "time_embed.0.weight");
+    u->te0_b = uc_walk_tensor(ld, D1(u->E), "time_embed.0.bias");
+    u->te2_w = uc_walk_tensor(ld, D2(u->E, u->E), "time_embed.2.weight");
+    u->te2_b = uc_walk_tensor(ld, D1(u->E), "time_embed.2.bias");
 
     int ch = c->channel_mult[0] * c->model_channels;
     u->ch0 = ch;
-    u->conv_in_w = wt(&ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
-    u->conv_in_b = wt(&ld, D1(ch), "input_blocks.0.0.bias");
+    u->conv_in_w = uc_walk_tensor(ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
+    u->conv_in_b = uc_walk_tensor(ld, D1(ch), "input_blocks.0.0.bias");
     int chans[UC_UNET_MAXLEVEL * 66], nchans = 0, ds = 1, blk = 1;
     chans[nchans++] = ch;
-    for (int lv = 0; lv < c->nlevels && !ld.failed; lv++) {
+    for (int lv = 0; lv < c->nlevels && !ld->rc; lv++) {
         int mch = c->channel_mult[lv] * c->model_channels;
         for (int r = 0; r < c->num_res_blocks; r++, blk++) {
             layer *l = add_layer(u, L_RES, ch, mch, ds);
             snprintf(at, sizeof at, "input_blocks.%d.0", blk);
-            load_res(u, &ld, l, at);
+            load_res(u, ld, l, at);
             ch = mch;
             if (has_attn(c, ds)) {
                 l = add_layer(u, L_ATTN, ch, ch, ds);
                 snprintf(at, sizeof at, "input_blocks.%d.1", blk);
-                if (load_attn(u, &ld, l, c->num_heads, at))
+                if (load_attn(u, ld, l, c->num_heads, at))
                     goto fail;
             }
             l->push = 1;
@@ -281,12 +251,12 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
                 l = add_layer(u, L_RES, ch, ch, ds);
                 l->updown = -1;
                 snprintf(at, sizeof at, "input_blocks.%d.0", blk);
-                load_res(u, &ld, l, at);
+                load_res(u, ld, l, at);
             } else {
                 l = add_layer(u, L_DOWN, ch, ch, ds);
                 if (c->conv_resample) {
-                    l->rs_w = wt(&ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
-                    l->rs_b = wt(&ld, D1(ch), "input_blocks.%d.0.op.bias", blk);
+                    l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
+                    l->rs_b = uc_walk_tensor(ld, D1(ch), "input_blocks.%d.0.op.bias", blk);
                 }
             }
             l->push = 1;
@@ -297,33 +267,33 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
     }
 
     layer *l = add_layer(u, L_RES, ch, ch, ds);
-    load_res(u, &ld, l, "middle_block.0");
+    load_res(u, ld, l, "middle_block.0");
     int mid = 1;
     if (c->use_middle_attention) {
         l = add_layer(u, L_ATTN, ch, ch, ds);
-        if (load_attn(u, &ld, l, c->num_heads, "middle_block.1"))
+        if (load_attn(u, ld, l, c->num_heads, "middle_block.1"))
             goto fail;
         mid = 2;
     }
     l = add_layer(u, L_RES, ch, ch, ds);
     snprintf(at, sizeof at, "middle_block.%d", mid);
-    load_res(u, &ld, l, at);
+    load_res(u, ld, l, at);
 
     blk = 0;
-    for (int lv = c->nlevels - 1; lv >= 0 && !ld.failed; lv--) {
+    for (int lv = c->nlevels - 1; lv >= 0 && !ld->rc; lv--) {
         int mch = c->channel_mult[lv] * c->model_channels;
         for (int i = 0; i <= c->num_res_blocks; i++, blk++) {
             int ich = chans[--nchans];
             l = add_layer(u, L_RES, ch + ich, mch, ds);
             l->pop = 1;
             snprintf(at, sizeof at, "output_blocks.%d.0", blk);
-            load_res(u, &ld, l, at);
+            load_res(u, ld, l, at);
             ch = mch;
             int j = 1;
             if (has_attn(c, ds)) {
                 l = add_layer(u, L_ATTN, ch, ch, ds);
                 snprintf(at, sizeof at, "output_blocks.%d.1", blk);
-                if (load_attn(u, &ld, l, heads_up, at))
+                if (load_attn(u, ld, l, heads_up, at))
                     goto fail;
                 j = 2;
             }
@@ -332,23 +302,23 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
                     l = add_layer(u, L_RES, ch, ch, ds);
                     l->updown = 1;
                     snprintf(at, sizeof at, "output_blocks.%d.%d", blk, j);
-                    load_res(u, &ld, l, at);
+                    load_res(u, ld, l, at);
                 } else {
                     l = add_layer(u, L_UP, ch, ch, ds);
                     if (c->conv_resample) {
-                        l->rs_w = wt(&ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
-                        l->rs_b = wt(&ld, D1(ch), "output_blocks.%d.%d.conv.bias", blk, j);
+                        l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
+                        l->rs_b = uc_walk_tensor(ld, D1(ch), "output_blocks.%d.%d.conv.bias", blk, j);
                     }
                 }
                 ds /= 2;
             }
         }
     }
-    u->out_norm_w = wt(&ld, D1(ch), "out.0.weight");
-    u->out_norm_b = wt(&ld, D1(ch), "out.0.bias");
-    u->out_conv_w = wt(&ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
-    u->out_conv_b = wt(&ld, D1(c->out_channels), "out.2.bias");
-    if (ld.failed)
+    u->out_norm_w = uc_walk_tensor(ld, D1(ch), "out.0.weight");
+    u->out_norm_b = uc_walk_tensor(ld, D1(ch), "out.0.bias");
+    u->out_conv_w = uc_walk_tensor(ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
+    u->out_conv_b = uc_walk_tensor(ld, D1(c->out_channels), "out.2.bias");
+    if (ld->rc)
         goto fail;
     return u;
 fail:
@@ -472,6 +442,8 @@ uc_unet_ws *uc_unet_ws_new(const uc_unet *u, int64_t B, int64_t H, int64_t W, in
     ws->scores = uc_alloc((size_t)p.scores + 1, sizeof(float));
     ws->emb_act = uc_alloc((size_t)(B * u->E), sizeof(float));
     ws->emb_out = uc_alloc((size_t)(B * 2 * p.cmax), sizeof(float));
+    ws->te = uc_alloc((size_t)(B * u->cfg.model_channels), sizeof(float));
+    ws->te_hid = uc_alloc((size_t)(B * u->E), sizeof(float));
     return ws;
 }
 
@@ -495,6 +467,8 @@ void uc_unet_ws_free(uc_unet_ws *ws)
     uc_free(ws->scores);
     uc_free(ws->emb_act);
     uc_free(ws->emb_out);
+    uc_free(ws->te);
+    uc_free(ws->te_hid);
     uc_free(ws);
 }
 
@@ -635,17 +609,15 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
 
 /* ---- forward ---------------------------------------------------------- */
 
-void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb)
+void uc_unet_time_embed(const uc_unet *u, uc_unet_ws *ws, const double *t, float *emb)
 {
-    int64_t C = u->cfg.model_channels, E = u->E;
-    float *te = uc_alloc((size_t)(B * C), sizeof(float)), *hid = uc_alloc((size_t)(B * E), sizeof(float));
+    int64_t B = ws->B, C = u->cfg.model_channels, E = u->E;
+    float *te = ws->te, *hid = ws->te_hid;
     for (int64_t b = 0; b < B; b++)
         uc_timestep_embedding(te + b * C, t[b], C);
     uc_linear(hid, te, u->te0_w, u->te0_b, B, C, E);
     uc_silu(hid, B * E);
     uc_linear(emb, hid, u->te2_w, u->te2_b, B, E, E);
-    uc_free(te);
-    uc_free(hid);
 }
 
 int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const float *emb, const float *enc,

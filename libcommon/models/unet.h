@@ -19,10 +19,10 @@
 #ifndef UNCLIP_UNET_H
 #define UNCLIP_UNET_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 
 #include "formats/safetensors.h"
+#include "libcommon/models/model.h"
 
 #define UC_UNET_MAXLEVEL 8
 
@@ -57,10 +57,10 @@ typedef struct uc_unet uc_unet;
 uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg);
 void uc_unet_free(uc_unet *u);
 /* Every tensor a model of cfg has, in load order, reported as
- * fn(ctx, prefix + key, ndim, shape): for writers of model files (tests,
- * converters). -1 and uc_err on an invalid config. */
-typedef void (*uc_unet_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t *shape);
-int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_unet_tensor_fn fn, void *ctx);
+ * fn(ctx, prefix + key, ndim, shape, dtype) by the walk that also loads
+ * (models/walk.h; dtype as there). 0, fn's first nonzero return, or -1
+ * and uc_err on an invalid config. */
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx);
 const uc_unet_config *uc_unet_cfg(const uc_unet *u);
 /* Width of the time embedding (4 * model_channels). */
 int64_t uc_unet_emb_dim(const uc_unet *u);
@@ -79,8 +79,9 @@ void uc_unet_ws_free(uc_unet_ws *ws);
 /* True when ws (may be NULL) was made for u's config and this shape. */
 int uc_unet_ws_fits(const uc_unet_ws *ws, const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
 
-/* emb[B, 4C] = time_embed(timestep_embedding(t, C)): linear, SiLU, linear. */
-void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb);
+/* emb[B, 4C] = time_embed(timestep_embedding(t[B], C)): linear, SiLU,
+ * linear, for the B of ws (made for u's config), in ws's scratch. */
+void uc_unet_time_embed(const uc_unet *u, uc_unet_ws *ws, const double *t, float *emb);
 
 /* One forward.
  *   x    [B, in_channels, H, W]  (NCHW, as the checkpoint's conv weights expect)
