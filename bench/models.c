@@ -128,6 +128,14 @@ static void add(void *ctx, const char *name, int ndim, const int64_t *shape)
         memcpy(d->shape, shape, (size_t)ndim * sizeof *shape);
 }
 
+/* add as a uc_tensor_fn (the model descriptions' walk); the dtype is not kept */
+static int add_dtype(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    (void)dtype;
+    add(ctx, name, ndim, shape);
+    return 0;
+}
+
 static void addf(tlist *l, int ndim, const int64_t *shape, const char *fmt, ...) UC_PRINTF(4, 5);
 static void addf(tlist *l, int ndim, const int64_t *shape, const char *fmt, ...)
 {
@@ -259,10 +267,14 @@ static int stage_tensors(const char *stage, const cJSON *config, tlist *l)
         return clip_tensors(config, l);
     if (strcmp(stage, "prior") == 0)
         return prior_tensors(config, l);
-    if (strcmp(stage, "decoder") == 0)
-        return uc_decoder_tensors(config, add, l);
-    if (strcmp(stage, "sr") == 0)
-        return uc_sr_tensors(config, add, l);
+    if (strcmp(stage, "decoder") == 0 || strcmp(stage, "sr") == 0) {
+        char *text = cJSON_PrintUnformatted(config);
+        int rc = !text                          ? uc_err("bench: config of %s", stage)
+                 : strcmp(stage, "decoder") == 0 ? uc_decoder_tensors(text, add_dtype, l)
+                                                 : uc_sr_tensors(text, add_dtype, l);
+        free(text);
+        return rc;
+    }
     return uc_err("bench: no stage %s", stage);
 }
 

@@ -34,16 +34,6 @@ uc_sampler uc_parse_sampler(const uc_cli *c, const char *arg)
     uc_die(c, UC_EXIT_USAGE, "--sampler: '%s' is not ddpm or ddim", arg);
 }
 
-void uc_stage_diffusion(const uc_cli *c, uc_diffusion *d, const cJSON *diffusion, const char *path,
-                        const char *steps)
-{
-    if (uc_diffusion_from_config(d, diffusion, ""))
-        uc_die(c, UC_EXIT_DATA, "%s: %s", path, uc_errmsg());
-    uc_diffusion_free(d);
-    if (uc_diffusion_from_config(d, diffusion, steps))
-        uc_die(c, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
-}
-
 /* ---- seeds ---- */
 
 uint64_t uc_record_seed(const uc_cli *c, const rec *r, const char *src)

@@ -22,11 +22,6 @@ const char *uc_parse_steps(const uc_cli *c, const char *arg);
 double uc_parse_guidance(const uc_cli *c, const char *arg);
 /* --sampler: ddpm or ddim. */
 uc_sampler uc_parse_sampler(const uc_cli *c, const char *arg);
-/* The model's diffusion section respaced by steps into d (caller frees):
- * exits 1 naming path when the section itself is bad, 2 when steps does
- * not fit it. */
-void uc_stage_diffusion(const uc_cli *c, uc_diffusion *d, const cJSON *diffusion, const char *path,
-                        const char *steps);
 
 /* ---- seeds ---- */
 
