@@ -7,9 +7,10 @@
 # Each prompt goes through clip-encode and prior-sample to an image
 # embedding; emb-interp writes FRAMES records whose image_emb turns from A's
 # to B's along the great circle (slerp; add --lerp for a straight line),
-# with A's text fields and seed; decoder-diffuse and upsample render them
-# all, and upsample -o writes one PNG per frame: OUT-PREFIX-0.png ...
-# (default prefix: frame).
+# with A's text fields, seed and noise key, so decoder-diffuse and upsample
+# render every frame with the same noise and only the embedding changes;
+# upsample -o writes one PNG per frame: OUT-PREFIX-0.png ... (default
+# prefix: frame).
 set -euo pipefail
 usage="usage: interpolation.sh PROMPT-A PROMPT-B [FRAMES [OUT-PREFIX [SEED]]]"
 a=${1:?$usage}

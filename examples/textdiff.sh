@@ -6,8 +6,9 @@
 # The picture's CLIP image embedding is turned towards the direction from
 # the first caption's text embedding to the second's, in STEPS records with
 # theta from 0 (the picture's own embedding) to MAX-THETA (the paper uses
-# 0.25 to 0.5); each is rendered with the same decoder seed, so the series
-# shows the edit growing. Writes OUT-PREFIX-0.png ... (default: textdiff).
+# 0.25 to 0.5); each is rendered with the same decoder seed and the
+# picture's noise key (emb-textdiff keeps it), hence the same noise, so the
+# series shows the edit growing. Writes OUT-PREFIX-0.png ... (default: textdiff).
 set -euo pipefail
 usage='usage: textdiff.sh IN.png "CAPTION NOW" "CAPTION WANTED" [STEPS [MAX-THETA [OUT-PREFIX]]]'
 in=${1:?$usage}

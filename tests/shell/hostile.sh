@@ -88,8 +88,8 @@ t 1 'cut: record 1: stream ends inside' "$tmp/empty" "$BIN/emb-textdiff" "$tmp/c
 # A stage needs a record in each input (an upstream stage that failed
 # leaves nothing); rec-dump and shapes-eval only look, and print nothing or
 # an empty summary.
-t 1 '^prior-sample: stdin: empty input \(no records\)$' "$tmp/empty" "$BIN/prior-sample" -m "$tmp/prior.st"
-t 1 '^decoder-diffuse: stdin: empty input \(no records\)$' "$tmp/empty" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
+t 1 '^prior-sample: stdin: empty input \(no images or records\)$' "$tmp/empty" "$BIN/prior-sample" -m "$tmp/prior.st"
+t 1 '^decoder-diffuse: stdin: empty input \(no images or records\)$' "$tmp/empty" "$BIN/decoder-diffuse" -m "$tmp/dec.st"
 t 1 '^upsample: stdin: empty input \(no images or records\)$' "$tmp/empty" "$BIN/upsample" -m "$tmp/sr.st"
 t 1 '^upsample: .*/empty: empty input' "$tmp/empty" "$BIN/upsample" --fast "$PNGS/rgb8.png" "$tmp/empty"
 t 1 '^clip-encode: stdin: empty input \(no prompts\)$' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st"
