@@ -2,6 +2,7 @@
  * pooled text embedding and token sequence, with the unconditional
  * (negative) prompt's encoding alongside for classifier-free guidance. */
 #define _POSIX_C_SOURCE 200809L /* getline */
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,8 @@ static const char usage[] =
     "                       directory\n"
     "  -t, --threads N      threads (default: all cores)\n"
     "  -s, --seed N         accepted for uniformity; nothing random is drawn\n"
+    "      --progress WHEN  auto (a bar when stderr is a terminal), json (one\n"
+    "                       object an image on stderr) or none\n"
     "  -q, --quiet          no messages but errors (no truncation warnings)\n"
     "  -v, --verbose        more messages\n"
     "  -h, --help           this help\n"
@@ -60,7 +63,45 @@ typedef struct {
     int seq_f16;
     const char *model_id;
     char checksum[80];
+    const char *vocabulary; /* the model's words, space-separated, or NULL */
 } encoder;
+
+/* Warn (one line) about the words of a prompt that the model's vocabulary
+ * lacks: letters and digits make a word, case folded as the tokenizer
+ * folds ASCII. A model without unclip.vocabulary says nothing. */
+static void check_words(const encoder *e, const char *label, const char *prompt)
+{
+    if (!e->vocabulary || e->cli->verbose < 0)
+        return;
+    char unknown[256] = "", word[64];
+    int nunknown = 0;
+    for (const char *p = prompt; *p;) {
+        while (*p && !isalnum((unsigned char)*p))
+            p++;
+        size_t n = 0;
+        while (isalnum((unsigned char)*p) || (*p & 0x80)) {
+            if (n < sizeof word - 1)
+                word[n++] = (char)tolower((unsigned char)*p);
+            p++;
+        }
+        word[n] = 0;
+        if (!n)
+            continue;
+        int known = 0;
+        for (const char *v = e->vocabulary; *v && !known;) {
+            size_t m = strcspn(v, " ");
+            known = m == n && !memcmp(v, word, n);
+            v += m + (v[m] == ' ');
+        }
+        if (!known && nunknown++ < 8)
+            snprintf(unknown + strlen(unknown), sizeof unknown - strlen(unknown), "%s%s", nunknown > 1 ? ", " : "",
+                     word);
+    }
+    if (nunknown)
+        uc_warn(e->cli, "%s: %d word%s this model never saw (%s%s); its words are in unclip.vocabulary "
+                "(for the default model, the shapes world's grammar: shapes-render(1))",
+                label, nunknown, nunknown > 1 ? "s" : "", unknown, nunknown > 8 ? ", ..." : "");
+}
 
 /* One encoded text: the fields of a record or of its uncond map. */
 typedef struct {
@@ -108,6 +149,7 @@ static void encode_texts(const encoder *e, const char *const *prompts, const cha
             uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg()); /* UTF-8, size, &#N; */
         if (truncated)
             truncated[i] = k + 2 > e->ctx;
+        check_words(e, labels[i], prompts[i]);
         if (k + 2 > e->ctx && e->cli->verbose >= 0)
             uc_warn(e->cli, "%s: %d tokens, truncated to the context of %d", labels[i], k + 2, e->ctx);
         if (uc_tokenize(e->bpe, prompts[i], e->ctx, 1, b->tokens + (size_t)i * (size_t)e->ctx,
@@ -365,6 +407,7 @@ int main(int argc, char **argv)
                  .seq_f16 = seq_f16};
     e.model_id = mi->model.id;
     snprintf(e.checksum, sizeof e.checksum, "%s", mi->model.checksum);
+    e.vocabulary = mi->model.vocabulary;
     if (mi->has_text && !(e.bpe = clip_tokenizer(m))) {
         if (!images)
             uc_die_err(&c);

@@ -37,6 +37,8 @@ static const char usage[] =
     "  -m, --model FILE    prior model (default: prior.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        random seed (default 0)\n"
+    "      --progress WHEN auto (a bar when stderr is a terminal), json (one\n"
+    "                      object a step on stderr) or none\n"
     "  -q, --quiet         no messages but errors\n"
     "  -v, --verbose       more messages\n"
     "  -h, --help          this help\n"

@@ -34,6 +34,8 @@ static const char usage[] =
     "  -s, --seed N        seed of captions and layouts (default 0)\n"
     "  -m, --model FILE    accepted for uniformity; no model is used\n"
     "  -t, --threads N     accepted for uniformity\n"
+    "      --progress WHEN auto (a bar when stderr is a terminal), json (one\n"
+    "                      object a step on stderr) or none\n"
     "  -q, --quiet         no messages but errors\n"
     "  -v, --verbose       a count of samples on standard error\n"
     "  -h, --help          this help\n"

@@ -132,6 +132,16 @@ int uc_cli_common(uc_cli *c, int opt, const char *arg)
         return 1;
     }
     case 'q': c->verbose = -1; return 1;
+    case UC_OPT_PROGRESS:
+        if (!strcmp(arg, "auto"))
+            c->progress = UC_PROGRESS_AUTO;
+        else if (!strcmp(arg, "json"))
+            c->progress = UC_PROGRESS_JSON;
+        else if (!strcmp(arg, "none"))
+            c->progress = UC_PROGRESS_NONE;
+        else
+            uc_die(c, UC_EXIT_USAGE, "--progress: '%s' is not auto, json or none", arg);
+        return 1;
     case 'v': c->verbose = 1; return 1;
     case 'h':
         fputs(c->usage, stdout);
@@ -207,13 +217,30 @@ rec_reader *uc_open_records(const uc_cli *c, const char *path)
 
 void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total)
 {
-    if (c->verbose < 0 || !isatty(2) || total <= 0)
+    static char last[64];
+    static double t0;
+    if (c->progress == UC_PROGRESS_NONE || total <= 0 ||
+        (c->progress == UC_PROGRESS_AUTO && (c->verbose < 0 || !isatty(2))))
         return;
-    int width = 30, fill = (int)(width * done / total);
+    /* time left from the rate of this label's steps so far */
+    double now = uc_now();
+    if (strncmp(last, label, sizeof last - 1) || done <= 1) {
+        snprintf(last, sizeof last, "%s", label);
+        t0 = now;
+    }
+    double el = now - t0, left = done > 0 ? el / (double)done * (double)(total - done) : 0;
+    if (c->progress == UC_PROGRESS_JSON) {
+        /* one object a line, for programs that drive the tools (label is ours: no escaping needed) */
+        fprintf(stderr, "{\"tool\":\"%s\",\"what\":\"%s\",\"done\":%lld,\"total\":%lld,\"elapsed\":%.3f,\"left\":%.3f}\n",
+                c->tool, label, (long long)done, (long long)total, el, left);
+        fflush(stderr);
+        return;
+    }
+    int width = 24, fill = (int)(width * done / total);
     fprintf(stderr, "\r%s: %-12s [", c->tool, label);
     for (int i = 0; i < width; i++)
         fputc(i < fill ? '#' : '.', stderr);
-    fprintf(stderr, "] %lld/%lld", (long long)done, (long long)total);
+    fprintf(stderr, "] %lld/%lld, %.0f s left\033[K", (long long)done, (long long)total, left);
     if (done >= total)
         fputs("\r\033[K", stderr);
     fflush(stderr);

@@ -11,6 +11,10 @@
 #include "formats/record.h"
 
 enum { UC_EXIT_OK = 0, UC_EXIT_DATA = 1, UC_EXIT_USAGE = 2 };
+/* --progress: a bar on a terminal (auto), a JSON object a step on stderr,
+ * or nothing. */
+enum { UC_PROGRESS_AUTO, UC_PROGRESS_JSON, UC_PROGRESS_NONE };
+enum { UC_OPT_PROGRESS = 0x2000 };
 
 typedef struct {
     const char *tool;
@@ -20,6 +24,7 @@ typedef struct {
     uint64_t seed;        /* -s/--seed */
     int seed_set;
     int verbose;          /* -q: -1, default 0, -v: 1 */
+    int progress;         /* --progress: UC_PROGRESS_* */
     int argc;
     char **argv;
 } uc_cli;
@@ -29,7 +34,7 @@ typedef struct {
 #define UC_CLI_SHORTOPTS "m:t:s:qvhV"
 #define UC_CLI_LONGOPTS                                                                                      \
     {"model", 1, 0, 'm'}, {"threads", 1, 0, 't'}, {"seed", 1, 0, 's'}, {"quiet", 0, 0, 'q'},            \
-        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}
+        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {"progress", 1, 0, UC_OPT_PROGRESS}
 
 void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char **argv);
 /* Handle a common option; returns 1 when it was one (exits for -h, -V and
@@ -57,7 +62,9 @@ const char *uc_model_find(const uc_cli *c, const char *stage);
 /* Open an input: "-" or NULL is stdin. Exits 1 if it cannot be opened. */
 rec_reader *uc_open_records(const uc_cli *c, const char *path);
 
-/* Progress bar on stderr when it is a terminal and not quiet. */
+/* Progress: by default a one-line bar on stderr (label, steps, time left)
+ * when it is a terminal and not quiet; --progress json writes one object
+ * per call, {tool, what, done, total, elapsed, left}, whatever stderr is. */
 void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total);
 
 /* Output files: write to a temporary name beside path (with the mode of the

@@ -1,5 +1,6 @@
 #!/bin/sh
-# A picture reproduces from itself (issue 25), with the default model:
+# A picture reproduces from itself (issue 25), with the default model,
+# whose CLIP file lists the words it knows (clip-encode warns about others):
 # noise is data of the record, not its place in the stream, so a prompt
 # draws the same picture alone or 4th in a batch; stages that write N
 # records keep their indices apart; interpolation frames between one record
@@ -10,6 +11,15 @@
 # are each redrawn byte for byte by unclip-replay from the PNG alone.
 . tests/shell/lib.sh
 fnv() { "$BIN/rec-dump" "$@" | sed 's/.*"image":{[^}]*"fnv1a":"\([0-9a-f]*\)".*/\1/'; }
+
+# the default model says which words it knows, and clip-encode warns
+expect 0 'prompt 1: 1 word this model never saw (dog)' "$BIN/clip-encode" "a dog"
+expect 0 'prompt 1: 17 tokens, truncated to the context of 16' "$BIN/clip-encode" \
+    "a red circle above a blue square to the left of a big green triangle"
+"$BIN/clip-encode" "a red circle above a blue square" 2> "$tmp/err" > /dev/null
+[ ! -s "$tmp/err" ] || fail "clip-encode warned about a caption of the grammar: $(cat "$tmp/err")"
+"$BIN/clip-encode" -q "a dog" 2> "$tmp/err" > /dev/null
+[ ! -s "$tmp/err" ] || fail "clip-encode -q still warned"
 
 # a batch of prompts on stdin; the 4th is the README caption
 printf 'a red circle\na blue square\nthree green triangles\na red circle above a blue square\n' |

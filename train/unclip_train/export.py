@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import config, st
+from . import config, grammar, st
 
 F16_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 F16_NAMES = ("in_proj_weight", "in_proj_bias", "text_projection", "proj")
@@ -93,6 +93,7 @@ def export_all(runs, out_dir, stages=("clip", "prior", "decoder", "sr"), log=pri
             m.load_state_dict(ck["model"])
             cfg = ck["config"]
             extra["unclip.tokenizer.merges"] = ck["merges"]
+            extra["unclip.vocabulary"] = " ".join(sorted(grammar.words()))  # clip-encode warns on others
             t = tensors(m)
         elif stage == "prior":
             m = PriorDiffusionModel(ck["config"])
