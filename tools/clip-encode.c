@@ -3,6 +3,7 @@
  * (negative) prompt's encoding alongside for classifier-free guidance. */
 #define _POSIX_C_SOURCE 200809L /* getline */
 #include <ctype.h>
+#include <math.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,9 +191,27 @@ static rec *new_map(void)
 
 /* One output record: text fields (t), negative_prompt and uncond (unc),
  * image_emb and source (image records), params, models, history. */
+/* Exit 1 unless x[0..n) is finite: a damaged model must not write NaN. */
+static void finite(const encoder *e, const char *what, const char *field, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            uc_die(e->cli, UC_EXIT_DATA, "%s: field %s: clip-encode computed %s at element %lld (a damaged model?)",
+                   what, field, isnan(x[i]) ? "NaN" : "an infinity", (long long)i);
+}
+
 static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const float *image_emb,
                  const char *source, int truncated, uint64_t noise_key)
 {
+    const text_enc *both[2] = {t, unc};
+    for (int k = 0; k < 2; k++)
+        if (both[k]) {
+            const char *what = both[k]->prompt[0] ? both[k]->prompt : "the empty prompt";
+            finite(e, what, k ? "uncond.text_emb" : "text_emb", both[k]->emb, e->D);
+            finite(e, what, k ? "uncond.text_seq" : "text_seq", both[k]->seq, (int64_t)e->ctx * e->W);
+        }
+    if (image_emb)
+        finite(e, source, "image_emb", image_emb, e->D);
     rec *r = rec_new();
     rec_set_u64(r, "noise_key", noise_key); /* the record's noise, wherever it goes later */
     if (t)

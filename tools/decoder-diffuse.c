@@ -188,6 +188,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
                             .progress_ctx = &pg};
         if (uc_decoder_sample(o->dec, &cond, &so, x))
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
+        uc_check_finite(&o->cli, src, r, "image", x, nb * per);
 
         for (int64_t j = 0; j < nb; j++) {
             int64_t draw = d0 + j, sample = o->first + draw / K;

@@ -135,6 +135,7 @@ int main(int argc, char **argv)
             uc_emb_lerp(ea, eb, da, t, e);
         else if (uc_emb_slerp(ea, eb, da, t, e))
             uc_die(&c, UC_EXIT_DATA, "%s and %s: %s (use --lerp)", la, lb, uc_errmsg());
+        uc_check_finite(&c, la, ra, "image_emb", e, da);
         rec *out = uc_emb_record(ra, text_b ? rb : NULL, e, da);
         uint64_t key = uc_record_noise_key(&c, ra, la);
         rec_set_u64(out, "noise_key", fresh ? uc_output_noise_key(key, "interp", (uint64_t)i) : key);

@@ -140,6 +140,7 @@ int main(int argc, char **argv)
         double th = steps ? max_theta * (double)i / (double)(steps - 1) : theta;
         if (uc_emb_textdiff(zi, tc, tt, di, th, z))
             uc_die(&c, UC_EXIT_DATA, "%s, %s, %s: %s", label[0], label[1], label[2], uc_errmsg());
+        uc_check_finite(&c, label[0], r[0], "image_emb", z, di);
         rec *out = uc_emb_record(r[0], text_from ? r[text_from] : NULL, z, di);
         uint64_t key = uc_record_noise_key(&c, r[0], label[0]);
         rec_set_u64(out, "noise_key", fresh ? uc_output_noise_key(key, "textdiff", (uint64_t)i) : key);

@@ -219,6 +219,7 @@ int main(int argc, char **argv)
             uc_prior_batch pb = {.text = txt, .n = nb, .cond = cond, .uncond = uncond, .scale = scale};
             if (uc_prior_sample(p, &so, &pb, cand + b0 * D))
                 uc_die(&c, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
+            uc_check_finite(&c, src, r, "image_emb", cand + b0 * D, nb * D);
             pg.done += nsteps;
         }
         uc_prior_text_free(txt);

@@ -146,6 +146,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         if (uc_sr_sample(o->sr, 1, H, W, up, &so, x))
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
     }
+    uc_check_finite(&o->cli, src, r, "image", x, n);
 
     rec *out = rec_clone(r);
     uc_rec_set_image(out, x, H, W, o->out.want_float);

@@ -1,6 +1,7 @@
 /* stage.c - see stage.h */
 #include "libcommon/cli/stage.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "formats/base.h"
@@ -249,6 +250,16 @@ void uc_set_model(rec *out, const char *stage, const char *id, const char *check
         rec_set_str(m, "checksum", checksum);
     rec_set_stage(out, "models", stage, m);
     rec_free(m);
+}
+
+void uc_check_finite(const uc_cli *c, const char *src, const rec *r, const char *field, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            uc_die(c, UC_EXIT_DATA,
+                   "%s: record %ld field %s: %s computed %s at element %lld (an input far out of range, or a "
+                   "damaged model)",
+                   src, rec_number(r), field, c->tool, isnan(x[i]) ? "NaN" : "an infinity", (long long)i);
 }
 
 rec *uc_emb_record(const rec *base, const rec *text, const float *e, int64_t n)

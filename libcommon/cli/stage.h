@@ -91,6 +91,12 @@ void uc_text_in_free(uc_text_in *t);
 
 /* ---- outputs ---- */
 
+/* Exits 1 unless x[0..n) are all finite, naming the input, the record, the
+ * field the stage was about to write and the stage: a stage checks what it
+ * produces, so an input far out of range or a damaged model never becomes
+ * a picture of NaN written with exit status 0. */
+void uc_check_finite(const uc_cli *c, const char *src, const rec *r, const char *field, const float *x, int64_t n);
+
 /* models.<stage> = {id, checksum}; checksum NULL: none. */
 void uc_set_model(rec *out, const char *stage, const char *id, const char *checksum);
 /* An output record carrying a new image embedding e [n]: base with the text

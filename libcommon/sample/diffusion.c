@@ -346,12 +346,14 @@ int uc_p_mean_variance(const uc_diffusion *d, int64_t n, int64_t channels, int64
             for (int64_t i = 0; i < cs; i++)
                 x0[i] = a * xr[i] - b * mo[i];
         }
+        /* torch.clamp keeps NaN (fmaxf would turn it into the bound and
+         * hide a broken sample behind a plausible one) */
         if (dn && dn->clamp > 0)
             for (int64_t i = 0; i < cs; i++)
-                x0[i] = fminf(fmaxf(x0[i], -dn->clamp), dn->clamp);
+                x0[i] = isnan(x0[i]) ? x0[i] : fminf(fmaxf(x0[i], -dn->clamp), dn->clamp);
         if (dn && dn->clip_denoised)
             for (int64_t i = 0; i < cs; i++)
-                x0[i] = fminf(fmaxf(x0[i], -1.0f), 1.0f);
+                x0[i] = isnan(x0[i]) ? x0[i] : fminf(fmaxf(x0[i], -1.0f), 1.0f);
     }
     uc_q_posterior(d, n, cs, t, pred_xstart, x, mean, NULL, NULL);
     return 0;

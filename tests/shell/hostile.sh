@@ -340,6 +340,23 @@ PY
 t 1 'bomb.png: image 1: bad PNG: zTXt: .*more than 128 MiB in all' "$tmp/empty" "$BIN/rec-dump" "$tmp/bomb.png"
 t 1 'bomb.png: bad PNG: zTXt: .*more than 128 MiB in all' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/bomb.png"
 
+# class 1: a stage checks what it computes. An image embedding of 1e37
+# (finite, so the reader takes it) makes the decoder compute NaN: exit 1
+# naming the record, the field and the stage, not a black picture
+"$BIN/clip-encode" "a red circle" | "$BIN/prior-sample" -S 2 > "$tmp/p.rec" # the default model
+python3 - "$tmp/p.rec" "$tmp/huge.rec" << 'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+i = b.index(b"\xa9image_emb")
+j = b.index(b"\xa4data", i) + 5
+n = b[j + 1] if b[j] == 0xC4 else struct.unpack(">H", b[j + 1:j + 3])[0]
+k = j + (2 if b[j] == 0xC4 else 3)
+b[k:k + n] = struct.pack("<%df" % (n // 4), *[1e37] * (n // 4))
+open(sys.argv[2], "wb").write(b)
+PY
+t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/huge.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2
+[ ! -s "$tmp/out" ] || fail "decoder-diffuse wrote a picture of NaN"
+
 # options: an empty respacing, a seed with a blank before its sign, an
 # unknown option reported once, --help to a full disk
 t 2 '^prior-sample: --steps: empty$' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/prior.st" -S ""
