@@ -45,8 +45,14 @@ int uc_err_prefix(const char *fmt, ...)
 
 const char *uc_errmsg(void) { return err_buf; }
 
+static void (*oom_handler)(size_t bytes);
+
+void uc_set_oom_handler(void (*fn)(size_t bytes)) { oom_handler = fn; }
+
 static void oom(size_t n)
 {
+    if (oom_handler)
+        oom_handler(n); /* a tool's: says so and exits 1 */
     fprintf(stderr, "unclip: out of memory (%zu bytes)\n", n);
     abort();
 }

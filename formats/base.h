@@ -27,10 +27,13 @@ int uc_err_prefix(const char *fmt, ...) UC_PRINTF(1, 2);
 /* The last recorded message ("" when none). */
 const char *uc_errmsg(void);
 
-/* Allocation that aborts the process with a message on exhaustion. Sizes are
- * checked for overflow (n * size). uc_alloc returns 64-byte aligned, zeroed
+/* Allocation that ends the process with a message on exhaustion: through
+ * the handler a program sets (every tool's exits 1, see cli.h), else by
+ * abort(). Sizes are checked for overflow (n * size). uc_alloc returns 64-byte aligned, zeroed
  * memory; free it with uc_free. */
 void *uc_alloc(size_t n, size_t size);
+/* What happens when an allocation fails: fn(bytes asked) must not return. */
+void uc_set_oom_handler(void (*fn)(size_t bytes));
 void uc_free(void *p);
 /* The same without zeroing, for buffers the caller fills at once. */
 void *uc_alloc_raw(size_t n, size_t size);

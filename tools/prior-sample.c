@@ -160,8 +160,11 @@ int main(int argc, char **argv)
         uc_die(&c, UC_EXIT_USAGE, "--index times --best-of is too large");
     if (total > UINT32_MAX)
         uc_die(&c, UC_EXIT_USAGE, "--samples times --best-of is too large");
+    /* memory: one batch of candidates and the best of the current sample,
+     * whatever -n and --best-of ask (each sample is written when its K
+     * candidates are done) */
     const int64_t batch = UC_MIN(total, MAX_BATCH);
-    float *cand = uc_alloc((size_t)(total * D), sizeof *cand);
+    float *cand = uc_alloc((size_t)(batch * D), sizeof *cand), *best = uc_alloc((size_t)D, sizeof *best);
     uc_rng *rng = uc_alloc((size_t)batch, sizeof *rng);
     int64_t *cond = uc_alloc((size_t)batch, sizeof *cond), *uncond = uc_alloc((size_t)batch, sizeof *uncond);
     float *scale = uc_alloc((size_t)batch, sizeof *scale);
@@ -198,10 +201,12 @@ int main(int argc, char **argv)
         uc_free(seq2);
         uc_free(mask2);
 
-        /* all candidates of this record, in batches */
+        /* all candidates of this record, in batches; sample i keeps the
+         * first of its K candidates, or a later one of higher cosine */
         uint64_t nkey = uc_record_noise_key(&c, r, src), key = uc_stage_key(seed, nkey, "prior");
         progress_ctx pg = {.cli = &c, .total = (total + batch - 1) / batch * nsteps};
         snprintf(pg.label, sizeof pg.label, "record %llu", (unsigned long long)ordinal);
+        double bs = -2;
         for (int64_t b0 = 0; b0 < total; b0 += batch) {
             int64_t nb = UC_MIN(batch, total - b0);
             for (int64_t j = 0; j < nb; j++)
@@ -217,48 +222,47 @@ int main(int argc, char **argv)
                 .progress_ctx = &pg,
             };
             uc_prior_batch pb = {.text = txt, .n = nb, .cond = cond, .uncond = uncond, .scale = scale};
-            if (uc_prior_sample(p, &so, &pb, cand + b0 * D))
+            if (uc_prior_sample(p, &so, &pb, cand))
                 uc_die(&c, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
-            uc_check_finite(&c, src, r, "image_emb", cand + b0 * D, nb * D);
+            uc_check_finite(&c, src, r, "image_emb", cand, nb * D);
             pg.done += nsteps;
+            for (int64_t j = 0; j < nb; j++) {
+                int64_t g = b0 + j, k = g % K;
+                double sc = K > 1 ? cosine(cand + j * D, tc.emb, D) : 0;
+                if (k == 0 || sc > bs) {
+                    bs = sc;
+                    memcpy(best, cand + j * D, (size_t)D * sizeof *best);
+                }
+                if (k < K - 1)
+                    continue;
+                uint64_t index = (uint64_t)(first + g / K);
+                rec *out = rec_clone(r);
+                rec_del(out, "image"); /* a PNG's picture is not this embedding's */
+                rec_del(out, "image_f32");
+                rec_set_tensor(out, "image_emb", UC_F32, 1, &D, best);
+                if (!rec_has(out, "seed"))
+                    rec_set_u64(out, "seed", seed);
+                rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "prior", index));
+                rec *pp = rec_new();
+                rec_del(pp, "version");
+                rec_set_str(pp, "steps", steps);
+                rec_set_f64(pp, "guidance", guidance);
+                rec_set_str(pp, "sampler", sampler_name);
+                rec_set_u64(pp, "best_of", (uint64_t)K);
+                uc_set_draw(&c, pp, seed, nkey, index);
+                rec_set_stage(out, "params", "prior", pp);
+                rec_free(pp);
+                uc_set_model(out, "prior", pi->model.id, pi->model.checksum);
+                uc_emit_record(&c, out);
+            }
         }
         uc_prior_text_free(txt);
-
-        for (int64_t i = 0; i < nsamples; i++) {
-            int64_t best = i * K;
-            double bs = -2;
-            for (int64_t k = 0; k < K && K > 1; k++) {
-                double s = cosine(cand + (i * K + k) * D, tc.emb, D);
-                if (s > bs) {
-                    bs = s;
-                    best = i * K + k;
-                }
-            }
-            uint64_t index = (uint64_t)(first + i);
-            rec *out = rec_clone(r);
-            rec_del(out, "image"); /* a PNG's picture is not this embedding's */
-            rec_del(out, "image_f32");
-            rec_set_tensor(out, "image_emb", UC_F32, 1, &D, cand + best * D);
-            if (!rec_has(out, "seed"))
-                rec_set_u64(out, "seed", seed);
-            rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "prior", index));
-            rec *pp = rec_new();
-            rec_del(pp, "version");
-            rec_set_str(pp, "steps", steps);
-            rec_set_f64(pp, "guidance", guidance);
-            rec_set_str(pp, "sampler", sampler_name);
-            rec_set_u64(pp, "best_of", (uint64_t)K);
-            uc_set_draw(&c, pp, seed, nkey, index);
-            rec_set_stage(out, "params", "prior", pp);
-            rec_free(pp);
-            uc_set_model(out, "prior", pi->model.id, pi->model.checksum);
-            uc_emit_record(&c, out);
-        }
         uc_text_in_free(&tc);
         uc_text_in_free(&tu);
     }
     uc_stdout_check(&c);
     uc_free(cand);
+    uc_free(best);
     uc_free(rng);
     uc_free(cond);
     uc_free(uncond);

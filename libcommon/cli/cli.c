@@ -33,6 +33,16 @@ static void cleanup_tmp(void)
             unlink(tmp_paths[i]);
 }
 
+static const uc_cli *oom_cli;
+
+static void on_oom(size_t bytes)
+{
+    if (bytes == SIZE_MAX)
+        uc_die(oom_cli, UC_EXIT_DATA, "out of memory: a size past what this machine can address was asked for");
+    uc_die(oom_cli, UC_EXIT_DATA, "out of memory: %.1f MiB more could not be had (ulimit -v, or too large an input "
+           "for this machine)", (double)bytes / (1 << 20));
+}
+
 static void on_signal(int sig)
 {
     cleanup_tmp();
@@ -56,6 +66,8 @@ void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char 
     /* A reader that goes away early ends us quietly (SIGPIPE's default). */
     signal(SIGPIPE, SIG_DFL);
     atexit(cleanup_tmp);
+    oom_cli = c;
+    uc_set_oom_handler(on_oom);
 }
 
 static void vmsg(const uc_cli *c, const char *fmt, va_list ap)
