@@ -92,6 +92,6 @@ expect 1 'params.decoder: missing' "$BIN/unclip-replay" "$tmp/render.png"
 MK=${MKMODEL:-}
 if [ -n "$MK" ]; then
     "$MK" decoder "$tmp/dec.st" $G/karlo/decoder-sample
-    expect 1 'the replayed stages failed|models.decoder.checksum' "$BIN/unclip-replay" --decoder "$tmp/dec.st" "$tmp/alone.png"
+    expect 1 'the replayed stages failed' "$BIN/unclip-replay" --decoder "$tmp/dec.st" "$tmp/alone.png"
 fi
 echo "replay.sh: $n pictures redrawn byte for byte"
