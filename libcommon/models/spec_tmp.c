@@ -145,13 +145,15 @@ int uc_tmp_clip_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
     if (text) {
         add(&l, "positional_embedding", S2(T, W));
         add(&l, "text_projection", S2(W, D));
+        add(&l, "logit_scale", S0);
         add(&l, "token_embedding.weight", S2(V, W));
-        add(&l, "ln_final.weight", S1(W));
-        add(&l, "ln_final.bias", S1(W));
         for (int i = 0; i < tl; i++)
             clip_block(&l, "transformer.resblocks.", i, W);
+        add(&l, "ln_final.weight", S1(W));
+        add(&l, "ln_final.bias", S1(W));
+    } else {
+        add(&l, "logit_scale", S0);
     }
-    add(&l, "logit_scale", S0);
     if (vis) {
         int64_t G = R / P;
         add(&l, "visual.class_embedding", S1(Wv));
