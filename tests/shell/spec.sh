@@ -80,6 +80,27 @@ PYEOF
     n=$((n + 1))
 done
 
+# the shipped default model holds exactly its config's list, storage types
+# included (logit_scale may be one value rather than a scalar, as the loader takes it)
+for f in models/*.safetensors; do
+    [ -e "$f" ] || continue
+    "$PY" - "$f" "$S" << 'PYEOF' || fail "$f: not the tensors unclip-spec lists for its config"
+import json, struct, subprocess, sys
+with open(sys.argv[1], "rb") as f:
+    h = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+meta = h.pop("__metadata__")
+r = subprocess.run([sys.argv[2], meta["unclip.stage"], "-"], input=meta["unclip.config"].encode(), stdout=subprocess.PIPE)
+want = {t["name"]: (t["shape"], t["dtype"]) for t in json.loads(r.stdout)["tensors"]}
+have = {n: (e["shape"], e["dtype"]) for n, e in h.items()}
+if have.get("logit_scale", (None,))[0] == [1]:
+    have["logit_scale"] = ([], have["logit_scale"][1])
+bad = sorted(set(want) ^ set(have)) + sorted(n for n in want if n in have and want[n] != have[n])
+if r.returncode or bad:
+    sys.exit("%d differences: %s" % (len(bad), ", ".join(bad[:5])))
+PYEOF
+    n=$((n + 1))
+done
+
 # bad input: the field named, exit 1; an unknown stage or no stage, exit 2
 printf '{"model": {"type": "prior", "hparams": {"text_ctx": 77, "xf_width": "wide", "xf_layers": 1, "xf_heads": 1, "clip_dim": 8}}, "diffusion": {}}' > "$tmp/bad.json"
 expect 1 'xf_width' "$S" prior "$tmp/bad.json"
@@ -96,4 +117,4 @@ expect 2 'unknown stage "vae"' "$S" vae
 expect 2 'STAGE' "$S"
 "$S" --help | grep -q '^Usage: unclip-spec' || fail "--help"
 "$S" --version | grep -q 'unclip-spec' || fail "--version"
-echo "spec.sh: 4 stages, $n golden model files listed exactly"
+echo "spec.sh: 4 stages, $n golden and shipped model files listed exactly"
