@@ -391,24 +391,22 @@ static int decoder_run(void *ctx, double *parts)
 
 static int bench_decoder(const opts *o, const char *name, const char *path)
 {
-    uc_decoder d;
-    if (uc_decoder_open(&d, path))
+    uc_decoder *d = uc_decoder_open(path);
+    if (!d)
         return -1;
-    const uc_decoder_config *cfg = &d.cfg;
-    int64_t S = cfg->image_size, D = cfg->clip_dim, T = cfg->text_ctx, X = cfg->xf_width, M = cfg->clip_emb_mult;
-    int64_t C = cfg->unet.model_channels, E = 4 * C, oc = cfg->unet.out_channels;
+    const uc_decoder_info *cfg = uc_decoder_get_info(d);
+    int64_t S = cfg->image_size, D = cfg->clip_dim, T = cfg->text_ctx, oc = cfg->out_channels;
     float *feat = random_floats(2 * D, 8), *seq = random_floats(2 * T * D, 9), *img = random_floats(D, 10);
     float *y = uc_alloc((size_t)(2 * D), sizeof(float));
     unsigned char *mask = uc_alloc((size_t)(2 * T), 1);
     for (int64_t j = 0; j < T; j++)
         mask[j] = 1;
     mask[T] = mask[T + 1] = 1;
-    uc_decoder_guided_y(&d, 1, img, y);
+    uc_decoder_guided_y(d, 1, img, y);
     static const float scale = 8.0f; /* Karlo's decoder guidance */
-    decoder_ctx c = {&d, {1, T, feat, seq, mask, y, &scale, 1}, S, random_floats(2 * 3 * S * S, 11), NULL, {500, 500}};
+    decoder_ctx c = {d, {1, T, feat, seq, mask, y, &scale, 1}, S, random_floats(2 * 3 * S * S, 11), NULL, {500, 500}};
     c.out = uc_alloc((size_t)(2 * oc * S * S), sizeof(float));
-    double flops = uc_unet_flops(d.unet, 2, S, S, M + T) +
-                   2.0 * 2 * ((double)(C * E + E * E) + 2.0 * (double)(D * E) + (double)(T * D * X) + (double)(D * X * M));
+    double flops = uc_decoder_flops(d, 2, T);
     double med;
     int rc = measure(o, name, decoder_run, &c, 1, &med);
     if (!rc)
@@ -422,7 +420,7 @@ static int bench_decoder(const opts *o, const char *name, const char *path)
     uc_free(mask);
     uc_free(c.x);
     uc_free(c.out);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
     return rc;
 }
 
@@ -447,13 +445,13 @@ static int sr_run(void *ctx, double *parts)
  * 64 -> 256 model), batch 1. */
 static int bench_sr(const opts *o, const char *name, const char *path)
 {
-    uc_sr s;
-    if (uc_sr_open(&s, path))
+    uc_sr *s = uc_sr_open(path);
+    if (!s)
         return -1;
-    int64_t S = o->quick ? 64 : 256, C = s.cfg.unet.model_channels, E = 4 * C, oc = s.cfg.unet.out_channels;
-    sr_ctx c = {&s, S, random_floats(3 * S * S, 12), random_floats(3 * S * S, 13), NULL};
+    int64_t S = o->quick ? 64 : 256, oc = uc_sr_get_info(s)->out_channels;
+    sr_ctx c = {s, S, random_floats(3 * S * S, 12), random_floats(3 * S * S, 13), NULL};
     c.out = uc_alloc((size_t)(oc * S * S), sizeof(float));
-    double flops = uc_unet_flops(s.first, 1, S, S, 0) + 2.0 * (double)(C * E + E * E);
+    double flops = uc_sr_flops(s, 1, S, S);
     double med;
     int rc = measure(o, name, sr_run, &c, 1, &med);
     if (!rc)
@@ -463,7 +461,7 @@ static int bench_sr(const opts *o, const char *name, const char *path)
     uc_free(c.x);
     uc_free(c.low);
     uc_free(c.out);
-    uc_sr_free(&s);
+    uc_sr_free(s);
     return rc;
 }
 
@@ -471,12 +469,12 @@ static int bench_sr(const opts *o, const char *name, const char *path)
 
 static int open_run(void *ctx, double *parts)
 {
-    uc_decoder d;
     double t0 = uc_now();
-    if (uc_decoder_open(&d, ctx))
+    uc_decoder *d = uc_decoder_open(ctx);
+    if (!d)
         return -1;
     parts[0] = uc_now() - t0;
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
     return 0;
 }
 

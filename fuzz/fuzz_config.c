@@ -88,16 +88,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         diffusion(cJSON_GetObjectItemCaseSensitive(p.config, "diffusion"));
         uc_prior_free(&p);
     }
-    uc_decoder d;
-    if (ok && (stage < 0 || stage == 2) && uc_decoder_open(&d, path) == 0) {
-        diffusion(d.diffusion);
-        uc_decoder_free(&d);
-    }
-    uc_sr s;
-    if (ok && (stage < 0 || stage == 3) && uc_sr_open(&s, path) == 0) {
-        diffusion(s.diffusion);
-        uc_sr_free(&s);
-    }
+    /* the decoder's and sr's schedules, built through their handles */
+    static const char *respacings[] = {NULL, "", "5", "ddim3", "fast27", "2,1"};
+    uc_decoder *d = ok && (stage < 0 || stage == 2) ? uc_decoder_open(path) : NULL;
+    for (size_t i = 0; d && i < sizeof respacings / sizeof *respacings; i++)
+        uc_decoder_steps(d, respacings[i]);
+    uc_decoder_free(d);
+    uc_sr *s = ok && (stage < 0 || stage == 3) ? uc_sr_open(path) : NULL;
+    for (size_t i = 0; s && i < sizeof respacings / sizeof *respacings; i++)
+        uc_sr_steps(s, respacings[i]);
+    uc_sr_free(s);
     close(fd);
     return 0;
 }

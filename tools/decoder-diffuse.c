@@ -65,7 +65,8 @@ enum { OPT_SAMPLER = 256, OPT_ETA, OPT_BEST_OF, OPT_CLIP };
 
 typedef struct {
     uc_cli cli;
-    uc_decoder dec;
+    uc_decoder *dec;
+    const uc_decoder_info *info; /* of dec */
     uc_image_out out;
     const char *steps;
     double guidance, eta;
@@ -121,7 +122,7 @@ static int draw_noise(void *ctx, int draw, float *out, int64_t nelem)
  * batches of MAX_BATCH in stream order; each sample keeps its best. */
 static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
 {
-    const uc_decoder_config *dc = &o->dec.cfg;
+    const uc_decoder_info *dc = o->info;
     int64_t D = dc->clip_dim, T = dc->text_ctx, S = dc->image_size, per = 3 * S * S;
     int64_t K = o->best_of, ndraw = o->nsamples * K;
     /* check everything before computing */
@@ -164,18 +165,18 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             memcpy(imgs + j * D, img, (size_t)D * sizeof(float));
             uc_rng_init(&rng[j], key, (uint32_t)(d0 + j));
         }
-        uc_decoder_guided_y(&o->dec, nb, imgs, y);
+        uc_decoder_guided_y(o->dec, nb, imgs, y);
         uc_decoder_cond cond = {nb, T, txt, seq, mask, y, &scale, 1};
         noise_ctx nc = {rng, nb, per};
         snprintf(pg.label, sizeof pg.label, "record %llu", (unsigned long long)ordinal);
-        uc_decoder_sample_opts so = {.respacing = o->steps,
-                                     .sampler = (uc_sampler)o->sampler,
-                                     .eta = (float)o->eta,
-                                     .noise = draw_noise,
-                                     .noise_ctx = &nc,
-                                     .progress = uc_step_progress_fn,
-                                     .progress_ctx = &pg};
-        if (uc_decoder_sample(&o->dec, &cond, &so, x))
+        uc_stage_opts so = {.respacing = o->steps,
+                            .sampler = (uc_sampler)o->sampler,
+                            .eta = (float)o->eta,
+                            .noise = draw_noise,
+                            .noise_ctx = &nc,
+                            .progress = uc_step_progress_fn,
+                            .progress_ctx = &pg};
+        if (uc_decoder_sample(o->dec, &cond, &so, x))
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
 
         for (int64_t j = 0; j < nb; j++) {
@@ -212,7 +213,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             rec_set_u64(pp, "best_of", (uint64_t)K);
             rec_set_stage(out, "params", "decoder", pp);
             rec_free(pp);
-            uc_set_model(out, "decoder", o->dec.info.id, o->dec.info.checksum);
+            uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
             if (K > 1) {
                 const char *id = st_meta(o->clip->file, "unclip.model_id");
                 uc_set_model(out, "rank", id ? id : o->clip_path, o->clip->info.checksum);
@@ -243,10 +244,10 @@ static void open_ranker(opts *o)
         uc_die(&o->cli, UC_EXIT_DATA, "--best-of needs a CLIP model (--clip): %s", uc_errmsg());
     if (!o->clip->has_vision)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower to rank candidates with", o->clip_path);
-    if (o->clip->embed_dim != o->dec.cfg.clip_dim)
+    if (o->clip->embed_dim != o->info->clip_dim)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: CLIP embed_dim %d is not the decoder's clip_dim %d", o->clip_path,
-               o->clip->embed_dim, (int)o->dec.cfg.clip_dim);
-    int S = (int)o->dec.cfg.image_size, R = o->clip->image_resolution;
+               o->clip->embed_dim, o->info->clip_dim);
+    int S = o->info->image_size, R = o->clip->image_resolution;
     o->rank_img = (uc_image){.w = S, .h = S, .channels = 3, .px = uc_alloc((size_t)3 * S * S, 1)};
     o->rank_px = uc_alloc((size_t)3 * R * R, sizeof(float));
     o->rank_emb = uc_alloc((size_t)o->clip->embed_dim, sizeof(float));
@@ -291,24 +292,29 @@ int main(int argc, char **argv)
     uc_cli_ready(&o.cli);
 
     const char *path = uc_model_path(&o.cli, "decoder");
-    if (uc_decoder_open(&o.dec, path))
+    if (!(o.dec = uc_decoder_open(path)))
         uc_die_err(&o.cli);
+    o.info = uc_decoder_get_info(o.dec);
     if (o.guidance == 0) /* no -g: the model's default, else Karlo's */
-        o.guidance = o.dec.info.default_guidance ? o.dec.info.default_guidance : 8.0;
+        o.guidance = o.info->model.default_guidance ? o.info->model.default_guidance : 8.0;
     if (o.best_of == 0) /* no --best-of */
-        o.best_of = o.dec.info.default_best_of ? o.dec.info.default_best_of : 1;
+        o.best_of = o.info->model.default_best_of ? o.info->model.default_best_of : 1;
     if (o.nsamples * o.best_of > 100000)
         uc_die(&o.cli, UC_EXIT_USAGE, "--samples times --best-of is too large");
     if (o.best_of > 1)
         open_ranker(&o);
-    uc_diffusion d;
-    uc_stage_diffusion(&o.cli, &d, o.dec.diffusion, path, o.steps);
+    /* the schedule: the model's diffusion section must hold (data error),
+     * then --steps must fit it (usage error); kept for every record */
+    if (uc_decoder_steps(o.dec, "") < 0)
+        uc_die(&o.cli, UC_EXIT_DATA, "%s: %s", path, uc_errmsg());
+    int steps = uc_decoder_steps(o.dec, o.steps);
+    if (steps < 0)
+        uc_die(&o.cli, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
     if (o.sampler < 0)
         o.sampler = uc_sampler_for_respacing(o.steps);
     uc_info(&o.cli, "model %s (%s): %dx%d, %d channels, clip_dim %d; %d steps (%s), %s, guidance %g", path,
-            o.dec.info.id, o.dec.cfg.image_size, o.dec.cfg.image_size, o.dec.cfg.unet.model_channels,
-            o.dec.cfg.clip_dim, d.steps, o.steps, o.sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm", o.guidance);
-    uc_diffusion_free(&d);
+            o.info->model.id, o.info->image_size, o.info->image_size, o.info->model_channels, o.info->clip_dim,
+            steps, o.steps, o.sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm", o.guidance);
 
     uc_image_out_open(&o.out, &o.cli);
     uc_inputs in;
@@ -318,7 +324,7 @@ int main(int argc, char **argv)
         process(&o, r, in.src, in.ordinal);
     uc_image_out_close(&o.out, &o.cli);
     uc_stdout_check(&o.cli);
-    uc_decoder_free(&o.dec);
+    uc_decoder_free(o.dec);
     clip_free(o.clip);
     uc_free(o.rank_img.px);
     uc_free(o.rank_px);

@@ -54,7 +54,8 @@ enum { OPT_FAST = 256 };
 
 typedef struct {
     uc_cli cli;
-    uc_sr sr;
+    uc_sr *sr;
+    const uc_sr_info *info; /* of sr */
     uc_image_out out;
     int have_model, scale;
     const char *steps;
@@ -115,7 +116,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     float *low = input_image(o, r, src, &h, &w);
     int64_t H = h * o->scale, W = w * o->scale, n = 3 * H * W;
     if (o->have_model) {
-        int64_t s = uc_unet_stride(o->sr.first);
+        int64_t s = (int64_t)1 << (o->info->levels - 1);
         if (H % s || W % s)
             uc_die(&o->cli, UC_EXIT_DATA,
                    "%s: record %ld field image: %lldx%lld upscaled is not a multiple of %lld, as the model needs",
@@ -132,12 +133,13 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         uc_rng_init(&nc.rng, uc_record_key(seed, ordinal), SR_STREAM);
         uc_step_progress pg = {.cli = &o->cli};
         snprintf(pg.label, sizeof pg.label, "image %llu", (unsigned long long)ordinal);
-        uc_sr_sample_opts so = {.respacing = o->steps,
-                                .noise = draw_noise,
-                                .noise_ctx = &nc,
-                                .progress = uc_step_progress_fn,
-                                .progress_ctx = &pg};
-        if (uc_sr_sample(&o->sr, 1, H, W, up, &so, x))
+        uc_stage_opts so = {.respacing = o->steps,
+                            .sampler = UC_SAMPLER_DDPM, /* Karlo's, whatever the respacing */
+                            .noise = draw_noise,
+                            .noise_ctx = &nc,
+                            .progress = uc_step_progress_fn,
+                            .progress_ctx = &pg};
+        if (uc_sr_sample(o->sr, 1, H, W, up, &so, x))
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
     }
 
@@ -157,7 +159,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     rec_set_stage(out, "params", "sr", pp);
     rec_free(pp);
     if (o->have_model)
-        uc_set_model(out, "sr", o->sr.info.id, o->sr.info.checksum);
+        uc_set_model(out, "sr", o->info->model.id, o->info->model.checksum);
     uc_image_out_emit(&o->out, &o->cli, out);
     uc_free(up);
     uc_free(x);
@@ -191,16 +193,20 @@ int main(int argc, char **argv)
     /* --fast needs no model; with -m the model still gives the scale */
     if (!o.fast || o.cli.model) {
         const char *path = uc_model_path(&o.cli, "sr");
-        if (uc_sr_open(&o.sr, path))
+        if (!(o.sr = uc_sr_open(path)))
             uc_die_err(&o.cli);
+        o.info = uc_sr_get_info(o.sr);
         o.have_model = 1;
-        o.scale = o.sr.cfg.scale;
-        uc_diffusion d;
-        uc_stage_diffusion(&o.cli, &d, o.sr.diffusion, path, o.steps);
-        uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.sr.info.id,
-                o.scale, o.sr.cfg.unet.model_channels, o.sr.cfg.unet.nlevels, d.steps, o.steps,
-                o.fast ? "; --fast: resize only" : "");
-        uc_diffusion_free(&d);
+        o.scale = o.info->scale;
+        /* the model's diffusion section must hold (data error), then
+         * --steps must fit it (usage error); kept for every image */
+        if (uc_sr_steps(o.sr, "") < 0)
+            uc_die(&o.cli, UC_EXIT_DATA, "%s: %s", path, uc_errmsg());
+        int steps = uc_sr_steps(o.sr, o.steps);
+        if (steps < 0)
+            uc_die(&o.cli, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
+        uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.info->model.id,
+                o.scale, o.info->channels, o.info->levels, steps, o.steps, o.fast ? "; --fast: resize only" : "");
     }
 
     uc_image_out_open(&o.out, &o.cli);
@@ -212,6 +218,6 @@ int main(int argc, char **argv)
     uc_image_out_close(&o.out, &o.cli);
     uc_stdout_check(&o.cli);
     if (o.have_model)
-        uc_sr_free(&o.sr);
+        uc_sr_free(o.sr);
     return UC_EXIT_OK;
 }

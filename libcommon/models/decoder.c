@@ -1,17 +1,46 @@
-/* decoder.c - see decoder.h. */
+/* decoder.c - see decoder.h. In order: the config, the one walk of the
+ * weights (bind or list), the handle, the forward with its buffers, the
+ * guided forward and the sampling loop. */
 #include "libcommon/models/decoder.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "formats/base.h"
 #include "libcommon/models/model_file.h"
+#include "libcommon/models/unet.h"
+#include "libcommon/models/walk.h"
 #include "libcommon/nn/ops.h"
 
-/* ---- config and weights ------------------------------------------------ */
+/* ---- config --------------------------------------------------------------- */
 
-int uc_decoder_config_parse(const cJSON *hp, uc_decoder_config *cfg)
+typedef struct {
+    uc_unet_config unet; /* the UNet built from model.hparams */
+    int image_size;      /* side of the samples (hparams.image_size) */
+    int clip_dim;        /* D: image embedding and text feature width */
+    int clip_emb_mult;   /* image-embedding tokens */
+    int xf_width;        /* token width (encoder_channels) */
+    int text_ctx;        /* tokens per prompt the model was trained with */
+} dec_config;
+
+static const char default_config[] =
+    "{\"model\": {\"type\": \"t2i-decoder\", \"diffusion_sampler\": \"uniform\", \"hparams\":"
+    " {\"image_size\": 64, \"num_channels\": 320, \"num_res_blocks\": 3, \"channel_mult\": \"\","
+    " \"attention_resolutions\": \"32,16,8\", \"num_heads\": -1, \"num_head_channels\": 64,"
+    " \"num_heads_upsample\": -1, \"use_scale_shift_norm\": true, \"dropout\": 0.1, \"clip_dim\":"
+    " 768, \"clip_emb_mult\": 4, \"text_ctx\": 77, \"xf_width\": 1536, \"xf_layers\": 0,"
+    " \"xf_heads\": 0, \"xf_final_ln\": false, \"resblock_updown\": true, \"learn_sigma\": true,"
+    " \"text_drop\": 0.3, \"clip_emb_type\": \"image\", \"clip_emb_drop\": 0.1, \"use_plm\": true}},"
+    " \"diffusion\": {\"steps\": 1000, \"learn_sigma\": true, \"sigma_small\": false,"
+    " \"noise_schedule\": \"squaredcos_cap_v2\", \"use_kl\": false, \"predict_xstart\": false,"
+    " \"rescale_learned_sigmas\": true, \"timestep_respacing\": \"\"}}";
+
+const char *uc_decoder_default_config(void) { return default_config; }
+
+/* Hyperparameters from model.hparams of Karlo's decoder yaml (as JSON). */
+static int config_parse(const cJSON *hp, dec_config *cfg)
 {
     uc_unet_config *u = &cfg->unet;
     memset(cfg, 0, sizeof *cfg);
@@ -67,113 +96,215 @@ int uc_decoder_config_parse(const cJSON *hp, uc_decoder_config *cfg)
     return 0;
 }
 
-/* The tensors of PLMImUNet outside UNetModel. */
-typedef struct {
-    const char *name;
-    int ndim;
-    int64_t shape[2];
-} extra;
+/* ---- the weights: one walk -------------------------------------------------- */
 
-static int extras(const uc_decoder_config *c, extra *w)
+struct uc_decoder {
+    dec_config cfg;
+    uc_decoder_info info;
+    uc_unet *unet;                          /* keys "model." + UNetModel names */
+    const float *clip_emb_w, *clip_emb_b;   /* clip_emb: [4C, D], [4C] */
+    const float *seq_proj_w, *seq_proj_b;   /* text_seq_proj.0: [xf, D], [xf] */
+    const float *seq_ln_w, *seq_ln_b;       /* text_seq_proj.1 (LayerNorm): [xf], [xf] */
+    const float *feat_proj_w, *feat_proj_b; /* text_feat_proj: [4C, D], [4C] */
+    const float *tok_proj_w, *tok_proj_b;   /* clip_tok_proj: [xf * mult, D], [xf * mult] */
+    const float *cf_param;                  /* cf_param: [D], y of unconditional rows */
+    cJSON *diffusion;                       /* owned copy of the config's diffusion section */
+    st_file *file;                          /* owned when opened from a path, else NULL */
+    /* the schedule of the last respacing asked for */
+    uc_diffusion sched;
+    int have_sched, sched_null; /* built; built for respacing NULL */
+    char *sched_respacing;      /* owned */
+    /* buffers of a forward of (B, H, W, ctx) */
+    uc_unet_ws *ws;
+    int64_t B, H, W, ctx;
+    float *emb, *tmp;  /* [B, 4C] each */
+    float *seq, *tok;  /* [B, ctx, xf], [B, xf * mult] */
+    float *enc, *bias; /* tokens [xf, B, L], key bias [B, L] */
+    float *xx;         /* guided input [B, 3, H, W] (B = 2 prompts) */
+    double *t;         /* sampling timesteps, t_n of them */
+    int64_t t_n;
+};
+
+/* PLMImUNet's tensors: the UNet, then the conditioning layers. */
+static int walk(uc_walk *w, uc_decoder *d)
 {
+    const dec_config *c = &d->cfg;
     int64_t E = 4 * (int64_t)c->unet.model_channels, D = c->clip_dim, X = c->xf_width, M = c->clip_emb_mult;
-    const extra t[] = {
-        {"model.clip_emb.weight", 2, {E, D}},
-        {"model.clip_emb.bias", 1, {E}},
-        {"model.text_seq_proj.0.weight", 2, {X, D}},
-        {"model.text_seq_proj.0.bias", 1, {X}},
-        {"model.text_seq_proj.1.weight", 1, {X}},
-        {"model.text_seq_proj.1.bias", 1, {X}},
-        {"model.text_feat_proj.weight", 2, {E, D}},
-        {"model.text_feat_proj.bias", 1, {E}},
-        {"model.clip_tok_proj.weight", 2, {X * M, D}},
-        {"model.clip_tok_proj.bias", 1, {X * M}},
-        {"model.cf_param", 1, {D}},
-    };
-    memcpy(w, t, sizeof t);
-    return (int)UC_COUNT(t);
+    w->prefix = "model.";
+    if (!(d->unet = uc_unet_walk(w, &c->unet)))
+        return w->rc ? w->rc : -1;
+    d->clip_emb_w = uc_walk_tensor(w, UC_D2(E, D), "clip_emb.weight");
+    d->clip_emb_b = uc_walk_tensor(w, UC_D1(E), "clip_emb.bias");
+    d->seq_proj_w = uc_walk_tensor(w, UC_D2(X, D), "text_seq_proj.0.weight");
+    d->seq_proj_b = uc_walk_tensor(w, UC_D1(X), "text_seq_proj.0.bias");
+    d->seq_ln_w = uc_walk_tensor(w, UC_D1(X), "text_seq_proj.1.weight");
+    d->seq_ln_b = uc_walk_tensor(w, UC_D1(X), "text_seq_proj.1.bias");
+    d->feat_proj_w = uc_walk_tensor(w, UC_D2(E, D), "text_feat_proj.weight");
+    d->feat_proj_b = uc_walk_tensor(w, UC_D1(E), "text_feat_proj.bias");
+    d->tok_proj_w = uc_walk_tensor(w, UC_D2(X * M, D), "clip_tok_proj.weight");
+    d->tok_proj_b = uc_walk_tensor(w, UC_D1(X * M), "clip_tok_proj.bias");
+    d->cf_param = uc_walk_tensor(w, UC_D1(D), "cf_param");
+    return w->rc;
 }
 
-static int parse_stage(const cJSON *config, uc_decoder_config *cfg, const cJSON **diff)
+static int parse_stage(const cJSON *config, dec_config *cfg, const cJSON **diff)
 {
     const cJSON *hp;
-    return uc_model_sections(config, "decoder", &hp, diff) ? -1 : uc_decoder_config_parse(hp, cfg);
+    return uc_model_sections(config, "decoder", &hp, diff) ? -1 : config_parse(hp, cfg);
 }
 
-int uc_decoder_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx)
+static cJSON *parse_json(const char *config_json)
 {
-    uc_decoder_config cfg;
-    const cJSON *diff;
-    extra w[16];
-    if (parse_stage(config, &cfg, &diff) || uc_unet_tensors(&cfg.unet, "model.", fn, ctx))
-        return -1;
-    for (int i = 0, n = extras(&cfg, w); i < n; i++)
-        fn(ctx, w[i].name, w[i].ndim, w[i].shape);
-    return 0;
+    cJSON *j = cJSON_Parse(config_json ? config_json : default_config);
+    if (!j)
+        uc_err("decoder config: not JSON");
+    return j;
 }
 
-int uc_decoder_load(uc_decoder *d, st_file *f, const cJSON *config)
+int uc_decoder_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
 {
-    memset(d, 0, sizeof *d);
+    cJSON *config = parse_json(config_json);
+    if (!config)
+        return -1;
+    uc_decoder d = {0};
     const cJSON *diff;
-    if (parse_stage(config, &d->cfg, &diff))
+    uc_walk w = {.fn = fn, .ctx = ctx};
+    int rc = parse_stage(config, &d.cfg, &diff) ? -1 : walk(&w, &d);
+    uc_unet_free(d.unet);
+    cJSON_Delete(config);
+    return rc;
+}
+
+/* Bind the weights of f for config into d (zeroed). */
+static int load(void *dv, st_file *f, const cJSON *config)
+{
+    uc_decoder *d = dv;
+    const cJSON *diff;
+    uc_walk w = {.f = f};
+    if (parse_stage(config, &d->cfg, &diff) || walk(&w, d))
         return -1;
-    if (!(d->unet = uc_unet_load(f, "model.", &d->cfg.unet)))
-        return -1;
-    const float **dst[] = {&d->clip_emb_w,  &d->clip_emb_b,  &d->seq_proj_w, &d->seq_proj_b,
-                           &d->seq_ln_w,    &d->seq_ln_b,    &d->feat_proj_w, &d->feat_proj_b,
-                           &d->tok_proj_w,  &d->tok_proj_b,  &d->cf_param};
-    extra w[16];
-    int n = extras(&d->cfg, w);
-    for (int i = 0; i < n; i++)
-        if (!(*dst[i] = st_f32(f, w[i].name, w[i].ndim, w[i].shape))) {
-            uc_decoder_free(d);
-            return -1;
-        }
     d->diffusion = cJSON_Duplicate(diff, 1);
+    const dec_config *c = &d->cfg;
+    uc_decoder_info *i = &d->info;
+    i->image_size = c->image_size;
+    i->clip_dim = c->clip_dim;
+    i->clip_emb_mult = c->clip_emb_mult;
+    i->xf_width = c->xf_width;
+    i->text_ctx = c->text_ctx;
+    i->model_channels = c->unet.model_channels;
+    i->out_channels = c->unet.out_channels;
     return 0;
 }
 
-static int load(void *d, st_file *f, const cJSON *config) { return uc_decoder_load(d, f, config); }
-
-int uc_decoder_open(uc_decoder *d, const char *path)
+uc_decoder *uc_decoder_open(const char *path)
 {
-    memset(d, 0, sizeof *d);
-    d->file = uc_model_open(path, "decoder", "a decoder", load, d, &d->info);
-    return d->file ? 0 : -1;
+    uc_decoder *d = uc_alloc(1, sizeof *d);
+    if (!(d->file = uc_model_open(path, "decoder", "a decoder", load, d, &d->info.model))) {
+        uc_decoder_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+uc_decoder *uc_decoder_load(st_file *f, const char *config_json)
+{
+    cJSON *config = parse_json(config_json);
+    uc_decoder *d = uc_alloc(1, sizeof *d);
+    if (!config || load(d, f, config) || uc_model_info_fill(f, "decoder", &d->info.model)) {
+        cJSON_Delete(config);
+        uc_decoder_free(d);
+        return NULL;
+    }
+    cJSON_Delete(config);
+    return d;
+}
+
+static void free_buffers(uc_decoder *d)
+{
+    uc_unet_ws_free(d->ws);
+    d->ws = NULL;
+    float **bufs[] = {&d->emb, &d->tmp, &d->seq, &d->tok, &d->enc, &d->bias, &d->xx};
+    for (size_t i = 0; i < UC_COUNT(bufs); i++) {
+        uc_free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    d->B = d->H = d->W = d->ctx = 0;
 }
 
 void uc_decoder_free(uc_decoder *d)
 {
+    if (!d)
+        return;
+    free_buffers(d);
+    uc_free(d->t);
     uc_unet_free(d->unet);
-    uc_unet_ws_free(d->ws);
     cJSON_Delete(d->diffusion);
+    if (d->have_sched)
+        uc_diffusion_free(&d->sched);
+    uc_free(d->sched_respacing);
     if (d->file)
         st_close(d->file);
-    memset(d, 0, sizeof *d);
+    uc_free(d);
+}
+
+const uc_decoder_info *uc_decoder_get_info(const uc_decoder *d) { return &d->info; }
+
+int uc_decoder_steps(uc_decoder *d, const char *respacing)
+{
+    if (d->have_sched &&
+        (respacing ? !d->sched_null && !strcmp(d->sched_respacing, respacing) : d->sched_null))
+        return d->sched.steps;
+    uc_diffusion nd;
+    if (uc_diffusion_from_config(&nd, d->diffusion, respacing))
+        return -1;
+    if (d->have_sched)
+        uc_diffusion_free(&d->sched);
+    uc_free(d->sched_respacing);
+    d->sched = nd;
+    d->have_sched = 1;
+    d->sched_null = !respacing;
+    d->sched_respacing = uc_strdup(respacing ? respacing : "");
+    return d->sched.steps;
 }
 
 /* ---- forward ------------------------------------------------------------ */
+
+/* The buffers of a forward of B rows of HxW with ctx tokens: kept while
+ * the shape stays, made again when it changes. */
+static int fit(uc_decoder *d, int64_t B, int64_t H, int64_t W, int64_t ctx)
+{
+    int64_t L = d->cfg.clip_emb_mult + ctx;
+    if (d->ws && d->B == B && d->H == H && d->W == W && d->ctx == ctx)
+        return 0;
+    free_buffers(d);
+    if (!(d->ws = uc_unet_ws_new(d->unet, B, H, W, L)))
+        return -1;
+    int64_t E = uc_unet_emb_dim(d->unet), X = d->cfg.xf_width, M = d->cfg.clip_emb_mult;
+    d->B = B, d->H = H, d->W = W, d->ctx = ctx;
+    d->emb = uc_alloc((size_t)(B * E), sizeof(float));
+    d->tmp = uc_alloc((size_t)(B * E), sizeof(float));
+    d->seq = uc_alloc((size_t)(B * ctx * X), sizeof(float));
+    d->tok = uc_alloc((size_t)(B * X * M), sizeof(float));
+    d->enc = uc_alloc((size_t)(X * B * L), sizeof(float));
+    d->bias = uc_alloc((size_t)(B * L), sizeof(float));
+    d->xx = uc_alloc((size_t)(B * 3 * H * W), sizeof(float));
+    return 0;
+}
 
 int uc_decoder_forward(uc_decoder *d, int64_t B, int64_t H, int64_t W, int64_t ctx, const float *x,
                        const double *t, const float *txt_feat, const float *txt_seq, const unsigned char *mask,
                        const float *y, float *out)
 {
-    const uc_decoder_config *c = &d->cfg;
+    const dec_config *c = &d->cfg;
     int64_t E = uc_unet_emb_dim(d->unet), D = c->clip_dim, X = c->xf_width, M = c->clip_emb_mult;
     if (ctx < 1 || ctx > 65536)
         return uc_err("decoder: %lld text tokens out of range", (long long)ctx);
     int64_t L = M + ctx;
-    if (!uc_unet_ws_fits(d->ws, d->unet, B, H, W, L)) {
-        uc_unet_ws_free(d->ws);
-        if (!(d->ws = uc_unet_ws_new(d->unet, B, H, W, L)))
-            return -1;
-    }
-    float *emb = uc_alloc((size_t)(B * E), sizeof(float)), *tmp = uc_alloc((size_t)(B * E), sizeof(float));
-    float *seq = uc_alloc((size_t)(B * ctx * X), sizeof(float)), *tok = uc_alloc((size_t)(B * X * M), sizeof(float));
-    float *enc = uc_alloc((size_t)(X * B * L), sizeof(float)), *bias = uc_alloc((size_t)(B * L), sizeof(float));
+    if (fit(d, B, H, W, ctx))
+        return -1;
+    float *emb = d->emb, *tmp = d->tmp, *seq = d->seq, *tok = d->tok, *enc = d->enc, *bias = d->bias;
 
-    uc_unet_time_embed(d->unet, t, B, emb);
+    uc_unet_time_embed(d->unet, d->ws, t, emb);
     uc_linear(tmp, y, d->clip_emb_w, d->clip_emb_b, B, D, E);
     uc_add(emb, tmp, B * E);
     uc_linear(seq, txt_seq, d->seq_proj_w, d->seq_proj_b, B * ctx, D, X);
@@ -193,14 +324,17 @@ int uc_decoder_forward(uc_decoder *d, int64_t B, int64_t H, int64_t W, int64_t c
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < L; j++)
             bias[b * L + j] = j < M || mask[b * ctx + j - M] ? 0.0f : -INFINITY;
-    int rc = uc_unet_forward(d->unet, d->ws, x, emb, enc, bias, out);
-    uc_free(emb);
-    uc_free(tmp);
-    uc_free(seq);
-    uc_free(tok);
-    uc_free(enc);
-    uc_free(bias);
-    return rc;
+    return uc_unet_forward(d->unet, d->ws, x, emb, enc, bias, out);
+}
+
+double uc_decoder_flops(const uc_decoder *d, int64_t rows, int64_t ctx)
+{
+    const dec_config *c = &d->cfg;
+    int64_t S = c->image_size, D = c->clip_dim, X = c->xf_width, M = c->clip_emb_mult;
+    int64_t C = c->unet.model_channels, E = 4 * C;
+    return uc_unet_flops(d->unet, rows, S, S, M + ctx) +
+           2.0 * (double)rows *
+               ((double)(C * E + E * E) + 2.0 * (double)(D * E) + (double)(ctx * D * X) + (double)(D * X * M));
 }
 
 int uc_decoder_guided_y(const uc_decoder *d, int64_t B, const float *img_feat, float *y)
@@ -218,11 +352,14 @@ int uc_decoder_guided(uc_decoder *d, const uc_decoder_cond *c, int64_t H, int64_
     int64_t B = c->B, HW = H * W, oc = d->cfg.unet.out_channels, img = 3 * HW;
     if (c->nscales != 1 && c->nscales != B)
         return uc_err("decoder: %lld guidance scales for %lld prompts", (long long)c->nscales, (long long)B);
-    float *xx = uc_alloc((size_t)(2 * B * img), sizeof(float));
+    if (c->ctx < 1 || c->ctx > 65536)
+        return uc_err("decoder: %lld text tokens out of range", (long long)c->ctx);
+    if (fit(d, 2 * B, H, W, c->ctx))
+        return -1;
+    float *xx = d->xx;
     memcpy(xx, x, (size_t)(B * img) * sizeof(float));
     memcpy(xx + B * img, x, (size_t)(B * img) * sizeof(float));
     int rc = uc_decoder_forward(d, 2 * B, H, W, c->ctx, xx, t, c->txt_feat, c->txt_seq, c->mask, c->y, out);
-    uc_free(xx);
     if (rc)
         return rc;
     /* eps channels: g = u + s (c - u) for both halves; the rest unguided */
@@ -244,33 +381,36 @@ typedef struct {
     uc_decoder *d;
     const uc_decoder_cond *c;
     int64_t S;
-    double *t;
-    const uc_decoder_sample_opts *o;
+    const uc_stage_opts *o;
 } sample_ctx;
 
 static int model_fn(void *ctx, const uc_step *s, const float *x, float *out)
 {
     sample_ctx *k = ctx;
     for (int64_t i = 0; i < 2 * k->c->B; i++)
-        k->t[i] = (double)s->t_model;
-    int rc = uc_decoder_guided(k->d, k->c, k->S, k->S, x, k->t, out);
+        k->d->t[i] = (double)s->t_model;
+    int rc = uc_decoder_guided(k->d, k->c, k->S, k->S, x, k->d->t, out);
     if (rc == 0 && k->o->progress)
         k->o->progress(k->o->progress_ctx, s->index + 1, s->count);
     return rc;
 }
 
-int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_decoder_sample_opts *o, float *x)
+int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_stage_opts *o, float *x)
 {
-    uc_diffusion diff;
-    if (uc_diffusion_from_config(&diff, d->diffusion, o->respacing))
+    if (uc_decoder_steps(d, o->respacing) < 0)
         return -1;
     int64_t S = d->cfg.image_size;
-    if ((diff.var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6)) {
-        uc_diffusion_free(&diff);
+    if ((d->sched.var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6))
         return uc_err("decoder: the diffusion config does not match the model's outputs (%s learned variance)",
                       d->cfg.unet.out_channels == 6 ? "with" : "without");
+    if (c->B < 1 || c->B > 4096)
+        return uc_err("decoder: %lld prompts out of range", (long long)c->B);
+    if (d->t_n < 2 * c->B) {
+        uc_free(d->t);
+        d->t = uc_alloc((size_t)(2 * c->B), sizeof(double));
+        d->t_n = 2 * c->B;
     }
-    sample_ctx k = {d, c, S, uc_alloc((size_t)(2 * c->B), sizeof(double)), o};
+    sample_ctx k = {d, c, S, o};
     uc_sample_opts so = {
         .n = 2 * c->B,
         .channels = 3,
@@ -285,8 +425,5 @@ int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_decoder_
         .trace = o->trace,
         .trace_ctx = o->trace_ctx,
     };
-    int rc = uc_diffusion_sample(&diff, &so, x);
-    uc_free(k.t);
-    uc_diffusion_free(&diff);
-    return rc;
+    return uc_diffusion_sample(&d->sched, &so, x);
 }

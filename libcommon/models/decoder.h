@@ -1,7 +1,10 @@
 /* decoder.h - Karlo's 64px decoder (Text2ImProgressiveModel around
  * PLMImUNet): a GLIDE-style UNet (unet.h) conditioned on a CLIP image
  * embedding and the CLIP text features, sampled with classifier-free
- * guidance on eps and learned-range variance.
+ * guidance on eps and learned-range variance. What lives here: the one
+ * description of its weights (uc_decoder_tensors), the stage handle (open,
+ * info, schedule, forward, guided forward, sampling); the handle owns its
+ * weights, its schedule and every buffer of a forward.
  *
  * Conditioning per row (PLMImUNet.forward):
  *   emb = time_embed(t) + clip_emb(y) + text_feat_proj(txt_feat)     [4C]
@@ -20,58 +23,62 @@
 #ifndef UNCLIP_DECODER_H
 #define UNCLIP_DECODER_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 
 #include "formats/safetensors.h"
-#include "libcommon/sample/diffusion.h"
 #include "libcommon/models/model.h"
-#include "libcommon/models/unet.h"
+#include "libcommon/sample/diffusion.h"
+
+/* ---- the description ---- */
+
+/* The released config (Karlo v1.0.alpha decoder_900M_vit_l) as stage
+ * config JSON {"model": {"hparams": ...}, "diffusion": ...}; static. */
+const char *uc_decoder_default_config(void);
+/* Every tensor of a decoder of this stage config (NULL: the released one),
+ * in load order, through the walk that loads it: the UNet under "model.",
+ * then clip_emb, text_seq_proj, text_feat_proj, clip_tok_proj, cf_param.
+ * 0, fn's first nonzero return, or -1 and uc_err on an invalid config. */
+int uc_decoder_tensors(const char *config_json, uc_tensor_fn fn, void *ctx);
+
+/* ---- the stage ---- */
+
+typedef struct uc_decoder uc_decoder;
 
 typedef struct {
-    uc_unet_config unet; /* the UNet built from model.hparams */
-    int image_size;      /* side of the samples (hparams.image_size) */
-    int clip_dim;        /* D: image embedding and text feature width */
-    int clip_emb_mult;   /* image-embedding tokens */
-    int xf_width;        /* token width (encoder_channels) */
-    int text_ctx;        /* tokens per prompt the model was trained with */
-} uc_decoder_config;
+    int image_size;     /* S: side of the samples */
+    int clip_dim;       /* D: image embedding and text feature width */
+    int clip_emb_mult;  /* image-embedding tokens */
+    int xf_width;       /* token width */
+    int text_ctx;       /* tokens per prompt the model was trained with */
+    int model_channels; /* the UNet's base width */
+    int out_channels;   /* 6 with learned variance, else 3 */
+    uc_model_info model;
+} uc_decoder_info;
 
-typedef struct {
-    uc_decoder_config cfg;
-    uc_unet *unet;                          /* keys "model." + UNetModel names */
-    const float *clip_emb_w, *clip_emb_b;   /* clip_emb: [4C, D], [4C] */
-    const float *seq_proj_w, *seq_proj_b;   /* text_seq_proj.0: [xf, D], [xf] */
-    const float *seq_ln_w, *seq_ln_b;       /* text_seq_proj.1 (LayerNorm): [xf], [xf] */
-    const float *feat_proj_w, *feat_proj_b; /* text_feat_proj: [4C, D], [4C] */
-    const float *tok_proj_w, *tok_proj_b;   /* clip_tok_proj: [xf * mult, D], [xf * mult] */
-    const float *cf_param;                  /* cf_param: [D], y of unconditional rows */
-    cJSON *diffusion;                       /* owned copy of the config's diffusion section */
-    uc_unet_ws *ws;                         /* scratch of the last forward's shape */
-    /* filled by uc_decoder_open */
-    st_file *file;        /* owned */
-    uc_model_info info;   /* id, checksum, sampling defaults */
-} uc_decoder;
-
-/* Hyperparameters from model.hparams of Karlo's decoder yaml (as JSON). */
-int uc_decoder_config_parse(const cJSON *hparams, uc_decoder_config *cfg);
-/* Bind the weights of f (borrowed; it must outlive d) for the stage config
- * {"model": {"hparams": ...}, "diffusion": ...}; every shape is checked. */
-int uc_decoder_load(uc_decoder *d, st_file *f, const cJSON *config);
-/* Every tensor of a decoder of this stage config (names and shapes, for
- * writers of model files); -1 and uc_err on an invalid config. */
-int uc_decoder_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx);
-/* Open a model file whose unclip.stage is "decoder". */
-int uc_decoder_open(uc_decoder *d, const char *path);
+/* Open a model file whose unclip.stage is "decoder"; NULL and uc_err. */
+uc_decoder *uc_decoder_open(const char *path);
+/* Bind the weights of f (borrowed: it must outlive the handle) for a stage
+ * config (golden cases); every shape is checked. NULL and uc_err. */
+uc_decoder *uc_decoder_load(st_file *f, const char *config_json);
 void uc_decoder_free(uc_decoder *d);
+const uc_decoder_info *uc_decoder_get_info(const uc_decoder *d);
+
+/* Build the schedule of the model's diffusion config respaced by
+ * `respacing` (NULL: the config's own) and keep it for sampling with the
+ * same string. Returns its number of steps, or -1 and uc_err. */
+int uc_decoder_steps(uc_decoder *d, const char *respacing);
 
 /* The network (PLMImUNet.forward) on B rows of HxW:
  *   x [B, 3, H, W], t [B] original timesteps, txt_feat [B, D],
  *   txt_seq [B, ctx, D], mask [B, ctx] (nonzero = valid), y [B, D]
- *   -> out [B, out_channels, H, W]. */
+ *   -> out [B, out_channels, H, W].
+ * Buffers are made for the first shape and kept until another comes. */
 int uc_decoder_forward(uc_decoder *d, int64_t B, int64_t H, int64_t W, int64_t ctx, const float *x,
                        const double *t, const float *txt_feat, const float *txt_seq, const unsigned char *mask,
                        const float *y, float *out);
+/* 2 * multiply-adds of one forward of `rows` rows of image_size^2 with ctx
+ * text tokens, for benchmarks. */
+double uc_decoder_flops(const uc_decoder *d, int64_t rows, int64_t ctx);
 
 /* Conditioning of a guided batch of 2B rows, [cond..., uncond...]. */
 typedef struct {
@@ -94,23 +101,11 @@ int uc_decoder_guided_y(const uc_decoder *d, int64_t B, const float *img_feat, f
 int uc_decoder_guided(uc_decoder *d, const uc_decoder_cond *c, int64_t H, int64_t W, const float *x,
                       const double *t, float *out);
 
-/* Sample images: the guided p_sample loop (or DDIM) over `respacing` of the
- * model's diffusion config, clip_denoised, on 2B rows of image_size^2.
- * Noise draw 0 is x_T [2B, 3, S, S], draw k the noise of step k-1. x
- * receives the final 2B rows (the first B are the samples, in [-1, 1]
- * after clamping). trace may be NULL. */
-typedef struct {
-    const char *respacing; /* "25", "ddim50", ... */
-    uc_sampler sampler;
-    float eta;
-    uc_noise_fn noise;
-    void *noise_ctx;
-    uc_trace_fn trace;
-    void *trace_ctx;
-    void (*progress)(void *ctx, int done, int total); /* optional, after each step */
-    void *progress_ctx;
-} uc_decoder_sample_opts;
-
-int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_decoder_sample_opts *o, float *x);
+/* Sample images: the guided loop of o->sampler (eta for DDIM) over the
+ * schedule of o->respacing (uc_decoder_steps), clip_denoised, on 2B rows
+ * of image_size^2. Noise draw 0 is x_T [2B, 3, S, S], draw k the noise of
+ * step k-1. x receives the final 2B rows (the first B are the samples, in
+ * [-1, 1] after clamping). o->trace and o->progress may be NULL. */
+int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_stage_opts *o, float *x);
 
 #endif

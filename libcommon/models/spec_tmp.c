@@ -1,6 +1,6 @@
 /* spec_tmp.c - TEMPORARY (branch spec-consumers), see spec_tmp.h: stand-in
- * descriptions until api-clip-prior (CLIP, prior) and api-unet (decoder,
- * sr with model.h's signature) land. Removed when they are merged. */
+ * descriptions of CLIP and the prior until api-clip-prior lands. Removed
+ * when it is merged. */
 #define UC_SPEC_TMP_IMPL
 #include "libcommon/models/spec_tmp.h"
 
@@ -11,9 +11,7 @@
 #include <string.h>
 
 #include "formats/base.h"
-#include "libcommon/models/decoder.h"
 #include "libcommon/models/model_file.h"
-#include "libcommon/models/sr.h"
 
 typedef struct {
     char name[256];
@@ -231,45 +229,4 @@ int uc_tmp_prior_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
     add(&l, "clip_mean", S1(D));
     add(&l, "clip_std", S1(D));
     return emit(&l, 0, fn, ctx);
-}
-
-static const char decoder_default[] =
-    "{\"model\": {\"type\": \"t2i-decoder\", \"diffusion_sampler\": \"uniform\", \"hparams\": {\"image_size\": 64, "
-    "\"num_channels\": 320, \"num_res_blocks\": 3, \"channel_mult\": \"\", \"attention_resolutions\": \"32,16,8\", "
-    "\"num_heads\": -1, \"num_head_channels\": 64, \"num_heads_upsample\": -1, \"use_scale_shift_norm\": true, "
-    "\"dropout\": 0.1, \"clip_dim\": 768, \"clip_emb_mult\": 4, \"text_ctx\": 77, \"xf_width\": 1536, "
-    "\"xf_layers\": 0, \"xf_heads\": 0, \"xf_final_ln\": false, \"resblock_updown\": true, \"learn_sigma\": true, "
-    "\"text_drop\": 0.3, \"clip_emb_type\": \"image\", \"clip_emb_drop\": 0.1, \"use_plm\": true}}, "
-    "\"diffusion\": {\"steps\": 1000, \"learn_sigma\": true, \"sigma_small\": false, \"noise_schedule\": "
-    "\"squaredcos_cap_v2\", \"use_kl\": false, \"predict_xstart\": false, \"rescale_learned_sigmas\": true, "
-    "\"timestep_respacing\": \"\"}}";
-const char *uc_tmp_decoder_default_config(void) { return decoder_default; }
-
-static const char sr_default[] =
-    "{\"model\": {\"type\": \"improved_sr_64_256\", \"diffusion_sampler\": \"uniform\", \"hparams\": {\"channels\": "
-    "320, \"depth\": 3, \"channels_multiple\": [1, 2, 3, 4], \"dropout\": 0.0}}, \"diffusion\": {\"steps\": 1000, "
-    "\"learn_sigma\": false, \"sigma_small\": true, \"noise_schedule\": \"squaredcos_cap_v2\", \"use_kl\": false, "
-    "\"predict_xstart\": false, \"rescale_learned_sigmas\": true, \"timestep_respacing\": \"7\"}, \"sampling\": "
-    "{\"timestep_respacing\": \"7\", \"clip_denoise\": true}}";
-const char *uc_tmp_sr_default_config(void) { return sr_default; }
-
-static int unet_stage(const char *text, int sr, uc_tensor_fn fn, void *ctx)
-{
-    cJSON *c = cJSON_Parse(text);
-    if (!c)
-        return uc_err("%s config: not JSON", sr ? "sr" : "decoder");
-    elist l = {0};
-    int rc = sr ? uc_sr_tensors(c, add, &l) : uc_decoder_tensors(c, add, &l);
-    cJSON_Delete(c);
-    return emit(&l, rc, fn, ctx);
-}
-
-int uc_tmp_decoder_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
-{
-    return unet_stage(config_json ? config_json : decoder_default, 0, fn, ctx);
-}
-
-int uc_tmp_sr_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
-{
-    return unet_stage(config_json ? config_json : sr_default, 1, fn, ctx);
 }

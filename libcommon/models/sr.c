@@ -1,12 +1,32 @@
-/* sr.c - see sr.h. */
+/* sr.c - see sr.h. In order: the config, the one walk of the weights
+ * (bind or list), the handle, the forward with its buffers, sampling. */
 #include "libcommon/models/sr.h"
 
 #include <string.h>
 
 #include "formats/base.h"
 #include "libcommon/models/model_file.h"
+#include "libcommon/models/unet.h"
+#include "libcommon/models/walk.h"
 
-int uc_sr_config_parse(const cJSON *hp, const cJSON *diffusion, uc_sr_config *cfg)
+typedef struct {
+    uc_unet_config unet; /* both models: hparams channels, depth, channels_multiple */
+    int scale;           /* output side / input side (hparams.scale, default 4) */
+} sr_config;
+
+static const char default_config[] =
+    "{\"model\": {\"type\": \"improved_sr_64_256\", \"diffusion_sampler\": \"uniform\", \"hparams\":"
+    " {\"channels\": 320, \"depth\": 3, \"channels_multiple\": [1, 2, 3, 4], \"dropout\": 0.0}},"
+    " \"diffusion\": {\"steps\": 1000, \"learn_sigma\": false, \"sigma_small\": true,"
+    " \"noise_schedule\": \"squaredcos_cap_v2\", \"use_kl\": false, \"predict_xstart\": false,"
+    " \"rescale_learned_sigmas\": true, \"timestep_respacing\": \"7\"}, \"sampling\":"
+    " {\"timestep_respacing\": \"7\", \"clip_denoise\": true}}";
+
+const char *uc_sr_default_config(void) { return default_config; }
+
+/* Hyperparameters from model.hparams (and diffusion.learn_sigma, which
+ * doubles the output channels). */
+static int config_parse(const cJSON *hp, const cJSON *diffusion, sr_config *cfg)
 {
     uc_unet_config *u = &cfg->unet;
     memset(cfg, 0, sizeof *cfg);
@@ -36,117 +56,227 @@ int uc_sr_config_parse(const cJSON *hp, const cJSON *diffusion, uc_sr_config *cf
     return 0;
 }
 
-static int parse_stage(const cJSON *config, uc_sr_config *cfg, const cJSON **diff)
+struct uc_sr {
+    sr_config cfg;
+    uc_sr_info info;
+    uc_unet *first;   /* keys "model_first_steps." + UNetModel names */
+    uc_unet *last;    /* keys "model_last_step." + UNetModel names */
+    cJSON *diffusion; /* owned copy of the config's diffusion section */
+    st_file *file;    /* owned when opened from a path, else NULL */
+    /* the schedule of the last respacing asked for */
+    uc_diffusion sched;
+    int have_sched, sched_null;
+    char *sched_respacing;
+    /* buffers of a forward of (B, H, W), shared by both models */
+    uc_unet_ws *ws;
+    int64_t B, H, W;
+    float *in, *emb; /* cat[x, low_res] [B, 6, H, W]; time embedding [B, 4C] */
+    double *t;       /* sampling timesteps, t_n of them */
+    int64_t t_n;
+};
+
+static int parse_stage(const cJSON *config, sr_config *cfg, const cJSON **diff)
 {
     const cJSON *hp;
-    return uc_model_sections(config, "sr", &hp, diff) ? -1 : uc_sr_config_parse(hp, *diff, cfg);
+    return uc_model_sections(config, "sr", &hp, diff) ? -1 : config_parse(hp, *diff, cfg);
 }
 
-int uc_sr_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx)
+/* The two UNets, first steps then last step. */
+static int walk(uc_walk *w, uc_sr *s)
 {
-    uc_sr_config cfg;
-    const cJSON *diff;
-    if (parse_stage(config, &cfg, &diff) || uc_unet_tensors(&cfg.unet, "model_first_steps.", fn, ctx) ||
-        uc_unet_tensors(&cfg.unet, "model_last_step.", fn, ctx))
-        return -1;
+    w->prefix = "model_first_steps.";
+    if (!(s->first = uc_unet_walk(w, &s->cfg.unet)))
+        return w->rc ? w->rc : -1;
+    w->prefix = "model_last_step.";
+    if (!(s->last = uc_unet_walk(w, &s->cfg.unet)))
+        return w->rc ? w->rc : -1;
     return 0;
 }
 
-int uc_sr_load(uc_sr *s, st_file *f, const cJSON *config)
+static cJSON *parse_json(const char *config_json)
 {
-    memset(s, 0, sizeof *s);
+    cJSON *j = cJSON_Parse(config_json ? config_json : default_config);
+    if (!j)
+        uc_err("sr config: not JSON");
+    return j;
+}
+
+int uc_sr_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
+{
+    cJSON *config = parse_json(config_json);
+    if (!config)
+        return -1;
+    uc_sr s = {0};
     const cJSON *diff;
-    if (parse_stage(config, &s->cfg, &diff))
+    uc_walk w = {.fn = fn, .ctx = ctx};
+    int rc = parse_stage(config, &s.cfg, &diff) ? -1 : walk(&w, &s);
+    uc_unet_free(s.first);
+    uc_unet_free(s.last);
+    cJSON_Delete(config);
+    return rc;
+}
+
+static int load(void *sv, st_file *f, const cJSON *config)
+{
+    uc_sr *s = sv;
+    const cJSON *diff;
+    uc_walk w = {.f = f};
+    if (parse_stage(config, &s->cfg, &diff) || walk(&w, s))
         return -1;
-    s->first = uc_unet_load(f, "model_first_steps.", &s->cfg.unet);
-    s->last = s->first ? uc_unet_load(f, "model_last_step.", &s->cfg.unet) : NULL;
-    if (!s->last) {
-        uc_sr_free(s);
-        return -1;
-    }
     s->diffusion = cJSON_Duplicate(diff, 1);
+    s->info.scale = s->cfg.scale;
+    s->info.channels = s->cfg.unet.model_channels;
+    s->info.levels = s->cfg.unet.nlevels;
+    s->info.out_channels = s->cfg.unet.out_channels;
     return 0;
 }
 
-static int load(void *s, st_file *f, const cJSON *config) { return uc_sr_load(s, f, config); }
-
-int uc_sr_open(uc_sr *s, const char *path)
+uc_sr *uc_sr_open(const char *path)
 {
-    memset(s, 0, sizeof *s);
-    s->file = uc_model_open(path, "sr", "an sr", load, s, &s->info);
-    return s->file ? 0 : -1;
+    uc_sr *s = uc_alloc(1, sizeof *s);
+    if (!(s->file = uc_model_open(path, "sr", "an sr", load, s, &s->info.model))) {
+        uc_sr_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+uc_sr *uc_sr_load(st_file *f, const char *config_json)
+{
+    cJSON *config = parse_json(config_json);
+    uc_sr *s = uc_alloc(1, sizeof *s);
+    if (!config || load(s, f, config) || uc_model_info_fill(f, "sr", &s->info.model)) {
+        cJSON_Delete(config);
+        uc_sr_free(s);
+        return NULL;
+    }
+    cJSON_Delete(config);
+    return s;
+}
+
+static void free_buffers(uc_sr *s)
+{
+    uc_unet_ws_free(s->ws);
+    uc_free(s->in);
+    uc_free(s->emb);
+    s->ws = NULL;
+    s->in = s->emb = NULL;
+    s->B = s->H = s->W = 0;
 }
 
 void uc_sr_free(uc_sr *s)
 {
+    if (!s)
+        return;
+    free_buffers(s);
+    uc_free(s->t);
     uc_unet_free(s->first);
     uc_unet_free(s->last);
-    uc_unet_ws_free(s->ws);
     cJSON_Delete(s->diffusion);
+    if (s->have_sched)
+        uc_diffusion_free(&s->sched);
+    uc_free(s->sched_respacing);
     if (s->file)
         st_close(s->file);
-    memset(s, 0, sizeof *s);
+    uc_free(s);
+}
+
+const uc_sr_info *uc_sr_get_info(const uc_sr *s) { return &s->info; }
+
+int uc_sr_steps(uc_sr *s, const char *respacing)
+{
+    if (s->have_sched &&
+        (respacing ? !s->sched_null && !strcmp(s->sched_respacing, respacing) : s->sched_null))
+        return s->sched.steps;
+    uc_diffusion nd;
+    if (uc_diffusion_from_config(&nd, s->diffusion, respacing))
+        return -1;
+    if (s->have_sched)
+        uc_diffusion_free(&s->sched);
+    uc_free(s->sched_respacing);
+    s->sched = nd;
+    s->have_sched = 1;
+    s->sched_null = !respacing;
+    s->sched_respacing = uc_strdup(respacing ? respacing : "");
+    return s->sched.steps;
+}
+
+/* The buffers of a forward of B images of HxW (both models share a config). */
+static int fit(uc_sr *s, int64_t B, int64_t H, int64_t W)
+{
+    if (s->ws && s->B == B && s->H == H && s->W == W)
+        return 0;
+    free_buffers(s);
+    if (!(s->ws = uc_unet_ws_new(s->first, B, H, W, 0)))
+        return -1;
+    s->B = B, s->H = H, s->W = W;
+    s->in = uc_alloc((size_t)(B * 6 * H * W), sizeof(float));
+    s->emb = uc_alloc((size_t)(B * uc_unet_emb_dim(s->first)), sizeof(float));
+    return 0;
 }
 
 int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                   const float *low_res, float *out)
 {
     uc_unet *u = last ? s->last : s->first;
-    if (!uc_unet_ws_fits(s->ws, u, B, H, W, 0)) {
-        uc_unet_ws_free(s->ws);
-        if (!(s->ws = uc_unet_ws_new(u, B, H, W, 0)))
-            return -1;
-    }
+    if (fit(s, B, H, W))
+        return -1;
     int64_t img = 3 * H * W;
-    float *in = uc_alloc((size_t)(B * 2 * img), sizeof(float));
-    float *emb = uc_alloc((size_t)(B * uc_unet_emb_dim(u)), sizeof(float));
+    float *in = s->in, *emb = s->emb;
     for (int64_t b = 0; b < B; b++) { /* cat[x, low_res] on channels */
         memcpy(in + 2 * b * img, x + b * img, (size_t)img * sizeof(float));
         memcpy(in + (2 * b + 1) * img, low_res + b * img, (size_t)img * sizeof(float));
     }
-    uc_unet_time_embed(u, t, B, emb);
-    int rc = uc_unet_forward(u, s->ws, in, emb, NULL, NULL, out);
-    uc_free(in);
-    uc_free(emb);
-    return rc;
+    uc_unet_time_embed(u, s->ws, t, emb);
+    return uc_unet_forward(u, s->ws, in, emb, NULL, NULL, out);
+}
+
+double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W)
+{
+    int64_t C = s->cfg.unet.model_channels, E = 4 * C;
+    return uc_unet_flops(s->first, B, H, W, 0) + 2.0 * (double)B * (double)(C * E + E * E);
 }
 
 typedef struct {
     uc_sr *s;
     int64_t B, H, W;
     const float *low_res;
-    double *t;
-    const uc_sr_sample_opts *o;
+    const uc_stage_opts *o;
 } sample_ctx;
 
 static int model_fn(void *ctx, const uc_step *st, const float *x, float *out)
 {
     sample_ctx *k = ctx;
     for (int64_t i = 0; i < k->B; i++)
-        k->t[i] = (double)st->t_model;
-    int rc = uc_sr_forward(k->s, st->index == st->count - 1, k->B, k->H, k->W, x, k->t, k->low_res, out);
+        k->s->t[i] = (double)st->t_model;
+    int rc = uc_sr_forward(k->s, st->index == st->count - 1, k->B, k->H, k->W, x, k->s->t, k->low_res, out);
     if (rc == 0 && k->o->progress)
         k->o->progress(k->o->progress_ctx, st->index + 1, st->count);
     return rc;
 }
 
-int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res, const uc_sr_sample_opts *o,
+int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res, const uc_stage_opts *o,
                  float *x)
 {
-    uc_diffusion diff;
-    if (uc_diffusion_from_config(&diff, s->diffusion, o->respacing))
+    if (uc_sr_steps(s, o->respacing) < 0)
         return -1;
-    int learned = diff.var_type == UC_VAR_LEARNED || diff.var_type == UC_VAR_LEARNED_RANGE;
-    if (learned != (s->cfg.unet.out_channels == 6)) {
-        uc_diffusion_free(&diff);
+    int learned = s->sched.var_type == UC_VAR_LEARNED || s->sched.var_type == UC_VAR_LEARNED_RANGE;
+    if (learned != (s->cfg.unet.out_channels == 6))
         return uc_err("sr: the diffusion config does not match the model's outputs");
+    if (B < 1 || B > 4096)
+        return uc_err("sr: %lld images out of range", (long long)B);
+    if (s->t_n < B) {
+        uc_free(s->t);
+        s->t = uc_alloc((size_t)B, sizeof(double));
+        s->t_n = B;
     }
-    sample_ctx k = {s, B, H, W, low_res, uc_alloc((size_t)B, sizeof(double)), o};
+    sample_ctx k = {s, B, H, W, low_res, o};
     uc_sample_opts so = {
         .n = B,
         .channels = 3,
         .spatial = H * W,
-        .sampler = UC_SAMPLER_DDPM,
+        .sampler = o->sampler,
+        .eta = o->eta,
         .denoise = {.clamp = 0, .clip_denoised = 1},
         .model = model_fn,
         .model_ctx = &k,
@@ -155,8 +285,5 @@ int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res
         .trace = o->trace,
         .trace_ctx = o->trace_ctx,
     };
-    int rc = uc_diffusion_sample(&diff, &so, x);
-    uc_free(k.t);
-    uc_diffusion_free(&diff);
-    return rc;
+    return uc_diffusion_sample(&s->sched, &so, x);
 }

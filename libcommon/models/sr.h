@@ -5,64 +5,69 @@
  * attention, text or CLIP conditioning and without scale-shift norm, whose
  * input is cat[x_t, low_res] on channels (low_res already resized to the
  * output size) and whose output is eps. Sampling: ancestral steps over a
- * respacing (Karlo fixes "7"), fixed-small variance, x_0 clamped. */
+ * respacing (Karlo fixes "7"), fixed-small variance, x_0 clamped.
+ *
+ * What lives here: the one description of its weights (uc_sr_tensors) and
+ * the stage handle (open, info, schedule, forward, sampling); the handle
+ * owns its weights, its schedule and every buffer of a forward. */
 #ifndef UNCLIP_SR_H
 #define UNCLIP_SR_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 
 #include "formats/safetensors.h"
-#include "libcommon/sample/diffusion.h"
 #include "libcommon/models/model.h"
-#include "libcommon/models/unet.h"
+#include "libcommon/sample/diffusion.h"
+
+/* ---- the description ---- */
+
+/* The released config (Karlo v1.0.alpha improved_sr_64_256_1.4B) as stage
+ * config JSON {"model": {"hparams": ...}, "diffusion": ...}; static. */
+const char *uc_sr_default_config(void);
+/* Every tensor of an sr model of this stage config (NULL: the released
+ * one), in load order, through the walk that loads it: the UNet under
+ * "model_first_steps.", then under "model_last_step.". 0, fn's first
+ * nonzero return, or -1 and uc_err on an invalid config. */
+int uc_sr_tensors(const char *config_json, uc_tensor_fn fn, void *ctx);
+
+/* ---- the stage ---- */
+
+typedef struct uc_sr uc_sr;
 
 typedef struct {
-    uc_unet_config unet; /* both models: hparams channels, depth, channels_multiple */
-    int scale;           /* output side / input side (hparams.scale, default 4) */
-} uc_sr_config;
+    int scale;        /* output side / input side (hparams.scale, default 4) */
+    int channels;     /* the UNets' base width (hparams.channels) */
+    int levels;       /* entries of channels_multiple: sides must be multiples of 2^(levels-1) */
+    int out_channels; /* 6 with learned variance, else 3 */
+    uc_model_info model;
+} uc_sr_info;
 
-typedef struct {
-    uc_sr_config cfg;
-    uc_unet *first;   /* keys "model_first_steps." + UNetModel names */
-    uc_unet *last;    /* keys "model_last_step." + UNetModel names */
-    cJSON *diffusion; /* owned copy of the config's diffusion section */
-    uc_unet_ws *ws;   /* scratch shared by both models */
-    /* filled by uc_sr_open */
-    st_file *file;        /* owned */
-    uc_model_info info;   /* id, checksum */
-} uc_sr;
-
-/* Hyperparameters from model.hparams (and diffusion.learn_sigma, which
- * doubles the output channels). */
-int uc_sr_config_parse(const cJSON *hparams, const cJSON *diffusion, uc_sr_config *cfg);
-/* Bind the weights of f (borrowed) for {"model": {"hparams"}, "diffusion"}. */
-int uc_sr_load(uc_sr *s, st_file *f, const cJSON *config);
-/* Every tensor of an sr model of this stage config (for writers of model
- * files); -1 and uc_err on an invalid config. */
-int uc_sr_tensors(const cJSON *config, uc_unet_tensor_fn fn, void *ctx);
-/* Open a model file whose unclip.stage is "sr". */
-int uc_sr_open(uc_sr *s, const char *path);
+/* Open a model file whose unclip.stage is "sr"; NULL and uc_err. */
+uc_sr *uc_sr_open(const char *path);
+/* Bind the weights of f (borrowed: it must outlive the handle) for a stage
+ * config (golden cases). NULL and uc_err. */
+uc_sr *uc_sr_load(st_file *f, const char *config_json);
 void uc_sr_free(uc_sr *s);
+const uc_sr_info *uc_sr_get_info(const uc_sr *s);
+
+/* Build the schedule of the model's diffusion config respaced by
+ * `respacing` (NULL: the config's own) and keep it for sampling with the
+ * same string. Returns its number of steps, or -1 and uc_err. */
+int uc_sr_steps(uc_sr *s, const char *respacing);
 
 /* One network: x [B, 3, H, W], t [B] original timesteps, low_res
- * [B, 3, H, W] -> out [B, out_channels, H, W]; last picks model_last_step. */
+ * [B, 3, H, W] -> out [B, out_channels, H, W]; last picks model_last_step.
+ * Buffers are made for the first shape and kept until another comes. */
 int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                   const float *low_res, float *out);
-
-typedef struct {
-    const char *respacing; /* "7" */
-    uc_noise_fn noise;     /* draw 0: x_T [B, 3, H, W]; draw k: noise of step k-1 */
-    void *noise_ctx;
-    uc_trace_fn trace; /* optional */
-    void *trace_ctx;
-    void (*progress)(void *ctx, int done, int total); /* optional */
-    void *progress_ctx;
-} uc_sr_sample_opts;
+/* 2 * multiply-adds of one forward of B images of HxW, for benchmarks. */
+double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W);
 
 /* Sample x [B, 3, H, W] (in [-1, 1] up to the last step's noise-free mean)
- * given low_res [B, 3, H, W] at the output size. */
-int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res, const uc_sr_sample_opts *o,
+ * given low_res [B, 3, H, W] at the output size, by o->sampler (Karlo:
+ * DDPM) over the schedule of o->respacing. Noise draw 0 is x_T, draw k the
+ * noise of step k-1. */
+int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res, const uc_stage_opts *o,
                  float *x);
 
 #endif

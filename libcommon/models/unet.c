@@ -1,27 +1,23 @@
 /* unet.c - see unet.h. In order: the layer table and its loader (one walk
  * of UNetModel.__init__ that binds or lists the tensors), the workspace
- * plan, the kernels (run on the shared pool of ops.h: 3x3 stride-1
- * convolutions by Winograd F(4x4, 3x3) where the map has enough tiles,
- * other convolutions as GEMM over im2col row tiles; GroupNorm fused with
- * FiLM and SiLU, softmax, resampling), the blocks, the forward, config
- * helpers. */
+ * plan, resampling, the blocks, the forward. The kernels are nn/'s:
+ * convolution (conv.h), GroupNorm fused with FiLM and SiLU (norm.h), GEMM
+ * and softmax (ops.h). */
 #include "libcommon/models/unet.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "formats/base.h"
 #include "libcommon/nn/ops.h"
-#include "libcommon/nn/winograd.h"
+#include "libcommon/nn/conv.h"
+#include "libcommon/nn/norm.h"
+#include "libcommon/models/walk.h"
 
 #define GN_GROUPS 32
 #define GN_EPS 1e-5
-/* im2col tile budget in floats (rows of the output are taken so that the
- * column matrix stays below this, at least one row). */
-#define COL_BUDGET ((int64_t)4 << 20)
 /* Largest workspace a shape may ask for (the sizes come from model files). */
 #define WS_MAX_BYTES 68719476736.0 /* 64 GiB */
 
@@ -80,6 +76,7 @@ struct uc_unet_ws {
     int64_t col_n;
     float *qkv, *ekv, *scores; /* attention: [3c, B*T], [2c, B*L], [T, L + T] */
     float *emb_act, *emb_out;  /* SiLU(emb) [B, E]; emb_layers output [B, 2 * cmax] */
+    float *te, *te_hid;        /* time embedding: sinusoids [B, C], hidden [B, E] */
 };
 
 void uc_unet_config_default(uc_unet_config *cfg)
@@ -98,41 +95,10 @@ int64_t uc_unet_stride(const uc_unet *u) { return (int64_t)1 << (u->cfg.nlevels 
 
 /* ---- building the layer table ---------------------------------------- */
 
-/* Binds tensors of f, or (f NULL) reports each name and shape to fn. */
-typedef struct {
-    st_file *f;
-    const char *prefix;
-    int failed;
-    uc_unet_tensor_fn fn;
-    void *ctx;
-} loader;
-
-static const float *wt(loader *ld, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static const float *wt(loader *ld, int ndim, const int64_t *shape, const char *fmt, ...)
-{
-    char key[256], name[512];
-    va_list ap;
-    if (ld->failed)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(key, sizeof key, fmt, ap);
-    va_end(ap);
-    snprintf(name, sizeof name, "%s%s", ld->prefix, key);
-    if (!ld->f) {
-        ld->fn(ld->ctx, name, ndim, shape);
-        return NULL;
-    }
-    const float *p = st_f32(ld->f, name, ndim, shape);
-    if (!p)
-        ld->failed = 1;
-    return p;
-}
-
-#define D1(a) 1, (int64_t[]){(a)}
-#define D2(a, b) 2, (int64_t[]){(a), (b)}
-#define D3(a, b, c) 3, (int64_t[]){(a), (b), (c)}
-#define D4(a, b, c, d) 4, (int64_t[]){(a), (b), (c), (d)}
+#define D1 UC_D1
+#define D2 UC_D2
+#define D3 UC_D3
+#define D4 UC_D4
 
 static int has_attn(const uc_unet_config *c, int ds)
 {
@@ -154,27 +120,27 @@ static layer *add_layer(uc_unet *u, int kind, int cin, int cout, int ds)
     return l;
 }
 
-static void load_res(uc_unet *u, loader *ld, layer *l, const char *at)
+static void load_res(uc_unet *u, uc_walk *ld, layer *l, const char *at)
 {
     int64_t ci = l->cin, co = l->cout, ne = co * (u->cfg.use_scale_shift_norm ? 2 : 1);
     resblock *r = &l->res;
-    r->in_norm_w = wt(ld, D1(ci), "%s.in_layers.0.weight", at);
-    r->in_norm_b = wt(ld, D1(ci), "%s.in_layers.0.bias", at);
-    r->in_conv_w = wt(ld, D4(co, ci, 3, 3), "%s.in_layers.2.weight", at);
-    r->in_conv_b = wt(ld, D1(co), "%s.in_layers.2.bias", at);
-    r->emb_w = wt(ld, D2(ne, u->E), "%s.emb_layers.1.weight", at);
-    r->emb_b = wt(ld, D1(ne), "%s.emb_layers.1.bias", at);
-    r->out_norm_w = wt(ld, D1(co), "%s.out_layers.0.weight", at);
-    r->out_norm_b = wt(ld, D1(co), "%s.out_layers.0.bias", at);
-    r->out_conv_w = wt(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
-    r->out_conv_b = wt(ld, D1(co), "%s.out_layers.3.bias", at);
+    r->in_norm_w = uc_walk_tensor(ld, D1(ci), "%s.in_layers.0.weight", at);
+    r->in_norm_b = uc_walk_tensor(ld, D1(ci), "%s.in_layers.0.bias", at);
+    r->in_conv_w = uc_walk_tensor(ld, D4(co, ci, 3, 3), "%s.in_layers.2.weight", at);
+    r->in_conv_b = uc_walk_tensor(ld, D1(co), "%s.in_layers.2.bias", at);
+    r->emb_w = uc_walk_tensor(ld, D2(ne, u->E), "%s.emb_layers.1.weight", at);
+    r->emb_b = uc_walk_tensor(ld, D1(ne), "%s.emb_layers.1.bias", at);
+    r->out_norm_w = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.weight", at);
+    r->out_norm_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.bias", at);
+    r->out_conv_w = uc_walk_tensor(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
+    r->out_conv_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.3.bias", at);
     if (ci != co) {
-        r->skip_w = wt(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
-        r->skip_b = wt(ld, D1(co), "%s.skip_connection.bias", at);
+        r->skip_w = uc_walk_tensor(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
+        r->skip_b = uc_walk_tensor(ld, D1(co), "%s.skip_connection.bias", at);
     }
 }
 
-static int load_attn(uc_unet *u, loader *ld, layer *l, int heads, const char *at)
+static int load_attn(uc_unet *u, uc_walk *ld, layer *l, int heads, const char *at)
 {
     int64_t c = l->cin, enc = u->cfg.encoder_channels;
     attnblock *a = &l->attn;
@@ -187,16 +153,16 @@ static int load_attn(uc_unet *u, loader *ld, layer *l, int heads, const char *at
     if (heads <= 0 || c % heads)
         return uc_err("%s: %lld channels cannot be split into %d heads", at, (long long)c, heads);
     a->heads = heads;
-    a->norm_w = wt(ld, D1(c), "%s.norm.weight", at);
-    a->norm_b = wt(ld, D1(c), "%s.norm.bias", at);
-    a->qkv_w = wt(ld, D3(3 * c, c, 1), "%s.qkv.weight", at);
-    a->qkv_b = wt(ld, D1(3 * c), "%s.qkv.bias", at);
+    a->norm_w = uc_walk_tensor(ld, D1(c), "%s.norm.weight", at);
+    a->norm_b = uc_walk_tensor(ld, D1(c), "%s.norm.bias", at);
+    a->qkv_w = uc_walk_tensor(ld, D3(3 * c, c, 1), "%s.qkv.weight", at);
+    a->qkv_b = uc_walk_tensor(ld, D1(3 * c), "%s.qkv.bias", at);
     if (enc > 0) {
-        a->ekv_w = wt(ld, D3(2 * c, enc, 1), "%s.encoder_kv.weight", at);
-        a->ekv_b = wt(ld, D1(2 * c), "%s.encoder_kv.bias", at);
+        a->ekv_w = uc_walk_tensor(ld, D3(2 * c, enc, 1), "%s.encoder_kv.weight", at);
+        a->ekv_b = uc_walk_tensor(ld, D1(2 * c), "%s.encoder_kv.bias", at);
     }
-    a->proj_w = wt(ld, D3(c, c, 1), "%s.proj_out.weight", at);
-    a->proj_b = wt(ld, D1(c), "%s.proj_out.bias", at);
+    a->proj_w = uc_walk_tensor(ld, D3(c, c, 1), "%s.proj_out.weight", at);
+    a->proj_b = uc_walk_tensor(ld, D1(c), "%s.proj_out.bias", at);
     return 0;
 }
 
@@ -225,22 +191,22 @@ static int check_config(const uc_unet_config *c)
     return 0;
 }
 
-static uc_unet *build(loader ld, const uc_unet_config *cfg);
-
 uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg)
 {
-    return build((loader){f, prefix, 0, NULL, NULL}, cfg);
+    uc_walk w = {.f = f, .prefix = prefix};
+    return uc_unet_walk(&w, cfg);
 }
 
-int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_unet_tensor_fn fn, void *ctx)
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx)
 {
-    uc_unet *u = build((loader){NULL, prefix, 0, fn, ctx}, cfg);
+    uc_walk w = {.fn = fn, .ctx = ctx, .prefix = prefix};
+    uc_unet *u = uc_unet_walk(&w, cfg);
     uc_unet_free(u);
-    return u ? 0 : -1;
+    return u ? 0 : w.rc ? w.rc : -1;
 }
 
 /* The layer table, in the order of UNetModel.__init__. */
-static uc_unet *build(loader ld, const uc_unet_config *cfg)
+uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
 {
     if (check_config(cfg))
         return NULL;
@@ -252,28 +218,28 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
     char at[64];
     int heads_up = c->num_heads_upsample == -1 ? c->num_heads : c->num_heads_upsample;
 
-    u->te0_w = wt(&ld, D2(u->E, C), "time_embed.0.weight");
-    u->te0_b = wt(&ld, D1(u->E), "time_embed.0.bias");
-    u->te2_w = wt(&ld, D2(u->E, u->E), "time_embed.2.weight");
-    u->te2_b = wt(&ld, D1(u->E), "time_embed.2.bias");
+    u->te0_w = uc_walk_tensor(ld, D2(u->E, C), "time_embed.0.weight");
+    u->te0_b = uc_walk_tensor(ld, D1(u->E), "time_embed.0.bias");
+    u->te2_w = uc_walk_tensor(ld, D2(u->E, u->E), "time_embed.2.weight");
+    u->te2_b = uc_walk_tensor(ld, D1(u->E), "time_embed.2.bias");
 
     int ch = c->channel_mult[0] * c->model_channels;
     u->ch0 = ch;
-    u->conv_in_w = wt(&ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
-    u->conv_in_b = wt(&ld, D1(ch), "input_blocks.0.0.bias");
+    u->conv_in_w = uc_walk_tensor(ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
+    u->conv_in_b = uc_walk_tensor(ld, D1(ch), "input_blocks.0.0.bias");
     int chans[UC_UNET_MAXLEVEL * 66], nchans = 0, ds = 1, blk = 1;
     chans[nchans++] = ch;
-    for (int lv = 0; lv < c->nlevels && !ld.failed; lv++) {
+    for (int lv = 0; lv < c->nlevels && !ld->rc; lv++) {
         int mch = c->channel_mult[lv] * c->model_channels;
         for (int r = 0; r < c->num_res_blocks; r++, blk++) {
             layer *l = add_layer(u, L_RES, ch, mch, ds);
             snprintf(at, sizeof at, "input_blocks.%d.0", blk);
-            load_res(u, &ld, l, at);
+            load_res(u, ld, l, at);
             ch = mch;
             if (has_attn(c, ds)) {
                 l = add_layer(u, L_ATTN, ch, ch, ds);
                 snprintf(at, sizeof at, "input_blocks.%d.1", blk);
-                if (load_attn(u, &ld, l, c->num_heads, at))
+                if (load_attn(u, ld, l, c->num_heads, at))
                     goto fail;
             }
             l->push = 1;
@@ -285,12 +251,12 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
                 l = add_layer(u, L_RES, ch, ch, ds);
                 l->updown = -1;
                 snprintf(at, sizeof at, "input_blocks.%d.0", blk);
-                load_res(u, &ld, l, at);
+                load_res(u, ld, l, at);
             } else {
                 l = add_layer(u, L_DOWN, ch, ch, ds);
                 if (c->conv_resample) {
-                    l->rs_w = wt(&ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
-                    l->rs_b = wt(&ld, D1(ch), "input_blocks.%d.0.op.bias", blk);
+                    l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
+                    l->rs_b = uc_walk_tensor(ld, D1(ch), "input_blocks.%d.0.op.bias", blk);
                 }
             }
             l->push = 1;
@@ -301,33 +267,33 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
     }
 
     layer *l = add_layer(u, L_RES, ch, ch, ds);
-    load_res(u, &ld, l, "middle_block.0");
+    load_res(u, ld, l, "middle_block.0");
     int mid = 1;
     if (c->use_middle_attention) {
         l = add_layer(u, L_ATTN, ch, ch, ds);
-        if (load_attn(u, &ld, l, c->num_heads, "middle_block.1"))
+        if (load_attn(u, ld, l, c->num_heads, "middle_block.1"))
             goto fail;
         mid = 2;
     }
     l = add_layer(u, L_RES, ch, ch, ds);
     snprintf(at, sizeof at, "middle_block.%d", mid);
-    load_res(u, &ld, l, at);
+    load_res(u, ld, l, at);
 
     blk = 0;
-    for (int lv = c->nlevels - 1; lv >= 0 && !ld.failed; lv--) {
+    for (int lv = c->nlevels - 1; lv >= 0 && !ld->rc; lv--) {
         int mch = c->channel_mult[lv] * c->model_channels;
         for (int i = 0; i <= c->num_res_blocks; i++, blk++) {
             int ich = chans[--nchans];
             l = add_layer(u, L_RES, ch + ich, mch, ds);
             l->pop = 1;
             snprintf(at, sizeof at, "output_blocks.%d.0", blk);
-            load_res(u, &ld, l, at);
+            load_res(u, ld, l, at);
             ch = mch;
             int j = 1;
             if (has_attn(c, ds)) {
                 l = add_layer(u, L_ATTN, ch, ch, ds);
                 snprintf(at, sizeof at, "output_blocks.%d.1", blk);
-                if (load_attn(u, &ld, l, heads_up, at))
+                if (load_attn(u, ld, l, heads_up, at))
                     goto fail;
                 j = 2;
             }
@@ -336,23 +302,23 @@ static uc_unet *build(loader ld, const uc_unet_config *cfg)
                     l = add_layer(u, L_RES, ch, ch, ds);
                     l->updown = 1;
                     snprintf(at, sizeof at, "output_blocks.%d.%d", blk, j);
-                    load_res(u, &ld, l, at);
+                    load_res(u, ld, l, at);
                 } else {
                     l = add_layer(u, L_UP, ch, ch, ds);
                     if (c->conv_resample) {
-                        l->rs_w = wt(&ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
-                        l->rs_b = wt(&ld, D1(ch), "output_blocks.%d.%d.conv.bias", blk, j);
+                        l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
+                        l->rs_b = uc_walk_tensor(ld, D1(ch), "output_blocks.%d.%d.conv.bias", blk, j);
                     }
                 }
                 ds /= 2;
             }
         }
     }
-    u->out_norm_w = wt(&ld, D1(ch), "out.0.weight");
-    u->out_norm_b = wt(&ld, D1(ch), "out.0.bias");
-    u->out_conv_w = wt(&ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
-    u->out_conv_b = wt(&ld, D1(c->out_channels), "out.2.bias");
-    if (ld.failed)
+    u->out_norm_w = uc_walk_tensor(ld, D1(ch), "out.0.weight");
+    u->out_norm_b = uc_walk_tensor(ld, D1(ch), "out.0.bias");
+    u->out_conv_w = uc_walk_tensor(ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
+    u->out_conv_b = uc_walk_tensor(ld, D1(c->out_channels), "out.2.bias");
+    if (ld->rc)
         goto fail;
     return u;
 fail:
@@ -375,31 +341,10 @@ typedef struct {
     double flops;
 } plan;
 
-static int64_t col_need(int64_t K, int64_t rows, int64_t wo)
-{
-    int64_t per_row = K * wo, r = COL_BUDGET / per_row;
-    r = r < 1 ? 1 : r > rows ? rows : r;
-    return r * per_row;
-}
-
-/* Winograd pays for 3x3 stride-1 convolutions once there are enough 4x4
- * tiles to amortise the weight transform, and input channels to amortise
- * the output transform. Measured against im2col on Karlo's layers: 1.4x
- * (1 thread) to 1.8x (2 threads) faster at 32 tiles (16x16, batch 2),
- * 1.9-3.4x from 64 tiles on, but 0.6-0.85x at 16-18 tiles; with 3 input
- * channels 0.35x, with 16 even, with 32 1.5x. */
-static int use_winograd(int k, int stride, int64_t B, int64_t cin, int64_t ho, int64_t wo)
-{
-    return k == 3 && stride == 1 && cin >= 32 && B * ((ho + 3) / 4) * ((wo + 3) / 4) >= 32;
-}
-
 static void plan_conv(plan *p, int64_t B, int64_t cin, int64_t cout, int k, int stride, int64_t ho, int64_t wo)
 {
     p->flops += 2.0 * (double)cout * (double)cin * k * k * (double)(B * ho * wo);
-    if (use_winograd(k, stride, B, cin, ho, wo))
-        p->col = UC_MAX(p->col, uc_winograd_scratch(B, cin, ho, wo, cout));
-    else if (k > 1)
-        p->col = UC_MAX(p->col, col_need(cin * k * k, B * ho, wo));
+    p->col = UC_MAX(p->col, uc_conv2d_scratch(B, cin, cout, k, stride, ho, wo));
 }
 
 static void make_plan(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L, plan *p)
@@ -497,6 +442,8 @@ uc_unet_ws *uc_unet_ws_new(const uc_unet *u, int64_t B, int64_t H, int64_t W, in
     ws->scores = uc_alloc((size_t)p.scores + 1, sizeof(float));
     ws->emb_act = uc_alloc((size_t)(B * u->E), sizeof(float));
     ws->emb_out = uc_alloc((size_t)(B * 2 * p.cmax), sizeof(float));
+    ws->te = uc_alloc((size_t)(B * u->cfg.model_channels), sizeof(float));
+    ws->te_hid = uc_alloc((size_t)(B * u->E), sizeof(float));
     return ws;
 }
 
@@ -520,282 +467,17 @@ void uc_unet_ws_free(uc_unet_ws *ws)
     uc_free(ws->scores);
     uc_free(ws->emb_act);
     uc_free(ws->emb_out);
+    uc_free(ws->te);
+    uc_free(ws->te_hid);
     uc_free(ws);
 }
 
 /* ---- kernels ------------------------------------------------------------ */
 
-/* Activations are [C, B*H, W]: the images of the batch stacked as one tall
- * image per channel, so row r is row r % H of image r / H. */
-
-/* Column matrix of output rows r0 .. r0+nr of a k x k convolution:
- * col[(ci * k + ky) * k + kx][(r - r0) * wo + xo], zero outside the image. */
-typedef struct {
-    const float *x;
-    float *col;
-    int64_t B, h, w, ho, wo;
-    int k, stride;
-    int64_t r0, nr;
-} im2col_job;
-
-static void im2col_items(void *ctx, int64_t c0, int64_t c1)
-{
-    const im2col_job *j = ctx;
-    int64_t B = j->B, h = j->h, w = j->w, ho = j->ho, wo = j->wo, n = j->nr * wo, pad = j->k / 2;
-    int k = j->k, stride = j->stride;
-    for (int64_t ci = c0; ci < c1; ci++) {
-        const float *xc = j->x + ci * B * h * w;
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                float *dst = j->col + ((ci * k + ky) * k + kx) * n;
-                /* output columns whose input column is inside the image */
-                int64_t x0 = 0, x1 = wo;
-                while (x0 < wo && x0 * stride + kx - pad < 0)
-                    x0++;
-                while (x1 > x0 && (x1 - 1) * stride + kx - pad >= w)
-                    x1--;
-                for (int64_t r = j->r0; r < j->r0 + j->nr; r++) {
-                    float *d = dst + (r - j->r0) * wo;
-                    int64_t b = r / ho, yi = (r % ho) * stride + ky - pad;
-                    if (yi < 0 || yi >= h) {
-                        memset(d, 0, (size_t)wo * sizeof *d);
-                        continue;
-                    }
-                    const float *src = xc + (b * h + yi) * w + kx - pad;
-                    for (int64_t xo = 0; xo < x0; xo++)
-                        d[xo] = 0;
-                    if (stride == 1)
-                        memcpy(d + x0, src + x0, (size_t)(x1 - x0) * sizeof *d);
-                    else
-                        for (int64_t xo = x0; xo < x1; xo++)
-                            d[xo] = src[xo * stride];
-                    for (int64_t xo = x1; xo < wo; xo++)
-                        d[xo] = 0;
-                }
-            }
-    }
-}
-
-void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
-               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n)
-{
-    int64_t pad = k / 2;
-    int64_t ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
-    if (use_winograd(k, stride, B, cin, ho, wo) && col_n >= uc_winograd_scratch(B, cin, h, w, cout)) {
-        uc_winograd_conv3x3(x, B, cin, h, w, wgt, bias, cout, y, accumulate, col);
-        return;
-    }
-    int64_t N = B * ho * wo;
-    for (int64_t co = 0; co < cout; co++) {
-        float *yr = y + co * N, bv = bias[co];
-        if (accumulate)
-            for (int64_t j = 0; j < N; j++)
-                yr[j] += bv;
-        else
-            for (int64_t j = 0; j < N; j++)
-                yr[j] = bv;
-    }
-    if (k == 1 && stride == 1) {
-        uc_gemm(cout, N, cin, wgt, cin, 1, x, N, 1, 1.0f, y, N);
-        return;
-    }
-    int64_t K = cin * k * k, rows = B * ho;
-    int64_t tile = col_n / (K * wo);
-    if (tile < 1)
-        tile = 1; /* callers guarantee that one row fits */
-    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-        int64_t nr = UC_MIN(tile, rows - r0), n = nr * wo;
-        im2col_job j = {x, col, B, h, w, ho, wo, k, stride, r0, nr};
-        uc_parallel_for(cin, (double)(K * n), im2col_items, &j);
-        uc_gemm(cout, n, K, wgt, K, 1, col, n, 1, 1.0f, y + r0 * wo, N);
-    }
-}
-
 static void conv2d(uc_unet_ws *ws, const float *x, int64_t cin, int64_t h, int64_t w, const float *wgt,
                    const float *bias, int64_t cout, int k, int stride, float *y, int accumulate)
 {
     uc_conv2d(x, ws->B, cin, h, w, wgt, bias, cout, k, stride, y, accumulate, ws->col, ws->col_n);
-}
-
-/* exp(x) in float for the elementwise passes, written so that 16-wide
- * blocks vectorize: 2^n by the exponent bits, e^r on |r| <= ln2/2 by a
- * degree-6 polynomial (Cephes' coefficients); within 2 ulp of expf.
- * Below -87 it is 0 (exp(-inf) included); above 88 it saturates. */
-static inline float exp_f(float x)
-{
-    float xc = x > 88.0f ? 88.0f : x;
-    float t = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-    float n = t - 12582912.0f;
-    float r = xc - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t ti, pi;
-    memcpy(&ti, &t, sizeof ti);
-    memcpy(&pi, &p, sizeof pi);
-    pi += (int32_t)((uint32_t)(ti - 0x4B400000) << 23);
-    memcpy(&p, &pi, sizeof p);
-    return x < -87.0f ? 0.0f : p;
-}
-
-static inline float silu_f(float v) { return v / (1.0f + exp_f(-v)); }
-
-#define VB 16 /* block width of the vectorized passes */
-
-/* y = x * a + s, then * sc + sh when film, then SiLU when silu; n floats. */
-static void affine_act(const float *x, float *y, int64_t n, float a, float s, int film, float sc, float sh, int silu)
-{
-    int64_t i = 0;
-    for (; i + VB <= n; i += VB) {
-        float v[VB];
-        for (int j = 0; j < VB; j++)
-            v[j] = x[i + j] * a + s;
-        if (film)
-            for (int j = 0; j < VB; j++)
-                v[j] = v[j] * sc + sh;
-        if (silu)
-            for (int j = 0; j < VB; j++)
-                v[j] = silu_f(v[j]);
-        for (int j = 0; j < VB; j++)
-            y[i + j] = v[j];
-    }
-    for (; i < n; i++) {
-        float v = x[i] * a + s;
-        if (film)
-            v = v * sc + sh;
-        y[i] = silu ? silu_f(v) : v;
-    }
-}
-
-/* Sum of x[n] - m and of its square, 16 float lanes, in double at the end. */
-static void moments(const float *x, int64_t n, float m, double *sum, double *sq)
-{
-    float s[VB] = {0}, q[VB] = {0};
-    int64_t i = 0;
-    for (; i + VB <= n; i += VB)
-        for (int j = 0; j < VB; j++) {
-            float d = x[i + j] - m;
-            s[j] += d;
-            q[j] += d * d;
-        }
-    double ds = 0, dq = 0;
-    for (; i < n; i++) {
-        double d = (double)x[i] - m;
-        ds += d;
-        dq += d * d;
-    }
-    for (int j = 0; j < VB; j++)
-        ds += s[j], dq += q[j];
-    *sum += ds;
-    *sq += dq;
-}
-
-/* ---- GroupNorm ----------------------------------------------------------- */
-
-typedef struct {
-    const float *x;
-    float *y;
-    int64_t C, B, hw;
-    const float *gamma, *beta, *film;
-    int silu;
-} gn_job;
-
-/* Items are (image, group) pairs. */
-static void gn_items(void *ctx, int64_t i0, int64_t i1)
-{
-    const gn_job *j = ctx;
-    int64_t C = j->C, B = j->B, hw = j->hw, cpg = C / GN_GROUPS;
-    for (int64_t it = i0; it < i1; it++) {
-        int64_t b = it / GN_GROUPS, g = it % GN_GROUPS;
-        double sum = 0, sq = 0, n = (double)(cpg * hw);
-        for (int64_t c = g * cpg; c < (g + 1) * cpg; c++)
-            moments(j->x + (c * B + b) * hw, hw, 0.0f, &sum, &sq);
-        double mean = sum / n;
-        sum = sq = 0;
-        for (int64_t c = g * cpg; c < (g + 1) * cpg; c++) /* two-pass variance */
-            moments(j->x + (c * B + b) * hw, hw, (float)mean, &sum, &sq);
-        double dm = sum / n, var = sq / n - dm * dm;
-        mean += dm;
-        double rstd = 1.0 / sqrt((var > 0 ? var : 0) + GN_EPS);
-        for (int64_t c = g * cpg; c < (g + 1) * cpg; c++) {
-            float a = (float)(rstd * j->gamma[c]), s = (float)(j->beta[c] - mean * rstd * j->gamma[c]);
-            float sc = 1, sh = 0;
-            if (j->film)
-                sc = 1.0f + j->film[b * 2 * C + c], sh = j->film[b * 2 * C + C + c];
-            affine_act(j->x + (c * B + b) * hw, j->y + (c * B + b) * hw, hw, a, s, j->film != NULL, sc, sh,
-                       j->silu);
-        }
-    }
-}
-
-/* GroupNorm(32) of x[C, B, hw] into y (may alias x), then optionally FiLM
- * y * (1 + film[b, c]) + film[b, C + c] and SiLU, as one pass. */
-static void group_norm(const float *x, float *y, int64_t C, int64_t B, int64_t hw, const float *gamma,
-                       const float *beta, const float *film, int silu)
-{
-    gn_job j = {x, y, C, B, hw, gamma, beta, film, silu};
-    uc_parallel_for(B * GN_GROUPS, 3.0 * (double)(C * B * hw), gn_items, &j);
-}
-
-/* ---- softmax --------------------------------------------------------------- */
-
-typedef struct {
-    float *x;
-    int64_t n;
-} sm_job;
-
-/* Rows i0..i1 of x[., n] in place; -inf entries give 0. */
-static void softmax_items(void *ctx, int64_t i0, int64_t i1)
-{
-    const sm_job *j = ctx;
-    int64_t n = j->n;
-    for (int64_t r = i0; r < i1; r++) {
-        float *x = j->x + r * n, mx[VB], acc[VB] = {0};
-        int64_t i = 0;
-        for (int k = 0; k < VB; k++)
-            mx[k] = -INFINITY;
-        for (; i + VB <= n; i += VB)
-            for (int k = 0; k < VB; k++)
-                mx[k] = x[i + k] > mx[k] ? x[i + k] : mx[k];
-        float m = -INFINITY;
-        for (; i < n; i++)
-            m = x[i] > m ? x[i] : m;
-        for (int k = 0; k < VB; k++)
-            m = mx[k] > m ? mx[k] : m;
-        if (m == -INFINITY) { /* every key masked (not reachable here: image keys are valid) */
-            memset(x, 0, (size_t)n * sizeof *x);
-            continue;
-        }
-        for (i = 0; i + VB <= n; i += VB)
-            for (int k = 0; k < VB; k++) {
-                float e = exp_f(x[i + k] - m);
-                x[i + k] = e;
-                acc[k] += e;
-            }
-        float s = 0;
-        for (; i < n; i++) {
-            x[i] = exp_f(x[i] - m);
-            s += x[i];
-        }
-        for (int k = 0; k < VB; k++)
-            s += acc[k];
-        float inv = 1.0f / s;
-        for (i = 0; i + VB <= n; i += VB)
-            for (int k = 0; k < VB; k++)
-                x[i + k] *= inv;
-        for (; i < n; i++)
-            x[i] *= inv;
-    }
-}
-
-static void softmax_rows(float *x, int64_t rows, int64_t n)
-{
-    sm_job j = {x, n};
-    uc_parallel_for(rows, 10.0 * (double)(rows * n), softmax_items, &j);
 }
 
 /* 2x nearest up-sampling (dir > 0) or 2x2 average pooling (dir < 0) of
@@ -836,7 +518,7 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
     int ss = u->cfg.use_scale_shift_norm;
 
     /* in_layers: norm + SiLU, [resample h and x], conv */
-    group_norm(x, t1, l->cin, B, h * w, r->in_norm_w, r->in_norm_b, NULL, 1);
+    uc_group_norm(x, t1, l->cin, B, h * w, GN_GROUPS, GN_EPS, r->in_norm_w, r->in_norm_b, NULL, 1);
     const float *hin = t1, *xs = x;
     if (l->updown) {
         resample(t1, t2, l->cin * B, h, w, l->updown);
@@ -849,7 +531,7 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
     int64_t ne = l->cout * (ss ? 2 : 1), n = ho * wo;
     uc_linear(ws->emb_out, ws->emb_act, r->emb_w, r->emb_b, B, u->E, ne);
     if (ss) {
-        group_norm(res, res, l->cout, B, n, r->out_norm_w, r->out_norm_b, ws->emb_out, 1);
+        uc_group_norm(res, res, l->cout, B, n, GN_GROUPS, GN_EPS, r->out_norm_w, r->out_norm_b, ws->emb_out, 1);
     } else {
         for (int64_t c = 0; c < l->cout; c++)
             for (int64_t b = 0; b < B; b++) {
@@ -857,7 +539,7 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
                 for (int64_t i = 0; i < n; i++)
                     p[i] += e;
             }
-        group_norm(res, res, l->cout, B, n, r->out_norm_w, r->out_norm_b, NULL, 1);
+        uc_group_norm(res, res, l->cout, B, n, GN_GROUPS, GN_EPS, r->out_norm_w, r->out_norm_b, NULL, 1);
     }
     /* out conv into t2 (free: hin is consumed), plus the skip connection */
     conv2d(ws, res, l->cout, ho, wo, r->out_conv_w, r->out_conv_b, l->cout, 3, 1, t2, 0);
@@ -876,7 +558,7 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
     int64_t heads = a->heads, ch = c / heads, S = L + T;
     float scale = (float)(1.0 / sqrt(sqrt((double)ch)));
 
-    group_norm(x, tmp, c, B, T, a->norm_w, a->norm_b, NULL, 0);
+    uc_group_norm(x, tmp, c, B, T, GN_GROUPS, GN_EPS, a->norm_w, a->norm_b, NULL, 0);
     for (int64_t o = 0; o < 3 * c; o++)
         for (int64_t j = 0; j < BT; j++)
             ws->qkv[o * BT + j] = a->qkv_b[o];
@@ -912,7 +594,7 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
                                 sc[t * S + j] += mask[b * L + j];
             }
             uc_gemm(T, T, ch, q, 1, BT, k, BT, 1, 0.0f, sc + L, S);
-            softmax_rows(sc, T, S);
+            uc_softmax_rows_blocked(sc, T, S);
             float *o = att + hd * ch * BT + b * T;
             if (L > 0)
                 uc_gemm(ch, T, L, ev, BL, 1, sc, 1, S, 0.0f, o, BT);
@@ -927,17 +609,15 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
 
 /* ---- forward ---------------------------------------------------------- */
 
-void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb)
+void uc_unet_time_embed(const uc_unet *u, uc_unet_ws *ws, const double *t, float *emb)
 {
-    int64_t C = u->cfg.model_channels, E = u->E;
-    float *te = uc_alloc((size_t)(B * C), sizeof(float)), *hid = uc_alloc((size_t)(B * E), sizeof(float));
+    int64_t B = ws->B, C = u->cfg.model_channels, E = u->E;
+    float *te = ws->te, *hid = ws->te_hid;
     for (int64_t b = 0; b < B; b++)
         uc_timestep_embedding(te + b * C, t[b], C);
     uc_linear(hid, te, u->te0_w, u->te0_b, B, C, E);
     uc_silu(hid, B * E);
     uc_linear(emb, hid, u->te2_w, u->te2_b, B, E, E);
-    uc_free(te);
-    uc_free(hid);
 }
 
 int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const float *emb, const float *enc,
@@ -1006,7 +686,7 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
         }
     }
     float *t = ws->act[(hi + 1) % 4], *o = ws->act[(hi + 2) % 4];
-    group_norm(ws->act[hi], t, ch, B, HW, u->out_norm_w, u->out_norm_b, NULL, 1);
+    uc_group_norm(ws->act[hi], t, ch, B, HW, GN_GROUPS, GN_EPS, u->out_norm_w, u->out_norm_b, NULL, 1);
     conv2d(ws, t, ch, H, W, u->out_conv_w, u->out_conv_b, c->out_channels, 3, 1, o, 0);
     for (int64_t b = 0; b < B; b++)
         for (int64_t co = 0; co < c->out_channels; co++)

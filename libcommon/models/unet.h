@@ -19,10 +19,10 @@
 #ifndef UNCLIP_UNET_H
 #define UNCLIP_UNET_H
 
-#include <cjson/cJSON.h>
 #include <stdint.h>
 
 #include "formats/safetensors.h"
+#include "libcommon/models/model.h"
 
 #define UC_UNET_MAXLEVEL 8
 
@@ -57,10 +57,10 @@ typedef struct uc_unet uc_unet;
 uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg);
 void uc_unet_free(uc_unet *u);
 /* Every tensor a model of cfg has, in load order, reported as
- * fn(ctx, prefix + key, ndim, shape): for writers of model files (tests,
- * converters). -1 and uc_err on an invalid config. */
-typedef void (*uc_unet_tensor_fn)(void *ctx, const char *name, int ndim, const int64_t *shape);
-int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_unet_tensor_fn fn, void *ctx);
+ * fn(ctx, prefix + key, ndim, shape, dtype) by the walk that also loads
+ * (models/walk.h; dtype as there). 0, fn's first nonzero return, or -1
+ * and uc_err on an invalid config. */
+int uc_unet_tensors(const uc_unet_config *cfg, const char *prefix, uc_tensor_fn fn, void *ctx);
 const uc_unet_config *uc_unet_cfg(const uc_unet *u);
 /* Width of the time embedding (4 * model_channels). */
 int64_t uc_unet_emb_dim(const uc_unet *u);
@@ -79,8 +79,9 @@ void uc_unet_ws_free(uc_unet_ws *ws);
 /* True when ws (may be NULL) was made for u's config and this shape. */
 int uc_unet_ws_fits(const uc_unet_ws *ws, const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
 
-/* emb[B, 4C] = time_embed(timestep_embedding(t, C)): linear, SiLU, linear. */
-void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb);
+/* emb[B, 4C] = time_embed(timestep_embedding(t[B], C)): linear, SiLU,
+ * linear, for the B of ws (made for u's config), in ws's scratch. */
+void uc_unet_time_embed(const uc_unet *u, uc_unet_ws *ws, const double *t, float *emb);
 
 /* One forward.
  *   x    [B, in_channels, H, W]  (NCHW, as the checkpoint's conv weights expect)
@@ -91,17 +92,5 @@ void uc_unet_time_embed(const uc_unet *u, const double *t, int64_t B, float *emb
  * ws must have been made for this config and (B, H, W, L). */
 int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const float *emb, const float *enc,
                     const float *mask, float *out);
-
-/* The convolution kernel, on the layout above: y[cout, B*ho, wo] =
- * conv(x[cin, B*h, w]) + bias with a k x k kernel (k odd; weights
- * [cout, cin, k, k]), zero padding k/2, stride 1 or 2; the B images are
- * stacked along the rows and never mix. accumulate adds to y instead.
- * col: scratch of col_n floats, at least cin*k*k*wo when k > 1 (the
- * column matrix is built in tiles of whole output rows that fit). A 3x3
- * stride-1 convolution with at least 32 input channels and 32 4x4 tiles
- * runs by Winograd when col_n holds uc_winograd_scratch(B, cin, h, w, cout)
- * floats (what the UNet workspace plans). */
-void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
-               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n);
 
 #endif

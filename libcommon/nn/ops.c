@@ -3,6 +3,7 @@
 #include "libcommon/nn/ops.h"
 
 #include "formats/base.h"
+#include "libcommon/nn/exp.h"
 
 #include <blis.h>
 #ifdef __AVX512F__
@@ -573,6 +574,62 @@ void uc_softmax_rows(float *x, int64_t M, int64_t N)
         for (j = 0; j < N; j++)
             r[j] *= inv;
     }
+}
+
+/* The UNet's softmax (see ops.h). */
+typedef struct {
+    float *x;
+    int64_t n;
+} sm_job;
+
+/* Rows i0..i1 of x[., n] in place; -inf entries give 0. */
+static void softmax_items(void *ctx, int64_t i0, int64_t i1)
+{
+    const sm_job *j = ctx;
+    int64_t n = j->n;
+    for (int64_t r = i0; r < i1; r++) {
+        float *x = j->x + r * n, mx[16], acc[16] = {0};
+        int64_t i = 0;
+        for (int k = 0; k < 16; k++)
+            mx[k] = -INFINITY;
+        for (; i + 16 <= n; i += 16)
+            for (int k = 0; k < 16; k++)
+                mx[k] = x[i + k] > mx[k] ? x[i + k] : mx[k];
+        float m = -INFINITY;
+        for (; i < n; i++)
+            m = x[i] > m ? x[i] : m;
+        for (int k = 0; k < 16; k++)
+            m = mx[k] > m ? mx[k] : m;
+        if (m == -INFINITY) { /* every key masked (never in the UNet: its image keys are valid) */
+            memset(x, 0, (size_t)n * sizeof *x);
+            continue;
+        }
+        for (i = 0; i + 16 <= n; i += 16)
+            for (int k = 0; k < 16; k++) {
+                float e = uc_exp_f(x[i + k] - m);
+                x[i + k] = e;
+                acc[k] += e;
+            }
+        float s = 0;
+        for (; i < n; i++) {
+            x[i] = uc_exp_f(x[i] - m);
+            s += x[i];
+        }
+        for (int k = 0; k < 16; k++)
+            s += acc[k];
+        float inv = 1.0f / s;
+        for (i = 0; i + 16 <= n; i += 16)
+            for (int k = 0; k < 16; k++)
+                x[i + k] *= inv;
+        for (; i < n; i++)
+            x[i] *= inv;
+    }
+}
+
+void uc_softmax_rows_blocked(float *x, int64_t rows, int64_t n)
+{
+    sm_job j = {x, n};
+    uc_parallel_for(rows, 10.0 * (double)(rows * n), softmax_items, &j);
 }
 
 void uc_attention_head(float *out, int64_t ldo, const float *q, int64_t ldq, const float *k, int64_t ldk,

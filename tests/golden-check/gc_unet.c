@@ -8,12 +8,35 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "formats/base.h"
 #include "libcommon/models/decoder.h"
 #include "libcommon/models/sr.h"
 #include "gc.h"
 
 /* ---- shared pieces ------------------------------------------------------ */
+
+/* The stage handles are built from the case's config as JSON text. */
+static uc_decoder *load_decoder(gc_case *c)
+{
+    char *text = cJSON_PrintUnformatted(c->config);
+    uc_decoder *d = text ? uc_decoder_load(c->model, text) : NULL;
+    free(text);
+    if (!d)
+        gc_fail(c, "model: %s", uc_errmsg());
+    return d;
+}
+
+static uc_sr *load_sr(gc_case *c)
+{
+    char *text = cJSON_PrintUnformatted(c->config);
+    uc_sr *s = text ? uc_sr_load(c->model, text) : NULL;
+    free(text);
+    if (!s)
+        gc_fail(c, "model: %s", uc_errmsg());
+    return s;
+}
 
 static double *timesteps(gc_case *c, const char *name, int64_t n)
 {
@@ -177,9 +200,10 @@ static int steps_recorded(gc_case *c)
 
 int gc_decoder_forward(gc_case *c)
 {
-    uc_decoder d;
-    if (uc_decoder_load(&d, c->model, c->config))
-        return gc_fail(c, "model: %s", uc_errmsg());
+    uc_decoder *d = load_decoder(c);
+    if (!d)
+        return -1;
+    const uc_decoder_info *info = uc_decoder_get_info(d);
     uc_tensor xs, ss, ms, gs, sc;
     float *x = gc_f32(c, "x_t", &xs), *txt = gc_f32(c, "txt_feat", NULL), *seq = gc_f32(c, "txt_feat_seq", &ss);
     float *y = gc_f32(c, "y", NULL), *gx = gc_f32(c, "guided_x_t", &gs), *scales = gc_f32(c, "cf_scales", &sc);
@@ -188,14 +212,14 @@ int gc_decoder_forward(gc_case *c)
     double *t = timesteps(c, "timesteps", B), *gt = timesteps(c, "guided_timesteps", B);
     float *out = NULL;
     if (x && txt && seq && y && gx && scales && mask && t && gt) {
-        int64_t oc = d.cfg.unet.out_channels, n = B * oc * H * W;
+        int64_t oc = info->out_channels, n = B * oc * H * W;
         out = uc_alloc((size_t)n, sizeof(float));
-        if (uc_decoder_forward(&d, B, H, W, ss.shape[1], x, t, txt, seq, mask, y, out))
+        if (uc_decoder_forward(d, B, H, W, ss.shape[1], x, t, txt, seq, mask, y, out))
             gc_fail(c, "forward: %s", uc_errmsg());
         else
             gc_check(c, "model_out", out, n);
         uc_decoder_cond cond = {B / 2, ss.shape[1], txt, seq, mask, y, scales, uc_tensor_numel(&sc)};
-        if (uc_decoder_guided(&d, &cond, H, W, gx, gt, out))
+        if (uc_decoder_guided(d, &cond, H, W, gx, gt, out))
             gc_fail(c, "guided: %s", uc_errmsg());
         else
             gc_check(c, "guided_out", out, n);
@@ -210,15 +234,16 @@ int gc_decoder_forward(gc_case *c)
     uc_free(mask);
     uc_free(t);
     uc_free(gt);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
     return c->fail[0] ? -1 : 0;
 }
 
 int gc_decoder_sample(gc_case *c)
 {
-    uc_decoder d;
-    if (uc_decoder_load(&d, c->model, c->config))
-        return gc_fail(c, "model: %s", uc_errmsg());
+    uc_decoder *d = load_decoder(c);
+    if (!d)
+        return -1;
+    const uc_decoder_info *info = uc_decoder_get_info(d);
     const char *respacing = gc_str(c->config, "timestep_respacing", NULL);
     uc_tensor fs, ss, ms, sc;
     float *img = gc_f32(c, "img_feat", &fs), *txt = gc_f32(c, "txt_feat", NULL);
@@ -226,19 +251,19 @@ int gc_decoder_sample(gc_case *c)
     unsigned char *mask = mask_u8(c, "mask", &ms);
     int nsteps = steps_recorded(c);
     if (img && txt && seq && scales && mask && nsteps > 0 && respacing) {
-        int64_t B = fs.shape[0], S = d.cfg.image_size, per = 2 * B * 3 * S * S, D = d.cfg.clip_dim;
+        int64_t B = fs.shape[0], S = info->image_size, per = 2 * B * 3 * S * S, D = info->clip_dim;
         float *y = uc_alloc((size_t)(2 * B * D), sizeof(float)), *x = uc_alloc((size_t)per, sizeof(float));
-        uc_decoder_guided_y(&d, B, img, y);
+        uc_decoder_guided_y(d, B, img, y);
         uc_decoder_cond cond = {B, ss.shape[1], txt, seq, mask, y, scales, uc_tensor_numel(&sc)};
         trace tr;
         trace_init(&tr, nsteps, 2 * B, per);
-        uc_decoder_sample_opts o = {.respacing = respacing,
-                                    .sampler = uc_sampler_for_respacing(respacing),
-                                    .noise = noise_fn,
-                                    .noise_ctx = c,
-                                    .trace = trace_fn,
-                                    .trace_ctx = &tr};
-        if (uc_decoder_sample(&d, &cond, &o, x))
+        uc_stage_opts o = {.respacing = respacing,
+                           .sampler = uc_sampler_for_respacing(respacing),
+                           .noise = noise_fn,
+                           .noise_ctx = c,
+                           .trace = trace_fn,
+                           .trace_ctx = &tr};
+        if (uc_decoder_sample(d, &cond, &o, x))
             gc_fail(c, "sample: %s", uc_errmsg());
         else if (check_trace(c, &tr) == 0 && gc_check(c, "sample", x, per / 2) == 0) {
             for (int64_t i = 0; i < per / 2; i++)
@@ -256,7 +281,7 @@ int gc_decoder_sample(gc_case *c)
     uc_free(seq);
     uc_free(scales);
     uc_free(mask);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
     return c->fail[0] ? -1 : 0;
 }
 
@@ -264,19 +289,19 @@ int gc_decoder_sample(gc_case *c)
 
 int gc_sr_forward(gc_case *c)
 {
-    uc_sr s;
-    if (uc_sr_load(&s, c->model, c->config))
-        return gc_fail(c, "model: %s", uc_errmsg());
+    uc_sr *s = load_sr(c);
+    if (!s)
+        return -1;
     uc_tensor xs;
     float *x = gc_f32(c, "x_t", &xs), *low = gc_f32(c, "low_res", NULL);
     int64_t B = x ? xs.shape[0] : 0, H = x ? xs.shape[2] : 0, W = x ? xs.shape[3] : 0;
     double *t = timesteps(c, "timesteps", B);
     if (x && low && t) {
-        int64_t n = B * s.cfg.unet.out_channels * H * W;
+        int64_t n = B * uc_sr_get_info(s)->out_channels * H * W;
         float *out = uc_alloc((size_t)n, sizeof(float));
         static const char *names[2] = {"out_first_steps", "out_last_step"};
         for (int last = 0; last < 2; last++) {
-            if (uc_sr_forward(&s, last, B, H, W, x, t, low, out))
+            if (uc_sr_forward(s, last, B, H, W, x, t, low, out))
                 gc_fail(c, "%s: %s", names[last], uc_errmsg());
             else
                 gc_check(c, names[last], out, n);
@@ -286,15 +311,15 @@ int gc_sr_forward(gc_case *c)
     uc_free(x);
     uc_free(low);
     uc_free(t);
-    uc_sr_free(&s);
+    uc_sr_free(s);
     return c->fail[0] ? -1 : 0;
 }
 
 int gc_sr_sample(gc_case *c)
 {
-    uc_sr s;
-    if (uc_sr_load(&s, c->model, c->config))
-        return gc_fail(c, "model: %s", uc_errmsg());
+    uc_sr *s = load_sr(c);
+    if (!s)
+        return -1;
     const char *respacing = gc_str(c->config, "timestep_respacing", gc_str(c->config, "diffusion.timestep_respacing", NULL));
     uc_tensor ls;
     float *low = gc_f32(c, "low_res", &ls);
@@ -304,9 +329,9 @@ int gc_sr_sample(gc_case *c)
         float *x = uc_alloc((size_t)per, sizeof(float));
         trace tr;
         trace_init(&tr, nsteps, B, per);
-        uc_sr_sample_opts o = {
+        uc_stage_opts o = {
             .respacing = respacing, .noise = noise_fn, .noise_ctx = c, .trace = trace_fn, .trace_ctx = &tr};
-        if (uc_sr_sample(&s, B, H, W, low, &o, x))
+        if (uc_sr_sample(s, B, H, W, low, &o, x))
             gc_fail(c, "sample: %s", uc_errmsg());
         else if (check_trace(c, &tr) == 0 && gc_check(c, "sample", x, per) == 0) {
             for (int64_t i = 0; i < per; i++) {
@@ -321,6 +346,6 @@ int gc_sr_sample(gc_case *c)
         gc_fail(c, "config.timestep_respacing missing");
     }
     uc_free(low);
-    uc_sr_free(&s);
+    uc_sr_free(s);
     return c->fail[0] ? -1 : 0;
 }

@@ -20,6 +20,7 @@
 
 #include "formats/base.h"
 #include "libcommon/models/decoder.h"
+#include "libcommon/nn/conv.h"
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 #include "libcommon/models/sr.h"
@@ -65,10 +66,12 @@ typedef struct {
 } gen;
 
 /* GroupNorm / LayerNorm gains near 1 (1-D ".weight"), other 1-D tensors
- * small, matrices and kernels N(0, 1/fan_in). */
-static void gen_tensor(void *ctx, const char *name, int ndim, const int64_t *shape)
+ * small, matrices and kernels N(0, 1/fan_in); with f16, the tensors the
+ * description marks F16 are stored so (as unclip-convert --f16 does). */
+static int gen_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
 {
     gen *g = ctx;
+    int half = g->f16 && !strcmp(dtype, "F16");
     int64_t n = 1, fan_in = 1;
     for (int i = 0; i < ndim; i++)
         n *= shape[i];
@@ -86,8 +89,8 @@ static void gen_tensor(void *ctx, const char *name, int ndim, const int64_t *sha
     o->name = uc_strdup(name);
     o->ndim = ndim;
     memcpy(o->shape, shape, (size_t)ndim * sizeof *shape);
-    o->dtype = g->f16 ? UC_F16 : UC_F32;
-    if (g->f16) {
+    o->dtype = half ? UC_F16 : UC_F32;
+    if (half) {
         uint16_t *h = uc_alloc((size_t)n, sizeof *h);
         for (int64_t i = 0; i < n; i++)
             h[i] = uc_f32_to_f16(x[i]);
@@ -96,32 +99,28 @@ static void gen_tensor(void *ctx, const char *name, int ndim, const int64_t *sha
     } else {
         o->data = x;
     }
+    return 0;
 }
 
 /* Write a random model of `stage` for the config text to path. */
 static int write_model(const char *stage, const char *config_text, const char *path, uint64_t seed, int f16)
 {
-    cJSON *cfg = cJSON_Parse(config_text);
-    if (!cfg)
-        return uc_err("config is not JSON");
     gen g = {.f16 = f16};
     uc_rng_init(&g.rng, seed, 0);
-    int rc = !strcmp(stage, "decoder") ? uc_decoder_tensors(cfg, gen_tensor, &g)
-             : !strcmp(stage, "sr")    ? uc_sr_tensors(cfg, gen_tensor, &g)
+    int rc = !strcmp(stage, "decoder") ? uc_decoder_tensors(config_text, gen_tensor, &g)
+             : !strcmp(stage, "sr")    ? uc_sr_tensors(config_text, gen_tensor, &g)
                                        : uc_err("unknown stage %s", stage);
     if (rc == 0) {
-        char *text = cJSON_PrintUnformatted(cfg), id[64];
+        char id[64];
         snprintf(id, sizeof id, "test/random-%s", stage);
-        const char *meta[] = {"unclip.stage", stage, "unclip.config", text, "unclip.model_id", id};
+        const char *meta[] = {"unclip.stage", stage, "unclip.config", config_text, "unclip.model_id", id};
         rc = st_write(path, g.t, g.n, meta, 3);
-        free(text);
     }
     for (int i = 0; i < g.n; i++) {
         uc_free((void *)g.t[i].name);
         uc_free((void *)g.t[i].data);
     }
     uc_free(g.t);
-    cJSON_Delete(cfg);
     return rc;
 }
 
@@ -227,15 +226,17 @@ typedef struct {
     char first[300];
 } lister;
 
-static void check_listed(void *ctx, const char *name, int ndim, const int64_t *shape)
+static int check_listed(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
 {
     lister *l = ctx;
+    (void)dtype;
     const uc_tensor *t = st_get(l->f, name);
     l->n++;
     if (!t || !uc_tensor_shape_is(t, ndim, shape)) {
         if (!l->bad++)
             snprintf(l->first, sizeof l->first, "%s %s", name, t ? "shape differs" : "missing");
     }
+    return 0;
 }
 
 static void check_golden_list(const char *dir, int sr)
@@ -254,8 +255,9 @@ static void check_golden_list(const char *dir, int sr)
     snprintf(path, sizeof path, "tests/golden/karlo/%s/model.safetensors", dir);
     lister l = {.f = st_open(path)};
     assert_non_null(l.f);
-    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(cs, "config");
+    char *cfg = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(cs, "config"));
     assert_int_equal(sr ? uc_sr_tensors(cfg, check_listed, &l) : uc_decoder_tensors(cfg, check_listed, &l), 0);
+    free(cfg);
     if (l.bad)
         fail_msg("%s: %s", dir, l.first);
     /* the same set: nothing in the checkpoint that the model does not bind */
@@ -284,10 +286,11 @@ typedef struct {
 
 static void dec_in_make(dec_in *in, const uc_decoder *d, int64_t B, uint64_t seed)
 {
+    const uc_decoder_info *info = uc_decoder_get_info(d);
     in->B = B;
-    in->S = d->cfg.image_size;
-    in->ctx = d->cfg.text_ctx;
-    in->D = d->cfg.clip_dim;
+    in->S = info->image_size;
+    in->ctx = info->text_ctx;
+    in->D = info->clip_dim;
     in->x = uc_alloc((size_t)(B * 3 * in->S * in->S), 4);
     in->txt = uc_alloc((size_t)(B * in->D), 4);
     in->seq = uc_alloc((size_t)(B * in->ctx * in->D), 4);
@@ -318,22 +321,22 @@ static void dec_in_free(dec_in *in)
 /* Each row of a batch equals the row computed alone. */
 static void check_decoder_rows(const char *config, const char *file)
 {
-    uc_decoder d;
-    if (uc_decoder_open(&d, tmp_model("decoder", config, file)))
+    uc_decoder *d = uc_decoder_open(tmp_model("decoder", config, file));
+    if (!d)
         fail_msg("open: %s", uc_errmsg());
     dec_in in;
-    int64_t B = 3, S, oc = d.cfg.unet.out_channels;
-    dec_in_make(&in, &d, B, 11);
+    int64_t B = 3, S, oc = uc_decoder_get_info(d)->out_channels;
+    dec_in_make(&in, d, B, 11);
     S = in.S;
     int64_t per = oc * S * S;
     float *all = uc_alloc((size_t)(B * per), 4), *one = uc_alloc((size_t)per, 4);
-    assert_int_equal(uc_decoder_forward(&d, B, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, all), 0);
+    assert_int_equal(uc_decoder_forward(d, B, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, all), 0);
     double mag = 0;
     for (int64_t i = 0; i < B * per; i++)
         mag = fmax(mag, fabs(all[i]));
     assert_true(mag > 1e-3 && mag < 1e3); /* a real, finite output */
     for (int64_t b = 0; b < B; b++) {
-        assert_int_equal(uc_decoder_forward(&d, 1, S, S, in.ctx, in.x + b * 3 * S * S, in.t + b,
+        assert_int_equal(uc_decoder_forward(d, 1, S, S, in.ctx, in.x + b * 3 * S * S, in.t + b,
                                             in.txt + b * in.D, in.seq + b * in.ctx * in.D, in.mask + b * in.ctx,
                                             in.y + b * in.D, one),
                          0);
@@ -344,7 +347,7 @@ static void check_decoder_rows(const char *config, const char *file)
     uc_free(all);
     uc_free(one);
     dec_in_free(&in);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
 }
 
 static void test_decoder_rows(void **state)
@@ -358,27 +361,27 @@ static void test_decoder_rows(void **state)
 static void test_decoder_mask(void **state)
 {
     (void)state;
-    uc_decoder d;
-    if (uc_decoder_open(&d, tmp_model("decoder", decoder_small, "dec.safetensors")))
+    uc_decoder *d = uc_decoder_open(tmp_model("decoder", decoder_small, "dec.safetensors"));
+    if (!d)
         fail_msg("open: %s", uc_errmsg());
     dec_in in;
-    dec_in_make(&in, &d, 1, 5);
+    dec_in_make(&in, d, 1, 5);
     int64_t S = in.S, per = 6 * S * S;
     float *a = uc_alloc((size_t)per, 4), *b = uc_alloc((size_t)per, 4);
-    assert_int_equal(uc_decoder_forward(&d, 1, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, a), 0);
+    assert_int_equal(uc_decoder_forward(d, 1, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, a), 0);
     int64_t last = in.ctx - 1; /* masked in row 0 */
     assert_int_equal(in.mask[last], 0);
     for (int64_t c = 0; c < in.D; c++)
         in.seq[last * in.D + c] += 5.0f;
-    assert_int_equal(uc_decoder_forward(&d, 1, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, b), 0);
+    assert_int_equal(uc_decoder_forward(d, 1, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, b), 0);
     assert_memory_equal(a, b, (size_t)per * 4);
     in.seq[0] += 5.0f; /* token 0 is valid */
-    assert_int_equal(uc_decoder_forward(&d, 1, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, b), 0);
+    assert_int_equal(uc_decoder_forward(d, 1, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, b), 0);
     assert_true(max_diff(a, b, per) > 1e-5);
     uc_free(a);
     uc_free(b);
     dec_in_free(&in);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
 }
 
 /* With scale 1 the guided eps is the conditional eps; variance channels are
@@ -386,12 +389,12 @@ static void test_decoder_mask(void **state)
 static void test_decoder_guided(void **state)
 {
     (void)state;
-    uc_decoder d;
-    if (uc_decoder_open(&d, tmp_model("decoder", decoder_small, "dec.safetensors")))
+    uc_decoder *d = uc_decoder_open(tmp_model("decoder", decoder_small, "dec.safetensors"));
+    if (!d)
         fail_msg("open: %s", uc_errmsg());
     dec_in in;
     int64_t B = 2, S;
-    dec_in_make(&in, &d, 2 * B, 21);
+    dec_in_make(&in, d, 2 * B, 21);
     S = in.S;
     int64_t HW = S * S, per = 6 * HW;
     for (int64_t b = 0; b < 2 * B; b++)
@@ -399,11 +402,11 @@ static void test_decoder_guided(void **state)
     float *g = uc_alloc((size_t)(2 * B * per), 4), *ref = uc_alloc((size_t)(2 * B * per), 4);
     float one = 1.0f;
     uc_decoder_cond cond = {B, in.ctx, in.txt, in.seq, in.mask, in.y, &one, 1};
-    assert_int_equal(uc_decoder_guided(&d, &cond, S, S, in.x, in.t, g), 0);
+    assert_int_equal(uc_decoder_guided(d, &cond, S, S, in.x, in.t, g), 0);
     /* reference: the network on [x[:B], x[:B]] */
     memcpy(in.x + B * 3 * HW, in.x, (size_t)(B * 3 * HW) * 4);
     assert_int_equal(
-        uc_decoder_forward(&d, 2 * B, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, ref), 0);
+        uc_decoder_forward(d, 2 * B, S, S, in.ctx, in.x, in.t, in.txt, in.seq, in.mask, in.y, ref), 0);
     for (int64_t b = 0; b < B; b++) {
         assert_true(max_diff(g + b * per, ref + b * per, 3 * HW) < 1e-5);            /* cond eps */
         assert_true(max_diff(g + (B + b) * per, ref + b * per, 3 * HW) < 1e-5);      /* [g, g] */
@@ -412,11 +415,11 @@ static void test_decoder_guided(void **state)
     }
     /* bad scale count */
     cond.nscales = 3;
-    assert_int_not_equal(uc_decoder_guided(&d, &cond, S, S, in.x, in.t, g), 0);
+    assert_int_not_equal(uc_decoder_guided(d, &cond, S, S, in.x, in.t, g), 0);
     uc_free(g);
     uc_free(ref);
     dec_in_free(&in);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
 }
 
 static int noise_counter(void *ctx, int draw, float *out, int64_t n)
@@ -430,35 +433,35 @@ static int noise_counter(void *ctx, int draw, float *out, int64_t n)
 static void test_decoder_sample(void **state)
 {
     (void)state;
-    uc_decoder d;
-    if (uc_decoder_open(&d, tmp_model("decoder", decoder_small, "dec.safetensors")))
+    uc_decoder *d = uc_decoder_open(tmp_model("decoder", decoder_small, "dec.safetensors"));
+    if (!d)
         fail_msg("open: %s", uc_errmsg());
     dec_in in;
     int64_t B = 1;
-    dec_in_make(&in, &d, 2 * B, 3);
+    dec_in_make(&in, d, 2 * B, 3);
     int64_t n = 2 * B * 3 * in.S * in.S;
     float y[2 * 24], scale = 4.0f, *x1 = uc_alloc((size_t)n, 4), *x2 = uc_alloc((size_t)n, 4);
-    uc_decoder_guided_y(&d, B, in.y, y);
-    assert_memory_equal(y + 24, d.cf_param, 24 * sizeof(float));
+    uc_decoder_guided_y(d, B, in.y, y);
+    assert_memory_equal(y, in.y, 24 * sizeof(float));
+    assert_memory_not_equal(y + 24, in.y, 24 * sizeof(float)); /* cf_param */
     uc_decoder_cond cond = {B, in.ctx, in.txt, in.seq, in.mask, y, &scale, 1};
     int calls = 0;
-    uc_decoder_sample_opts o = {.respacing = "4", .sampler = UC_SAMPLER_DDPM, .noise = noise_counter,
-                                .noise_ctx = &calls};
-    assert_int_equal(uc_decoder_sample(&d, &cond, &o, x1), 0);
+    uc_stage_opts o = {.respacing = "4", .sampler = UC_SAMPLER_DDPM, .noise = noise_counter, .noise_ctx = &calls};
+    assert_int_equal(uc_decoder_sample(d, &cond, &o, x1), 0);
     assert_int_equal(calls, 5); /* x_T and one per step */
-    assert_int_equal(uc_decoder_sample(&d, &cond, &o, x2), 0);
+    assert_int_equal(uc_decoder_sample(d, &cond, &o, x2), 0);
     assert_memory_equal(x1, x2, (size_t)n * 4);
     o.sampler = UC_SAMPLER_DDIM;
-    assert_int_equal(uc_decoder_sample(&d, &cond, &o, x2), 0);
+    assert_int_equal(uc_decoder_sample(d, &cond, &o, x2), 0);
     assert_true(max_diff(x1, x2, n) > 1e-4);
     for (int64_t i = 0; i < n; i++)
         assert_true(isfinite(x2[i]));
     o.respacing = "nonsense";
-    assert_int_not_equal(uc_decoder_sample(&d, &cond, &o, x2), 0);
+    assert_int_not_equal(uc_decoder_sample(d, &cond, &o, x2), 0);
     uc_free(x1);
     uc_free(x2);
     dec_in_free(&in);
-    uc_decoder_free(&d);
+    uc_decoder_free(d);
 }
 
 /* ---- super-resolution ----------------------------------------------------- */
@@ -482,10 +485,10 @@ static int sr_trace(void *ctx, const uc_step *st, const float *x_in, const float
 static void test_sr(void **state)
 {
     (void)state;
-    uc_sr s;
-    if (uc_sr_open(&s, tmp_model("sr", sr_small, "sr.safetensors")))
+    uc_sr *s = uc_sr_open(tmp_model("sr", sr_small, "sr.safetensors"));
+    if (!s)
         fail_msg("open: %s", uc_errmsg());
-    assert_int_equal(s.cfg.scale, 4);
+    assert_int_equal(uc_sr_get_info(s)->scale, 4);
     int64_t B = 2, H = 16, W = 12, n = B * 3 * H * W;
     float *x = uc_alloc((size_t)n, 4), *low = uc_alloc((size_t)n, 4), *a = uc_alloc((size_t)n, 4);
     float *b = uc_alloc((size_t)n, 4), *one = uc_alloc((size_t)n, 4);
@@ -493,22 +496,22 @@ static void test_sr(void **state)
     randn(x, n, 1);
     randn(low, n, 2);
     /* the two models differ; rows are independent; any size that divides */
-    assert_int_equal(uc_sr_forward(&s, 0, B, H, W, x, t, low, a), 0);
-    assert_int_equal(uc_sr_forward(&s, 1, B, H, W, x, t, low, b), 0);
+    assert_int_equal(uc_sr_forward(s, 0, B, H, W, x, t, low, a), 0);
+    assert_int_equal(uc_sr_forward(s, 1, B, H, W, x, t, low, b), 0);
     assert_true(max_diff(a, b, n) > 1e-3);
-    assert_int_equal(uc_sr_forward(&s, 1, 1, H, W, x + n / 2, t + 1, low + n / 2, one), 0);
+    assert_int_equal(uc_sr_forward(s, 1, 1, H, W, x + n / 2, t + 1, low + n / 2, one), 0);
     assert_true(max_diff(one, b + n / 2, n / 2) < 1e-5);
-    assert_int_not_equal(uc_sr_forward(&s, 0, 1, 10, 12, x, t, low, a), 0); /* 10 % 4 */
+    assert_int_not_equal(uc_sr_forward(s, 0, 1, 10, 12, x, t, low, a), 0); /* 10 % 4 */
     assert_non_null(strstr(uc_errmsg(), "multiple of 4"));
     /* a shape from a hostile file is refused before any allocation */
-    assert_null(uc_unet_ws_new(s.first, 4096, 16384, 16384, 0));
+    assert_int_equal(uc_sr_forward(s, 0, 4096, 16384, 16384, x, t, low, a), -1);
     assert_non_null(strstr(uc_errmsg(), "GiB of activations"));
 
     int calls = 0;
-    sr_probe p = {.s = &s};
-    uc_sr_sample_opts o = {.respacing = "7", .noise = noise_counter, .noise_ctx = &calls, .trace = sr_trace,
-                           .trace_ctx = &p};
-    assert_int_equal(uc_sr_sample(&s, 1, 16, 16, low, &o, a), 0);
+    sr_probe p = {.s = s};
+    uc_stage_opts o = {.respacing = "7", .noise = noise_counter, .noise_ctx = &calls, .trace = sr_trace,
+                       .trace_ctx = &p};
+    assert_int_equal(uc_sr_sample(s, 1, 16, 16, low, &o, a), 0);
     assert_int_equal(calls, 8);
     assert_int_equal(p.steps, 7);
     uc_free(x);
@@ -516,7 +519,7 @@ static void test_sr(void **state)
     uc_free(a);
     uc_free(b);
     uc_free(one);
-    uc_sr_free(&s);
+    uc_sr_free(s);
 }
 
 /* ---- configs and errors ------------------------------------------------------ */
@@ -539,40 +542,89 @@ static void test_config(void **state)
     assert_int_equal(uc_cfg_int_list(cJSON_GetArrayItem(j, 6), "a", v, 8), -1);
     cJSON_Delete(j);
 
-    /* Karlo's 900M decoder yaml: default multipliers, attention at ds 2, 4, 8 */
-    j = cJSON_Parse("{\"image_size\": 64, \"num_channels\": 320, \"num_res_blocks\": 3, \"channel_mult\": \"\","
-                    " \"attention_resolutions\": \"32,16,8\", \"num_heads\": -1, \"num_head_channels\": 64,"
-                    " \"num_heads_upsample\": -1, \"use_scale_shift_norm\": true, \"clip_dim\": 768,"
-                    " \"clip_emb_mult\": 4, \"text_ctx\": 77, \"xf_width\": 1536, \"resblock_updown\": true,"
-                    " \"learn_sigma\": true, \"clip_emb_type\": \"image\"}");
-    uc_decoder_config dc;
-    assert_int_equal(uc_decoder_config_parse(j, &dc), 0);
-    assert_int_equal(dc.unet.nlevels, 4);
-    assert_int_equal(dc.unet.channel_mult[2], 3);
-    assert_int_equal(dc.unet.nattn, 3);
-    assert_int_equal(dc.unet.attn_ds[0], 2);
-    assert_int_equal(dc.unet.attn_ds[2], 8);
-    assert_int_equal(dc.unet.out_channels, 6);
-    assert_int_equal(dc.unet.encoder_channels, 1536);
-    cJSON_ReplaceItemInObject(j, "num_channels", cJSON_CreateNumber(48)); /* 48 % 32 */
-    cJSON *stage = cJSON_CreateObject();
-    cJSON_AddItemToObject(cJSON_AddObjectToObject(stage, "model"), "hparams", j);
-    cJSON_AddObjectToObject(stage, "diffusion");
-    assert_int_equal(uc_decoder_tensors(stage, NULL, NULL), -1);
+    /* a config the UNet refuses: 48 channels are not a multiple of 32 groups */
+    char *bad = uc_strdup(decoder_small);
+    memcpy(strstr(bad, "\"num_channels\": 32"), "\"num_channels\": 48", 18);
+    assert_int_equal(uc_decoder_tensors(bad, NULL, NULL), -1);
     assert_non_null(strstr(uc_errmsg(), "multiple of 32"));
-    cJSON_Delete(stage);
+    uc_free(bad);
+    assert_int_equal(uc_decoder_tensors("{\"model\": ", NULL, NULL), -1);
+    assert_non_null(strstr(uc_errmsg(), "not JSON"));
+    assert_int_equal(uc_sr_tensors("{\"model\": {\"hparams\": {}}}", NULL, NULL), -1);
+    assert_non_null(strstr(uc_errmsg(), "diffusion section missing"));
+}
+
+/* ---- the descriptions ----------------------------------------------------- */
+
+typedef struct {
+    int n, f16, stop_at;
+    double params;
+    char want[4][80], got[4][8];
+    int64_t shape[4][4];
+} desc_probe;
+
+static int probe_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    desc_probe *p = ctx;
+    double n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (double)shape[i];
+    p->params += n;
+    p->n++;
+    p->f16 += !strcmp(dtype, "F16");
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, p->want[i])) {
+            snprintf(p->got[i], sizeof p->got[i], "%s", dtype);
+            memcpy(p->shape[i], shape, (size_t)ndim * sizeof *shape);
+        }
+    return p->n == p->stop_at ? 7 : 0;
+}
+
+/* The released configs (NULL) list Karlo's decoder and SR with their
+ * sizes and dtypes; a nonzero return of fn stops the walk and is returned. */
+static void test_descriptions(void **state)
+{
+    (void)state;
+    desc_probe p = {.want = {"model.input_blocks.9.0.in_layers.2.weight", "model.input_blocks.5.1.qkv.bias",
+                             "model.out.0.weight", "model.cf_param"}};
+    assert_int_equal(uc_decoder_tensors(NULL, probe_tensor, &p), 0);
+    /* default channel_mult 1,2,3,4 of 320: level 2 starts at block 9 */
+    assert_true(p.shape[0][0] == 960 && p.shape[0][1] == 640 && p.shape[0][3] == 3);
+    assert_string_equal(p.got[0], "F16"); /* convolution */
+    assert_string_equal(p.got[1], "F16"); /* the bias of a 3-D qkv weight (attention at ds 2) */
+    assert_int_equal(p.shape[1][0], 3 * 640);
+    assert_string_equal(p.got[2], "F32"); /* GroupNorm gain */
+    assert_string_equal(p.got[3], "F32"); /* a learned vector */
+    assert_int_equal(p.shape[3][0], 768);
+    assert_true(p.params > 0.85e9 && p.params < 0.95e9); /* "900M" */
+    assert_true(p.f16 > 0 && p.f16 < p.n);
+
+    desc_probe q = {.want = {"model_first_steps.out.2.weight", "model_last_step.input_blocks.0.0.weight",
+                             "model_last_step.out.0.bias", "model_first_steps.time_embed.0.bias"}};
+    assert_int_equal(uc_sr_tensors(NULL, probe_tensor, &q), 0);
+    assert_true(q.shape[0][0] == 3 && q.shape[0][1] == 320);
+    assert_true(q.shape[1][0] == 320 && q.shape[1][1] == 6);
+    assert_string_equal(q.got[2], "F32");
+    assert_string_equal(q.got[3], "F16");
+    assert_true(q.params > 1.3e9 && q.params < 1.5e9); /* "1.4B": two UNets */
+    assert_int_equal(q.n % 2, 0);
+
+    desc_probe r = {.stop_at = 5};
+    assert_int_equal(uc_decoder_tensors(uc_decoder_default_config(), probe_tensor, &r), 7);
+    assert_int_equal(r.n, 5);
+    desc_probe t = {.stop_at = q.n / 2 + 3}; /* inside the second UNet */
+    assert_int_equal(uc_sr_tensors(uc_sr_default_config(), probe_tensor, &t), 7);
+    assert_int_equal(t.n, q.n / 2 + 3);
 }
 
 static void test_errors(void **state)
 {
     (void)state;
-    uc_decoder d;
-    uc_sr s;
     const char *sr_path = tmp_model("sr", sr_small, "sr.safetensors");
-    assert_int_equal(uc_decoder_open(&d, sr_path), -1);
+    assert_null(uc_decoder_open(sr_path));
     assert_non_null(strstr(uc_errmsg(), "sr model, not a decoder"));
     const char *dec_path = tmp_model("decoder", decoder_small, "dec.safetensors");
-    assert_int_equal(uc_sr_open(&s, dec_path), -1);
+    assert_null(uc_sr_open(dec_path));
     assert_non_null(strstr(uc_errmsg(), "decoder model, not an sr"));
     /* a checkpoint of another shape: the first mismatched tensor is named */
     st_file *f = st_open(dec_path);
@@ -580,14 +632,27 @@ static void test_errors(void **state)
     cJSON *cfg = cJSON_Parse(decoder_small);
     cJSON *hp = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(cfg, "model"), "hparams");
     cJSON_ReplaceItemInObject(hp, "num_res_blocks", cJSON_CreateNumber(2));
-    assert_int_equal(uc_decoder_load(&d, f, cfg), -1);
+    char *text = cJSON_PrintUnformatted(cfg);
+    assert_null(uc_decoder_load(f, text));
+    free(text);
     /* input_blocks.2 (the second ResBlock) has the down-sampling block's
      * shapes; the level-1 ResBlock that follows does not */
     assert_non_null(strstr(uc_errmsg(), "model.input_blocks.3.0.in_layers.2.weight: shape [64, 32, 3, 3]"));
     cJSON_ReplaceItemInObject(hp, "num_res_blocks", cJSON_CreateNumber(1));
     cJSON_ReplaceItemInObject(hp, "xf_width", cJSON_CreateNumber(48));
-    assert_int_equal(uc_decoder_load(&d, f, cfg), -1);
+    text = cJSON_PrintUnformatted(cfg);
+    assert_null(uc_decoder_load(f, text));
+    free(text);
     assert_non_null(strstr(uc_errmsg(), "encoder_kv"));
+    /* the right config binds, and the file stays the caller's */
+    uc_decoder *d = uc_decoder_load(f, decoder_small);
+    assert_non_null(d);
+    assert_int_equal(uc_decoder_get_info(d)->clip_emb_mult, 2);
+    assert_int_equal(uc_decoder_steps(d, "ddim5"), 5);
+    assert_int_equal(uc_decoder_steps(d, "ddim5"), 5); /* kept */
+    assert_int_equal(uc_decoder_steps(d, NULL), 1000);
+    assert_int_equal(uc_decoder_steps(d, "bogus"), -1);
+    uc_decoder_free(d);
     cJSON_Delete(cfg);
     st_close(f);
 }
@@ -644,7 +709,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_decoder_rows),   cmocka_unit_test(test_decoder_mask),
         cmocka_unit_test(test_decoder_guided), cmocka_unit_test(test_decoder_sample),
         cmocka_unit_test(test_sr),             cmocka_unit_test(test_config),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_descriptions),   cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
