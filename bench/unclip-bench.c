@@ -264,7 +264,8 @@ static int bench_clip(const opts *o, const char *name, const char *path, int ima
     clip_model *m = clip_open(path);
     if (!m)
         return -1;
-    int64_t T = m->context_length, W = m->transformer_width, D = m->embed_dim, R = m->image_resolution;
+    const clip_info *mi = clip_get_info(m);
+    int64_t T = mi->context_length, W = mi->transformer_width, D = mi->embed_dim, R = mi->image_resolution;
     clip_ctx c = {m, NULL, NULL, NULL, NULL};
     c.emb = uc_alloc((size_t)(2 * D), sizeof(float));
     double flops, med;
@@ -274,21 +275,21 @@ static int bench_clip(const opts *o, const char *name, const char *path, int ima
         c.seq = uc_alloc((size_t)(2 * T * W), sizeof(float));
         uc_rng r;
         uc_rng_init(&r, 7, 0);
-        int32_t sot = m->vocab_size - 2, eot = m->vocab_size - 1; /* CLIP's special ids are the last two */
+        int32_t sot = mi->vocab_size - 2, eot = mi->vocab_size - 1; /* CLIP's special ids are the last two */
         c.tokens[0] = sot;
         for (int64_t j = 1; j < T - 1; j++)
             c.tokens[j] = (int32_t)uc_rng_below(&r, (uint32_t)sot);
         c.tokens[T - 1] = eot;
         c.tokens[T] = sot;
         c.tokens[T + 1] = eot;
-        flops = xf_flops(2, (double)T, (double)W, m->transformer_layers) + 2.0 * 2 * (double)W * (double)D;
+        flops = xf_flops(2, (double)T, (double)W, mi->transformer_layers) + 2.0 * 2 * (double)W * (double)D;
         rc = measure(o, name, clip_text_run, &c, 1, &med);
         if (!rc)
             rc = all_finite(c.seq, 2 * T * W, name);
     } else {
-        int64_t G = m->grid, P = m->vision_patch_size, Wv = m->vision_width;
+        int64_t G = mi->grid, P = mi->vision_patch_size, Wv = mi->vision_width;
         c.px = random_floats(3 * R * R, 4);
-        flops = xf_flops(1, (double)(G * G + 1), (double)Wv, m->vision_layers) +
+        flops = xf_flops(1, (double)(G * G + 1), (double)Wv, mi->vision_layers) +
                 2.0 * (double)(G * G) * (double)(3 * P * P) * (double)Wv + 2.0 * (double)Wv * (double)D;
         rc = measure(o, name, clip_image_run, &c, 1, &med);
     }
@@ -309,7 +310,7 @@ static int bench_clip(const opts *o, const char *name, const char *path, int ima
 #define PRIOR_STEPS 25 /* Karlo's prior respacing */
 
 typedef struct {
-    const uc_prior *p;
+    uc_prior *p;
     float *text_emb, *text_seq, *x, *out;
     uint8_t *mask;
 } prior_ctx;
@@ -337,11 +338,12 @@ static int prior_run(void *ctx, double *parts)
  * unconditional prompt (2 tokens), as Karlo's sampler pairs them. */
 static int bench_prior(const opts *o, const char *path)
 {
-    uc_prior p;
-    if (uc_prior_open(&p, path))
+    uc_prior *p = uc_prior_open(path);
+    if (!p)
         return -1;
-    int64_t T = p.text_ctx, D = p.clip_dim, E = p.text_dim, W = p.width;
-    prior_ctx c = {&p, random_floats(2 * D, 5), random_floats(2 * T * E, 6), random_floats(D, 7), NULL, NULL};
+    const uc_prior_info *pi = uc_prior_get_info(p);
+    int64_t T = pi->text_ctx, D = pi->clip_dim, E = pi->text_dim, W = pi->width;
+    prior_ctx c = {p, random_floats(2 * D, 5), random_floats(2 * T * E, 6), random_floats(D, 7), NULL, NULL};
     c.out = uc_alloc((size_t)D, sizeof(float));
     c.mask = uc_alloc((size_t)(2 * T), 1);
     for (int64_t j = 0; j < T; j++)
@@ -350,7 +352,7 @@ static int bench_prior(const opts *o, const char *path)
     /* direct count: 2 rows of T + 4 tokens through every layer, plus the
      * input and output projections */
     double R = 2, S = (double)(T + 4);
-    double flops = xf_flops(R, S, (double)W, p.layers) + 2 * R * 2 * (double)(W * W) + 2 * R * (double)(T * E * W) +
+    double flops = xf_flops(R, S, (double)W, pi->layers) + 2 * R * 2 * (double)(W * W) + 2 * R * (double)(T * E * W) +
                    2 * R * 2 * (double)(D * W) + 2 * R * (double)(W * D);
     double med[3];
     int rc = measure(o, "prior", prior_run, &c, 3, med);
@@ -366,7 +368,7 @@ static int bench_prior(const opts *o, const char *path)
     uc_free(c.x);
     uc_free(c.out);
     uc_free(c.mask);
-    uc_prior_free(&p);
+    uc_prior_free(p);
     return rc;
 }
 

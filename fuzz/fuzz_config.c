@@ -83,10 +83,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * the others' files) */
     if (ok && (stage < 0 || stage == 0))
         clip_free(clip_open(path));
-    uc_prior p;
-    if (ok && (stage < 0 || stage == 1) && uc_prior_open(&p, path) == 0) {
-        diffusion(cJSON_GetObjectItemCaseSensitive(p.config, "diffusion"));
-        uc_prior_free(&p);
+    uc_prior *p = ok && (stage < 0 || stage == 1) ? uc_prior_open(path) : NULL;
+    if (p) { /* every respacing through the prior's own schedule cache */
+        static const char *respacings[] = {NULL, "", "5", "ddim3", "fast27", "2,1", "5"};
+        for (size_t i = 0; i < sizeof respacings / sizeof *respacings; i++)
+            uc_prior_schedule(p, respacings[i], NULL);
+        uc_prior_free(p);
     }
     /* the decoder's and sr's schedules, built through their handles */
     static const char *respacings[] = {NULL, "", "5", "ddim3", "fast27", "2,1"};

@@ -14,7 +14,6 @@
 
 #include "formats/png.h"
 #include "libcommon/image/preprocess.h"
-#include "libcommon/models/clip.h"
 #include "libcommon/image/imageio.h"
 #include "png_crc.h"
 

@@ -185,37 +185,6 @@ static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const
     rec_free(r);
 }
 
-/* The model's tokenizer (unclip.tokenizer.merges) or the default
- * vocabulary file. NULL and uc_err when there is none or it does not fit
- * the model. */
-static uc_bpe *load_tokenizer(const clip_model *m)
-{
-    const char *merges = st_meta(m->file, "unclip.tokenizer.merges");
-    uc_bpe *b;
-    if (merges) {
-        if (!(b = uc_bpe_load_text(merges, strlen(merges), -1))) {
-            uc_err_prefix("%s: unclip.tokenizer.merges", st_path(m->file));
-            return NULL;
-        }
-    } else {
-        const char *path = uc_bpe_default_path();
-        if (!path) {
-            uc_err("no BPE vocabulary: set UNCLIP_VOCAB to the path of bpe_simple_vocab_16e6.txt.gz");
-            return NULL;
-        }
-        if (!(b = uc_bpe_load_gz(path))) {
-            uc_err_prefix("BPE vocabulary (UNCLIP_VOCAB)");
-            return NULL;
-        }
-    }
-    if (uc_bpe_vocab_size(b) > m->vocab_size) {
-        uc_err("the tokenizer has %d ids but the model's vocabulary only %d", uc_bpe_vocab_size(b), m->vocab_size);
-        uc_bpe_free(b);
-        return NULL;
-    }
-    return b;
-}
-
 /* Encode and write a batch of prompts; the first call also encodes the
  * negative prompt (in the same forward) into *unc. */
 static void run_batch(const encoder *e, char **prompts, char **labels, int n, const char *negative, text_enc *unc,
@@ -313,8 +282,9 @@ static void encode_prompts(encoder *e, int nargs, char **args, const char *negat
 static void encode_images(encoder *e, int n, char **files, const char *negative)
 {
     const clip_model *m = e->m;
-    if (!m->has_vision)
-        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", st_path(m->file));
+    const clip_info *mi = clip_get_info(m);
+    if (!mi->has_vision)
+        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", mi->model.path);
     /* The empty prompt's text fields and the negative prompt's, once. */
     text_enc b = {0}, cond = {0}, unc = {0};
     if (e->bpe) {
@@ -324,10 +294,10 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
         encode_texts(e, p, l, rows, &b, NULL);
         cond = text_row(e, &b, 0, "");
         unc = text_row(e, &b, rows - 1, negative);
-    } else if (!m->has_text) {
+    } else if (!mi->has_text) {
         uc_info(e->cli, "the model has no text tower: records carry image_emb only");
     }
-    int R = m->image_resolution;
+    int R = mi->image_resolution;
     float *px = uc_alloc((size_t)3 * (size_t)R * (size_t)R, sizeof *px), *emb = uc_alloc((size_t)e->D, sizeof *emb);
     for (int i = 0; i < n; i++) {
         uc_image img;
@@ -383,19 +353,20 @@ int main(int argc, char **argv)
     clip_model *m = clip_open(path);
     if (!m)
         uc_die_err(&c);
-    if (!images && !m->has_text)
+    const clip_info *mi = clip_get_info(m);
+    if (!images && !mi->has_text)
         uc_die(&c, UC_EXIT_DATA, "%s: this CLIP model has no text tower", path);
-    encoder e = {.cli = &c, .m = m, .ctx = m->context_length, .W = m->transformer_width, .D = m->embed_dim,
+    encoder e = {.cli = &c, .m = m, .ctx = mi->context_length, .W = mi->transformer_width, .D = mi->embed_dim,
                  .seq_f16 = seq_f16};
-    e.model_id = m->info.id;
-    snprintf(e.checksum, sizeof e.checksum, "%s", m->info.checksum);
-    if (m->has_text && !(e.bpe = load_tokenizer(m))) {
+    e.model_id = mi->model.id;
+    snprintf(e.checksum, sizeof e.checksum, "%s", mi->model.checksum);
+    if (mi->has_text && !(e.bpe = clip_tokenizer(m))) {
         if (!images)
             uc_die_err(&c);
         uc_warn(&c, "records get image_emb only (no text fields): %s", uc_errmsg());
     }
-    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", path, m->has_text ? "yes" : "no",
-            m->has_vision ? "yes" : "no", m->embed_dim);
+    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", path, mi->has_text ? "yes" : "no",
+            mi->has_vision ? "yes" : "no", mi->embed_dim);
 
     if (images)
         encode_images(&e, argc - optind, argv + optind, negative);

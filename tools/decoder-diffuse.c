@@ -84,13 +84,14 @@ typedef struct {
 static float rank_score(opts *o, const float *x, const float *target)
 {
     const clip_model *m = o->clip;
+    const clip_info *mi = clip_get_info(m);
     float *e = o->rank_emb;
     uc_image_f32_to_u8(x, o->rank_img.h, o->rank_img.w, o->rank_img.px);
-    if (clip_preprocess(&o->rank_img, m->image_resolution, NULL, NULL, o->rank_px) ||
+    if (clip_preprocess(&o->rank_img, mi->image_resolution, NULL, NULL, o->rank_px) ||
         clip_encode_image(m, o->rank_px, 1, e, NULL, NULL))
         uc_die(&o->cli, UC_EXIT_DATA, "ranking a candidate: %s", uc_errmsg());
     double dot = 0, nn = 0;
-    for (int i = 0; i < m->embed_dim; i++) {
+    for (int i = 0; i < mi->embed_dim; i++) {
         dot += (double)e[i] * target[i];
         nn += (double)e[i] * e[i];
     }
@@ -215,8 +216,8 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             rec_free(pp);
             uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
             if (K > 1) {
-                const char *id = st_meta(o->clip->file, "unclip.model_id");
-                uc_set_model(out, "rank", id ? id : o->clip_path, o->clip->info.checksum);
+                const clip_info *ci = clip_get_info(o->clip);
+                uc_set_model(out, "rank", ci->model.id, ci->model.checksum);
             }
             uc_image_out_emit(&o->out, &o->cli, out);
         }
@@ -242,15 +243,16 @@ static void open_ranker(opts *o)
         o->clip_path = uc_model_find(&o->cli, "clip");
     if (!(o->clip = clip_open(o->clip_path)))
         uc_die(&o->cli, UC_EXIT_DATA, "--best-of needs a CLIP model (--clip): %s", uc_errmsg());
-    if (!o->clip->has_vision)
+    const clip_info *ci = clip_get_info(o->clip);
+    if (!ci->has_vision)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower to rank candidates with", o->clip_path);
-    if (o->clip->embed_dim != o->info->clip_dim)
+    if (ci->embed_dim != o->info->clip_dim)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: CLIP embed_dim %d is not the decoder's clip_dim %d", o->clip_path,
-               o->clip->embed_dim, o->info->clip_dim);
-    int S = o->info->image_size, R = o->clip->image_resolution;
+               ci->embed_dim, o->info->clip_dim);
+    int S = o->info->image_size, R = ci->image_resolution;
     o->rank_img = (uc_image){.w = S, .h = S, .channels = 3, .px = uc_alloc((size_t)3 * S * S, 1)};
     o->rank_px = uc_alloc((size_t)3 * R * R, sizeof(float));
-    o->rank_emb = uc_alloc((size_t)o->clip->embed_dim, sizeof(float));
+    o->rank_emb = uc_alloc((size_t)ci->embed_dim, sizeof(float));
 }
 
 int main(int argc, char **argv)

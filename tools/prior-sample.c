@@ -70,15 +70,14 @@ static int draw_noise(void *ctx, int draw, float *out, int64_t nelem)
 typedef struct {
     const uc_cli *cli;
     char label[32];
-    int64_t done, total;
+    int64_t done, total; /* steps of the batches before this one; of all */
 } progress_ctx;
 
-static int on_step(void *ctx, const uc_step *s, const float *x_in, const float *sample, const float *pred)
+static void on_step(void *ctx, int done, int total)
 {
     progress_ctx *p = ctx;
-    (void)s, (void)x_in, (void)sample, (void)pred;
-    uc_progress(p->cli, p->label, ++p->done, p->total);
-    return 0;
+    (void)total;
+    uc_progress(p->cli, p->label, p->done + done, p->total);
 }
 
 static double cosine(const float *a, const float *b, int64_t n)
@@ -124,22 +123,23 @@ int main(int argc, char **argv)
     uc_cli_ready(&c);
     uint64_t seed = c.seed_set ? c.seed : 0;
 
-    uc_prior p;
     const char *path = uc_model_path(&c, "prior");
-    if (uc_prior_open(&p, path))
+    uc_prior *p = uc_prior_open(path);
+    if (!p)
         uc_die_err(&c);
+    const uc_prior_info *pi = uc_prior_get_info(p);
     if (guidance == 0) /* no -g: the model's default, else Karlo's */
-        guidance = p.info.default_guidance ? p.info.default_guidance : 4.0;
-    const cJSON *dconf = cJSON_GetObjectItemCaseSensitive(p.config, "diffusion");
-    uc_diffusion d;
-    uc_stage_diffusion(&c, &d, dconf, path, steps);
+        guidance = pi->model.default_guidance ? pi->model.default_guidance : 4.0;
+    int nsteps;
+    if (uc_prior_schedule(p, steps, &nsteps))
+        uc_die(&c, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
     if (sampler < 0)
         sampler = uc_sampler_for_respacing(steps);
     const char *sampler_name = sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm";
     uc_info(&c, "model %s (%s): width %d, %d layers, clip_dim %d; %d steps (%s), %s, guidance %g", path,
-            p.info.id, p.width, p.layers, p.clip_dim, d.steps, steps, sampler_name, guidance);
+            pi->model.id, pi->width, pi->layers, pi->clip_dim, nsteps, steps, sampler_name, guidance);
 
-    const int64_t D = p.clip_dim, K = best_of, total = nsamples * best_of;
+    const int64_t D = pi->clip_dim, T = pi->text_ctx, E = pi->text_dim, K = best_of, total = nsamples * best_of;
     if (total > UINT32_MAX)
         uc_die(&c, UC_EXIT_USAGE, "--samples times --best-of is too large");
     const int64_t batch = UC_MIN(total, MAX_BATCH);
@@ -161,20 +161,20 @@ int main(int argc, char **argv)
         const char *src = in.src;
         /* check everything before computing */
         uc_text_in tc, tu;
-        uc_text_pair(&c, r, src, "prior", D, p.text_ctx, p.text_dim, &tc, &tu);
+        uc_text_pair(&c, r, src, "prior", D, (int)T, (int)E, &tc, &tu);
 
         float *emb2 = uc_alloc(2 * (size_t)D, sizeof *emb2);
         memcpy(emb2, tc.emb, (size_t)D * sizeof *emb2);
         memcpy(emb2 + D, tu.emb, (size_t)D * sizeof *emb2);
-        size_t ts = (size_t)p.text_ctx * (size_t)p.text_dim;
+        size_t ts = (size_t)T * (size_t)E;
         float *seq2 = uc_alloc(2 * ts, sizeof *seq2);
         memcpy(seq2, tc.seq, ts * sizeof *seq2);
         memcpy(seq2 + ts, tu.seq, ts * sizeof *seq2);
-        uint8_t *mask2 = uc_alloc(2 * (size_t)p.text_ctx, 1);
-        memcpy(mask2, tc.mask, (size_t)p.text_ctx);
-        memcpy(mask2 + p.text_ctx, tu.mask, (size_t)p.text_ctx);
+        uint8_t *mask2 = uc_alloc(2 * (size_t)T, 1);
+        memcpy(mask2, tc.mask, (size_t)T);
+        memcpy(mask2 + T, tu.mask, (size_t)T);
         uc_prior_text *txt;
-        if (uc_prior_text_new(&p, 2, emb2, seq2, mask2, &txt))
+        if (uc_prior_text_new(p, 2, emb2, seq2, mask2, &txt))
             uc_die_err(&c);
         uc_free(emb2);
         uc_free(seq2);
@@ -182,28 +182,26 @@ int main(int argc, char **argv)
 
         /* all candidates of this record, in batches */
         uint64_t key = uc_record_key(seed, ordinal);
-        progress_ctx pg = {.cli = &c, .total = (total + batch - 1) / batch * d.steps};
+        progress_ctx pg = {.cli = &c, .total = (total + batch - 1) / batch * nsteps};
         snprintf(pg.label, sizeof pg.label, "record %llu", (unsigned long long)ordinal);
         for (int64_t b0 = 0; b0 < total; b0 += batch) {
             int64_t nb = UC_MIN(batch, total - b0);
             for (int64_t j = 0; j < nb; j++)
                 uc_rng_init(&rng[j], key, (uint32_t)(b0 + j));
             noise_ctx nc = {rng, nb, D};
-            uc_prior_sample_opts so = {
-                .diffusion = &d,
+            uc_stage_opts so = {
+                .respacing = steps,
                 .sampler = (uc_sampler)sampler,
-                .text = txt,
-                .n = nb,
-                .cond = cond,
-                .uncond = uncond,
-                .scale = scale,
+                .eta = 0.0f,
                 .noise = draw_noise,
                 .noise_ctx = &nc,
-                .trace = on_step,
-                .trace_ctx = &pg,
+                .progress = on_step,
+                .progress_ctx = &pg,
             };
-            if (uc_prior_sample(&p, &so, cand + b0 * D))
+            uc_prior_batch pb = {.text = txt, .n = nb, .cond = cond, .uncond = uncond, .scale = scale};
+            if (uc_prior_sample(p, &so, &pb, cand + b0 * D))
                 uc_die(&c, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
+            pg.done += nsteps;
         }
         uc_prior_text_free(txt);
 
@@ -229,7 +227,7 @@ int main(int argc, char **argv)
             rec_set_u64(pp, "best_of", (uint64_t)K);
             rec_set_stage(out, "params", "prior", pp);
             rec_free(pp);
-            uc_set_model(out, "prior", p.info.id, p.info.checksum);
+            uc_set_model(out, "prior", pi->model.id, pi->model.checksum);
             uc_emit_record(&c, out);
         }
         uc_text_in_free(&tc);
@@ -241,7 +239,6 @@ int main(int argc, char **argv)
     uc_free(cond);
     uc_free(uncond);
     uc_free(scale);
-    uc_diffusion_free(&d);
-    uc_prior_free(&p);
+    uc_prior_free(p);
     return UC_EXIT_OK;
 }

@@ -1,5 +1,6 @@
-/* clip.c - OpenAI CLIP: loading (OpenAI and Hugging Face layouts), the
- * text and image encoders and logits. See clip.h. */
+/* clip.c - OpenAI CLIP: the model's weight tree (one walk that binds or
+ * lists it), loading (OpenAI and Hugging Face layouts), the text and image
+ * encoders and logits. See clip.h. */
 #define _DEFAULT_SOURCE
 #include "libcommon/models/clip.h"
 
@@ -19,6 +20,59 @@
 #define CLIP_MAX_DIM (1 << 20)
 #define CLIP_MAX_TOKENS 8192 /* context or image tokens: bounds the T x T scores */
 #define CLIP_MAX_RES 16384
+
+enum { CLIP_ACT_QUICK_GELU, CLIP_ACT_GELU };
+
+/* One residual attention block (W = width of its tower). */
+typedef struct {
+    const float *ln_1_w, *ln_1_b;  /* [W] */
+    const float *in_proj_w;        /* [3W, W]: q, k, v stacked */
+    const float *in_proj_b;        /* [3W] */
+    const float *out_proj_w;       /* [W, W] */
+    const float *out_proj_b;       /* [W] */
+    const float *ln_2_w, *ln_2_b;  /* [W] */
+    const float *c_fc_w;           /* [4W, W] */
+    const float *c_fc_b;           /* [4W] */
+    const float *c_proj_w;         /* [W, 4W] */
+    const float *c_proj_b;         /* [W] */
+} clip_block;
+
+typedef struct {
+    int width;           /* W */
+    int layers;
+    int heads;           /* W % heads == 0 */
+    int act;             /* CLIP_ACT_* of the MLP */
+    float eps;           /* LayerNorm epsilon (1e-5) */
+    clip_block *blocks;  /* [layers] */
+} clip_transformer;
+
+struct clip_model {
+    clip_info info; /* hyperparameters, layout, file */
+
+    /* Text tower. */
+    const float *token_embedding;       /* [vocab, W] */
+    const float *positional_embedding;  /* [ctx, W] */
+    clip_transformer text;
+    const float *ln_final_w, *ln_final_b; /* [W] */
+    const float *text_projection;       /* [W, D] */
+
+    /* Vision tower. */
+    const float *conv1_w;               /* [Wv, 3, P, P] (no bias) */
+    const float *class_embedding;       /* [Wv] */
+    const float *vis_positional;        /* [G*G + 1, Wv] */
+    const float *ln_pre_w, *ln_pre_b;   /* [Wv] */
+    clip_transformer visual;
+    const float *ln_post_w, *ln_post_b; /* [Wv] */
+    const float *proj;                  /* [Wv, D] */
+
+    /* Ownership. */
+    st_file *file;
+    int own_file;
+    float **owned;  /* buffers built by the layout conversion */
+    int nowned;
+};
+
+const clip_info *clip_get_info(const clip_model *m) { return &m->info; }
 
 /* ------------------------------------------------------------------------
  * Layouts: the one place where checkpoint names are converted. The loader
@@ -117,7 +171,7 @@ static void qkv_name(char *out, size_t n, const char *pattern, const char *which
  * layout); 0 when present, -1 when absent. */
 static int src_shape(const wsrc *s, const char *name, uc_tensor *out)
 {
-    if (s->m->layout == CLIP_LAYOUT_OPENAI) {
+    if (s->m->info.layout == CLIP_LAYOUT_OPENAI) {
         const uc_tensor *t = st_get(s->f, name);
         if (!t)
             return -1;
@@ -171,7 +225,7 @@ static const float *src_f32(wsrc *s, int ndim, const int64_t *shape, const char 
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    if (s->m->layout == CLIP_LAYOUT_OPENAI)
+    if (s->m->info.layout == CLIP_LAYOUT_OPENAI)
         return st_f32(s->f, name, ndim, shape);
 
     char hf[256], part[300];
@@ -221,7 +275,7 @@ static const float *src_f32(wsrc *s, int ndim, const int64_t *shape, const char 
 static int count_layers(const wsrc *s, const char *prefix)
 {
     const char *p = prefix;
-    for (size_t i = 0; s->m->layout == CLIP_LAYOUT_HF && i < UC_COUNT(hf_towers); i++)
+    for (size_t i = 0; s->m->info.layout == CLIP_LAYOUT_HF && i < UC_COUNT(hf_towers); i++)
         if (strcmp(prefix, hf_towers[i].openai) == 0)
             p = hf_towers[i].hf;
     size_t pl = strlen(p);
@@ -306,41 +360,211 @@ static int cfg_tower(const cJSON *cfg, const char *heads_key, const char *hf_key
 }
 
 /* ------------------------------------------------------------------------
- * Loading. */
+ * The description: CLIP's weight tree in OpenAI's names, walked over the
+ * hyperparameters. A walker either binds each tensor (through the layout
+ * conversion above) or reports it. */
 
-static int load_blocks(wsrc *s, clip_transformer *t, const char *prefix)
+enum { HALF = 0, FULL = 1 }; /* storage dtype of a half-precision file: F16 / F32 */
+
+typedef struct {
+    clip_model *m; /* receives the weights (NULL pointers when listing) */
+    wsrc *src;     /* bind from (NULL: list to fn) */
+    uc_tensor_fn fn;
+    void *ctx;
+    int rc; /* nonzero: the walk stops (a failed bind, or fn's return) */
+} walker;
+
+static const float *wt(walker *w, int how, int ndim, const int64_t *shape, const char *fmt, ...) UC_PRINTF(5, 6);
+static const float *wt(walker *w, int how, int ndim, const int64_t *shape, const char *fmt, ...)
 {
-    int64_t W = t->width;
+    char name[256];
+    if (w->rc)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (!w->src) {
+        w->rc = w->fn(w->ctx, name, ndim, shape, how == FULL ? "F32" : "F16");
+        return NULL;
+    }
+    const float *x = src_f32(w->src, ndim, shape, "%s", name);
+    if (!x)
+        w->rc = -1;
+    return x;
+}
+
+#define D1(a) 1, (int64_t[]){(a)}
+#define D2(a, b) 2, (int64_t[]){(a), (b)}
+#define D4(a, b, c, d) 4, (int64_t[]){(a), (b), (c), (d)}
+
+/* ResidualAttentionBlock x layers under prefix (t->width, t->layers set). */
+static void walk_blocks(walker *w, clip_transformer *t, const char *prefix)
+{
+    const int64_t W = t->width;
     t->blocks = uc_alloc((size_t)t->layers + 1, sizeof *t->blocks);
-    for (int l = 0; l < t->layers; l++) {
+    for (int l = 0; l < t->layers && !w->rc; l++) {
         clip_block *b = &t->blocks[l];
-#define G1(field, name, d0) \
-    if (!(b->field = src_f32(s, 1, (int64_t[]){d0}, "%s%d." name, prefix, l))) return -1
-#define G2(field, name, d0, d1) \
-    if (!(b->field = src_f32(s, 2, (int64_t[]){d0, d1}, "%s%d." name, prefix, l))) return -1
-        G1(ln_1_w, "ln_1.weight", W);
-        G1(ln_1_b, "ln_1.bias", W);
-        G2(in_proj_w, "attn.in_proj_weight", 3 * W, W);
-        G1(in_proj_b, "attn.in_proj_bias", 3 * W);
-        G2(out_proj_w, "attn.out_proj.weight", W, W);
-        G1(out_proj_b, "attn.out_proj.bias", W);
-        G1(ln_2_w, "ln_2.weight", W);
-        G1(ln_2_b, "ln_2.bias", W);
-        G2(c_fc_w, "mlp.c_fc.weight", 4 * W, W);
-        G1(c_fc_b, "mlp.c_fc.bias", 4 * W);
-        G2(c_proj_w, "mlp.c_proj.weight", W, 4 * W);
-        G1(c_proj_b, "mlp.c_proj.bias", W);
-#undef G1
-#undef G2
+        b->in_proj_w = wt(w, HALF, D2(3 * W, W), "%s%d.attn.in_proj_weight", prefix, l);
+        b->in_proj_b = wt(w, HALF, D1(3 * W), "%s%d.attn.in_proj_bias", prefix, l);
+        b->out_proj_w = wt(w, HALF, D2(W, W), "%s%d.attn.out_proj.weight", prefix, l);
+        b->out_proj_b = wt(w, HALF, D1(W), "%s%d.attn.out_proj.bias", prefix, l);
+        b->ln_1_w = wt(w, FULL, D1(W), "%s%d.ln_1.weight", prefix, l);
+        b->ln_1_b = wt(w, FULL, D1(W), "%s%d.ln_1.bias", prefix, l);
+        b->c_fc_w = wt(w, HALF, D2(4 * W, W), "%s%d.mlp.c_fc.weight", prefix, l);
+        b->c_fc_b = wt(w, HALF, D1(4 * W), "%s%d.mlp.c_fc.bias", prefix, l);
+        b->c_proj_w = wt(w, HALF, D2(W, 4 * W), "%s%d.mlp.c_proj.weight", prefix, l);
+        b->c_proj_b = wt(w, HALF, D1(W), "%s%d.mlp.c_proj.bias", prefix, l);
+        b->ln_2_w = wt(w, FULL, D1(W), "%s%d.ln_2.weight", prefix, l);
+        b->ln_2_b = wt(w, FULL, D1(W), "%s%d.ln_2.bias", prefix, l);
+    }
+}
+
+/* The weight tree of CLIP(...) with the hyperparameters in w->m->info and
+ * the towers' widths and depths in w->m->text / visual. */
+static int walk(walker *w)
+{
+    clip_model *m = w->m;
+    const clip_info *h = &m->info;
+    const int64_t D = h->embed_dim;
+    if (h->has_text) {
+        const int64_t W = h->transformer_width;
+        m->token_embedding = wt(w, HALF, D2(h->vocab_size, W), "token_embedding.weight");
+        m->positional_embedding = wt(w, FULL, D2(h->context_length, W), "positional_embedding");
+        walk_blocks(w, &m->text, "transformer.resblocks.");
+        m->ln_final_w = wt(w, FULL, D1(W), "ln_final.weight");
+        m->ln_final_b = wt(w, FULL, D1(W), "ln_final.bias");
+        m->text_projection = wt(w, HALF, D2(W, D), "text_projection");
+        if (w->rc && w->src)
+            return uc_err_prefix("CLIP text tower");
+    }
+    if (h->has_vision) {
+        const int64_t Wv = h->vision_width, P = h->vision_patch_size, G = h->grid;
+        m->class_embedding = wt(w, FULL, D1(Wv), "visual.class_embedding");
+        m->vis_positional = wt(w, FULL, D2(G * G + 1, Wv), "visual.positional_embedding");
+        m->conv1_w = wt(w, HALF, D4(Wv, 3, P, P), "visual.conv1.weight");
+        m->ln_pre_w = wt(w, FULL, D1(Wv), "visual.ln_pre.weight");
+        m->ln_pre_b = wt(w, FULL, D1(Wv), "visual.ln_pre.bias");
+        walk_blocks(w, &m->visual, "visual.transformer.resblocks.");
+        m->ln_post_w = wt(w, FULL, D1(Wv), "visual.ln_post.weight");
+        m->ln_post_b = wt(w, FULL, D1(Wv), "visual.ln_post.bias");
+        m->proj = wt(w, HALF, D2(Wv, D), "visual.proj");
+        if (w->rc && w->src)
+            return uc_err_prefix("CLIP vision tower");
+    }
+    /* logit_scale: [] in CLIP(...); a file may hold it as [1], or not at
+     * all (then clip_logits refuses) */
+    if (!w->src) {
+        wt(w, FULL, 0, (int64_t[]){1}, "logit_scale");
+        return w->rc;
+    }
+    uc_tensor t;
+    if (!w->rc && src_shape(w->src, "logit_scale", &t) == 0) {
+        if (uc_tensor_numel(&t) != 1)
+            return w->rc = uc_err("tensor logit_scale: expected a scalar");
+        const float *ls = wt(w, FULL, t.ndim, t.shape, "logit_scale");
+        if (ls) {
+            m->info.logit_scale = ls[0];
+            m->info.has_logit_scale = 1;
+        }
+    }
+    return w->rc;
+}
+
+#undef D1
+#undef D2
+#undef D4
+
+static const char default_config[] =
+    "{\"embed_dim\": 768, \"image_resolution\": 224, \"vision_layers\": 24, \"vision_width\": 1024, "
+    "\"vision_patch_size\": 14, \"context_length\": 77, \"vocab_size\": 49408, \"transformer_width\": 768, "
+    "\"transformer_heads\": 12, \"transformer_layers\": 12}";
+
+const char *uc_clip_default_config(void) { return default_config; }
+
+/* A required config size in lo..hi. */
+static int need_int(const cJSON *cfg, const char *key, int lo, int hi, int *out)
+{
+    if (!cJSON_GetObjectItemCaseSensitive(cfg, key))
+        return uc_err("clip config: %s missing", key);
+    return uc_cfg_int(cfg, key, 0, lo, hi, out);
+}
+
+/* Heads of a tower: heads_key, else width // 64 as build_model assumes. */
+static int need_heads(const cJSON *cfg, const char *key, int width, int *out)
+{
+    if (uc_cfg_int(cfg, key, width / 64, 0, CLIP_MAX_DIM, out))
+        return -1;
+    if (*out < 1 || width % *out)
+        return uc_err("%s: %d heads do not divide width %d (give %s in the config)", key, *out, width, key);
+    return 0;
+}
+
+/* The hyperparameters of the CLIP(...) arguments in cfg. */
+static int info_from_config(const cJSON *cfg, clip_model *m)
+{
+    clip_info *h = &m->info;
+    h->has_text = cJSON_GetObjectItemCaseSensitive(cfg, "transformer_width") != NULL;
+    h->has_vision = cJSON_GetObjectItemCaseSensitive(cfg, "vision_width") != NULL;
+    if (!h->has_text && !h->has_vision)
+        return uc_err("clip config: neither transformer_width nor vision_width (no tower)");
+    if (need_int(cfg, "embed_dim", 1, CLIP_MAX_DIM, &h->embed_dim))
+        return -1;
+    if (h->has_text) {
+        if (need_int(cfg, "transformer_width", 1, CLIP_MAX_DIM, &h->transformer_width) ||
+            need_int(cfg, "transformer_layers", 0, CLIP_MAX_LAYERS, &h->transformer_layers) ||
+            need_int(cfg, "vocab_size", 1, CLIP_MAX_DIM, &h->vocab_size) ||
+            need_int(cfg, "context_length", 1, CLIP_MAX_TOKENS, &h->context_length) ||
+            need_heads(cfg, "transformer_heads", h->transformer_width, &h->transformer_heads))
+            return -1;
+        m->text.width = h->transformer_width;
+        m->text.layers = h->transformer_layers;
+    }
+    if (h->has_vision) {
+        if (need_int(cfg, "vision_width", 1, CLIP_MAX_DIM, &h->vision_width) ||
+            need_int(cfg, "vision_layers", 0, CLIP_MAX_LAYERS, &h->vision_layers) ||
+            need_int(cfg, "vision_patch_size", 1, CLIP_MAX_RES, &h->vision_patch_size) ||
+            need_int(cfg, "image_resolution", 1, CLIP_MAX_RES, &h->image_resolution) ||
+            need_heads(cfg, "vision_heads", h->vision_width, &h->vision_heads))
+            return -1;
+        if (h->image_resolution % h->vision_patch_size)
+            return uc_err("clip config: image_resolution %d is not a multiple of vision_patch_size %d",
+                          h->image_resolution, h->vision_patch_size);
+        h->grid = h->image_resolution / h->vision_patch_size;
+        if ((int64_t)h->grid * h->grid + 1 > CLIP_MAX_TOKENS)
+            return uc_err("clip config: %d x %d patches are above the limit of %d tokens", h->grid, h->grid,
+                          CLIP_MAX_TOKENS);
+        m->visual.width = h->vision_width;
+        m->visual.layers = h->vision_layers;
     }
     return 0;
 }
 
+int uc_clip_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
+{
+    cJSON *cfg = cJSON_Parse(config_json ? config_json : default_config);
+    clip_model m;
+    memset(&m, 0, sizeof m);
+    int rc = cJSON_IsObject(cfg) ? info_from_config(cfg, &m) : uc_err("clip config: not a JSON object");
+    cJSON_Delete(cfg);
+    if (!rc) {
+        walker w = {&m, NULL, fn, ctx, 0};
+        rc = walk(&w);
+    }
+    uc_free(m.text.blocks);
+    uc_free(m.visual.blocks);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Loading: the hyperparameters from the shapes (as build_model) and the
+ * config, then the walk binds every weight. */
+
 static int dim_ok(int64_t v) { return v >= 1 && v <= CLIP_MAX_DIM; }
 
-static int load_text(wsrc *s, const cJSON *cfg)
+static int infer_text(wsrc *s, const cJSON *cfg)
 {
-    clip_model *m = s->m;
+    clip_info *h = &s->m->info;
     uc_tensor tok, pos, proj;
     if (src_shape(s, "token_embedding.weight", &tok) || tok.ndim != 2 || !dim_ok(tok.shape[0]) ||
         !dim_ok(tok.shape[1]))
@@ -352,37 +576,31 @@ static int load_text(wsrc *s, const cJSON *cfg)
                       CLIP_MAX_TOKENS);
     if (src_shape(s, "text_projection", &proj) || proj.ndim != 2 || !dim_ok(proj.shape[1]))
         return uc_err("tensor text_projection: expected [width, embed_dim]");
-    m->vocab_size = (int)tok.shape[0];
-    m->transformer_width = (int)tok.shape[1];
-    m->context_length = (int)pos.shape[0];
-    m->embed_dim = (int)proj.shape[1];
-    int64_t W = m->transformer_width, D = m->embed_dim;
-    if ((m->transformer_layers = count_layers(s, "transformer.resblocks.")) < 0)
+    h->vocab_size = (int)tok.shape[0];
+    h->transformer_width = (int)tok.shape[1];
+    h->context_length = (int)pos.shape[0];
+    h->embed_dim = (int)proj.shape[1];
+    int W = h->transformer_width, D = h->embed_dim;
+    if ((h->transformer_layers = count_layers(s, "transformer.resblocks.")) < 0)
         return -1;
-    if (cfg_check(cfg, "vocab_size", m->vocab_size) || cfg_check(cfg, "transformer_width", (int)W) ||
-        cfg_check(cfg, "context_length", m->context_length) || cfg_check(cfg, "embed_dim", (int)D) ||
-        cfg_check(cfg, "transformer_layers", m->transformer_layers) || cfg_check(cfg, "projection_dim", (int)D))
+    if (cfg_check(cfg, "vocab_size", h->vocab_size) || cfg_check(cfg, "transformer_width", W) ||
+        cfg_check(cfg, "context_length", h->context_length) || cfg_check(cfg, "embed_dim", D) ||
+        cfg_check(cfg, "transformer_layers", h->transformer_layers) || cfg_check(cfg, "projection_dim", D))
         return -1;
     const cJSON *hf = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "text_config") : NULL;
-    if (cfg_check(hf, "vocab_size", m->vocab_size) || cfg_check(hf, "max_position_embeddings", m->context_length))
+    if (cfg_check(hf, "vocab_size", h->vocab_size) || cfg_check(hf, "max_position_embeddings", h->context_length))
         return uc_err_prefix("text_config");
-    m->text.width = (int)W;
-    m->text.layers = m->transformer_layers;
-    if (cfg_tower(cfg, "transformer_heads", "text_config", &m->text))
+    s->m->text.width = W;
+    s->m->text.layers = h->transformer_layers;
+    if (cfg_tower(cfg, "transformer_heads", "text_config", &s->m->text))
         return -1;
-    m->transformer_heads = m->text.heads;
-    if (!(m->token_embedding = src_f32(s, 2, (int64_t[]){m->vocab_size, W}, "token_embedding.weight")) ||
-        !(m->positional_embedding = src_f32(s, 2, (int64_t[]){m->context_length, W}, "positional_embedding")) ||
-        !(m->ln_final_w = src_f32(s, 1, (int64_t[]){W}, "ln_final.weight")) ||
-        !(m->ln_final_b = src_f32(s, 1, (int64_t[]){W}, "ln_final.bias")) ||
-        !(m->text_projection = src_f32(s, 2, (int64_t[]){W, D}, "text_projection")))
-        return -1;
-    return load_blocks(s, &m->text, "transformer.resblocks.");
+    h->transformer_heads = s->m->text.heads;
+    return 0;
 }
 
-static int load_vision(wsrc *s, const cJSON *cfg)
+static int infer_vision(wsrc *s, const cJSON *cfg)
 {
-    clip_model *m = s->m;
+    clip_info *h = &s->m->info;
     uc_tensor conv, pos, proj;
     if (src_shape(s, "visual.conv1.weight", &conv) || conv.ndim != 4 || conv.shape[1] != 3 ||
         conv.shape[2] != conv.shape[3] || !dim_ok(conv.shape[0]) || !dim_ok(conv.shape[2]))
@@ -398,48 +616,39 @@ static int load_vision(wsrc *s, const cJSON *cfg)
     if (T > CLIP_MAX_TOKENS || G * P > CLIP_MAX_RES)
         return uc_err("visual: %lld tokens at resolution %lld is above the limits (%d, %d)", (long long)T,
                       (long long)(G * P), CLIP_MAX_TOKENS, CLIP_MAX_RES);
-    if (m->has_text && proj.shape[1] != m->embed_dim)
+    if (h->has_text && proj.shape[1] != h->embed_dim)
         return uc_err("tensor visual.proj: embed_dim %lld, text_projection has %d", (long long)proj.shape[1],
-                      m->embed_dim);
-    m->vision_width = (int)Wv;
-    m->vision_patch_size = (int)P;
-    m->grid = (int)G;
-    m->image_resolution = (int)(G * P);
-    m->embed_dim = (int)proj.shape[1];
-    if ((m->vision_layers = count_layers(s, "visual.transformer.resblocks.")) < 0)
+                      h->embed_dim);
+    h->vision_width = (int)Wv;
+    h->vision_patch_size = (int)P;
+    h->grid = (int)G;
+    h->image_resolution = (int)(G * P);
+    h->embed_dim = (int)proj.shape[1];
+    if ((h->vision_layers = count_layers(s, "visual.transformer.resblocks.")) < 0)
         return -1;
     if (cfg_check(cfg, "vision_width", (int)Wv) || cfg_check(cfg, "vision_patch_size", (int)P) ||
-        cfg_check(cfg, "image_resolution", m->image_resolution) || cfg_check(cfg, "embed_dim", m->embed_dim) ||
-        cfg_check(cfg, "vision_layers", m->vision_layers) || cfg_check(cfg, "projection_dim", m->embed_dim))
+        cfg_check(cfg, "image_resolution", h->image_resolution) || cfg_check(cfg, "embed_dim", h->embed_dim) ||
+        cfg_check(cfg, "vision_layers", h->vision_layers) || cfg_check(cfg, "projection_dim", h->embed_dim))
         return -1;
     const cJSON *hf = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "vision_config") : NULL;
-    if (cfg_check(hf, "patch_size", (int)P) || cfg_check(hf, "image_size", m->image_resolution))
+    if (cfg_check(hf, "patch_size", (int)P) || cfg_check(hf, "image_size", h->image_resolution))
         return uc_err_prefix("vision_config");
-    m->visual.width = (int)Wv;
-    m->visual.layers = m->vision_layers;
-    if (cfg_tower(cfg, "vision_heads", "vision_config", &m->visual))
+    s->m->visual.width = (int)Wv;
+    s->m->visual.layers = h->vision_layers;
+    if (cfg_tower(cfg, "vision_heads", "vision_config", &s->m->visual))
         return -1;
-    m->vision_heads = m->visual.heads;
-    if (!(m->conv1_w = src_f32(s, 4, (int64_t[]){Wv, 3, P, P}, "visual.conv1.weight")) ||
-        !(m->class_embedding = src_f32(s, 1, (int64_t[]){Wv}, "visual.class_embedding")) ||
-        !(m->vis_positional = src_f32(s, 2, (int64_t[]){T, Wv}, "visual.positional_embedding")) ||
-        !(m->ln_pre_w = src_f32(s, 1, (int64_t[]){Wv}, "visual.ln_pre.weight")) ||
-        !(m->ln_pre_b = src_f32(s, 1, (int64_t[]){Wv}, "visual.ln_pre.bias")) ||
-        !(m->ln_post_w = src_f32(s, 1, (int64_t[]){Wv}, "visual.ln_post.weight")) ||
-        !(m->ln_post_b = src_f32(s, 1, (int64_t[]){Wv}, "visual.ln_post.bias")) ||
-        !(m->proj = src_f32(s, 2, (int64_t[]){Wv, m->embed_dim}, "visual.proj")))
-        return -1;
-    return load_blocks(s, &m->visual, "visual.transformer.resblocks.");
+    h->vision_heads = s->m->visual.heads;
+    return 0;
 }
 
 clip_model *clip_load(st_file *f, const char *config_json)
 {
     clip_model *m = uc_alloc(1, sizeof *m);
     m->file = f;
-    m->layout = st_get(f, "text_model.embeddings.token_embedding.weight") ||
-                        st_get(f, "vision_model.embeddings.patch_embedding.weight")
-                    ? CLIP_LAYOUT_HF
-                    : CLIP_LAYOUT_OPENAI;
+    m->info.layout = st_get(f, "text_model.embeddings.token_embedding.weight") ||
+                             st_get(f, "vision_model.embeddings.patch_embedding.weight")
+                         ? CLIP_LAYOUT_HF
+                         : CLIP_LAYOUT_OPENAI;
     cJSON *cfg = NULL;
     if (config_json && *config_json) {
         cfg = cJSON_Parse(config_json);
@@ -450,31 +659,23 @@ clip_model *clip_load(st_file *f, const char *config_json)
     }
     wsrc s = {f, m};
     uc_tensor t;
-    m->has_text = src_shape(&s, "token_embedding.weight", &t) == 0;
-    m->has_vision = src_shape(&s, "visual.conv1.weight", &t) == 0;
-    if (!m->has_text && !m->has_vision) {
+    m->info.has_text = src_shape(&s, "token_embedding.weight", &t) == 0;
+    m->info.has_vision = src_shape(&s, "visual.conv1.weight", &t) == 0;
+    if (!m->info.has_text && !m->info.has_vision) {
         uc_err("%s: not a CLIP model (neither token_embedding.weight nor visual.conv1.weight)", st_path(f));
         goto fail;
     }
-    if (m->has_text && load_text(&s, cfg)) {
+    if (m->info.has_text && infer_text(&s, cfg)) {
         uc_err_prefix("CLIP text tower");
         goto fail;
     }
-    if (m->has_vision && load_vision(&s, cfg)) {
+    if (m->info.has_vision && infer_vision(&s, cfg)) {
         uc_err_prefix("CLIP vision tower");
         goto fail;
     }
-    if (src_shape(&s, "logit_scale", &t) == 0) {
-        if (uc_tensor_numel(&t) != 1) {
-            uc_err("tensor logit_scale: expected a scalar");
-            goto fail;
-        }
-        const float *ls = src_f32(&s, t.ndim, t.shape, "logit_scale");
-        if (!ls)
-            goto fail;
-        m->logit_scale = ls[0];
-        m->has_logit_scale = 1;
-    }
+    walker w = {m, &s, NULL, NULL, 0};
+    if (walk(&w) || uc_model_info_fill(f, "clip", &m->info.model))
+        goto fail;
     cJSON_Delete(cfg);
     return m;
 fail:
@@ -524,14 +725,13 @@ clip_model *clip_open(const char *path)
     }
     clip_model *m = clip_load(f, cfg);
     free(text);
-    if (!m || uc_model_info_fill(f, "clip", &m->info)) {
-        clip_free(m);
+    if (!m) {
         st_close(f);
         return NULL;
     }
     m->own_file = 1;
     if (isdir) /* the folder names the model, not its model.safetensors */
-        m->info.id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : path;
+        m->info.model.id = st_meta(f, "unclip.model_id") ? st_meta(f, "unclip.model_id") : path;
     return m;
 }
 
@@ -547,6 +747,39 @@ void clip_free(clip_model *m)
     if (m->own_file)
         st_close(m->file);
     uc_free(m);
+}
+
+uc_bpe *clip_tokenizer(const clip_model *m)
+{
+    if (!m->info.has_text) {
+        uc_err("this CLIP model has no text tower");
+        return NULL;
+    }
+    const char *merges = st_meta(m->file, "unclip.tokenizer.merges");
+    uc_bpe *b;
+    if (merges) {
+        if (!(b = uc_bpe_load_text(merges, strlen(merges), -1))) {
+            uc_err_prefix("%s: unclip.tokenizer.merges", st_path(m->file));
+            return NULL;
+        }
+    } else {
+        const char *path = uc_bpe_default_path();
+        if (!path) {
+            uc_err("no BPE vocabulary: set UNCLIP_VOCAB to the path of bpe_simple_vocab_16e6.txt.gz");
+            return NULL;
+        }
+        if (!(b = uc_bpe_load_gz(path))) {
+            uc_err_prefix("BPE vocabulary (UNCLIP_VOCAB)");
+            return NULL;
+        }
+    }
+    if (uc_bpe_vocab_size(b) > m->info.vocab_size) {
+        uc_err("the tokenizer has %d ids but the model's vocabulary only %d", uc_bpe_vocab_size(b),
+               m->info.vocab_size);
+        uc_bpe_free(b);
+        return NULL;
+    }
+    return b;
 }
 
 /* ------------------------------------------------------------------------
@@ -627,15 +860,15 @@ static void transformer_forward(const clip_transformer *t, float *x, int64_t B, 
 
 int clip_encode_text(const clip_model *m, const int32_t *tokens, int B, float *seq, float *emb)
 {
-    if (!m->has_text)
+    if (!m->info.has_text)
         return uc_err("this CLIP model has no text tower");
     if (B < 1)
         return 0;
-    int64_t T = m->context_length, W = m->transformer_width, D = m->embed_dim, M = (int64_t)B * T;
+    int64_t T = m->info.context_length, W = m->info.transformer_width, D = m->info.embed_dim, M = (int64_t)B * T;
     for (int64_t i = 0; i < M; i++)
-        if (tokens[i] < 0 || tokens[i] >= m->vocab_size)
+        if (tokens[i] < 0 || tokens[i] >= m->info.vocab_size)
             return uc_err("row %lld token %lld: id %d outside the vocabulary (%d)", (long long)(i / T),
-                          (long long)(i % T), tokens[i], m->vocab_size);
+                          (long long)(i % T), tokens[i], m->info.vocab_size);
     float *x = uc_alloc((size_t)M, (size_t)W * sizeof(float));
     for (int64_t i = 0; i < M; i++) {
         const float *te = m->token_embedding + (int64_t)tokens[i] * W, *pe = m->positional_embedding + (i % T) * W;
@@ -667,11 +900,12 @@ int clip_encode_text(const clip_model *m, const int32_t *tokens, int B, float *s
 
 int clip_encode_image(const clip_model *m, const float *px, int B, float *emb, float *seq, float *seq_ln)
 {
-    if (!m->has_vision)
+    if (!m->info.has_vision)
         return uc_err("this CLIP model has no vision tower");
     if (B < 1)
         return 0;
-    int64_t G = m->grid, P = m->vision_patch_size, R = G * P, Wv = m->vision_width, D = m->embed_dim;
+    const clip_info *h = &m->info;
+    int64_t G = h->grid, P = h->vision_patch_size, R = G * P, Wv = h->vision_width, D = h->embed_dim;
     int64_t T = G * G + 1, M = (int64_t)B * T, K = 3 * P * P, NP = (int64_t)B * G * G;
     /* conv1 (stride P, no bias) as one GEMM over every patch: rows are
      * patches, columns (channel, dy, dx) in the weight's order. */
@@ -734,11 +968,11 @@ static float *normalized(const float *x, int64_t n, int64_t D)
 
 int clip_logits(const clip_model *m, const float *img, int Bi, const float *txt, int Bt, float *logits)
 {
-    if (!m->has_logit_scale)
+    if (!m->info.has_logit_scale)
         return uc_err("tensor logit_scale: missing from the CLIP model");
-    int64_t D = m->embed_dim;
+    int64_t D = m->info.embed_dim;
     float *a = normalized(img, Bi, D), *b = normalized(txt, Bt, D);
-    float scale = expf(m->logit_scale);
+    float scale = expf(m->info.logit_scale);
     /* logits = a b^T, then scaled */
     uc_gemm(Bi, Bt, D, a, D, 1, b, 1, D, 0.0f, logits, Bt);
     for (int64_t i = 0; i < (int64_t)Bi * Bt; i++)

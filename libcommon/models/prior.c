@@ -1,5 +1,7 @@
 /* prior.c - Karlo's PriorTransformer and its guided sampling (see prior.h).
- * Architecture from karlo/modules/xf.py and karlo/models/prior_model.py. */
+ * Architecture from karlo/modules/xf.py and karlo/models/prior_model.py.
+ * In order: the handle, the description (one walk that binds or lists the
+ * weights), opening, the step workspace, the network, sampling. */
 #include "libcommon/models/prior.h"
 
 #include <math.h>
@@ -14,7 +16,67 @@
 #define EXT_LEN 4 /* text_emb, time, x_t, prd positions after the text */
 #define LN_EPS 1e-5f
 
-/* ---- loading ------------------------------------------------------------ */
+typedef struct {
+    const float *ln_1_w, *ln_1_b;         /* [W] */
+    const float *c_qkv_w, *c_qkv_b;       /* [3W, W], [3W]: per head [q k v], dh each */
+    const float *c_proj_w, *c_proj_b;     /* [W, W], [W] */
+    const float *ln_2_w, *ln_2_b;         /* [W] */
+    const float *c_fc_w, *c_fc_b;         /* [4W, W], [4W] */
+    const float *mlp_proj_w, *mlp_proj_b; /* [W, 4W], [W] (mlp.c_proj) */
+} prior_block;
+
+/* Scratch of the step forward for up to `rows` network rows, one
+ * allocation, every buffer 64-byte aligned; grown only when a larger batch
+ * comes. */
+typedef struct {
+    int64_t rows;            /* network rows (2 per guided sample) it holds */
+    float *h, *a, *att;      /* [3 rows, W] step tokens, normed, attention */
+    float *qkv, *tmp;        /* [3 rows, 3W], [3 rows, 4W] */
+    float *scores;           /* [3, T + 4] one head's scores */
+    float *xx, *o;           /* [rows, D] guided inputs and raw outputs */
+    int64_t *prompt, *tt;    /* [rows] guided rows' prompts and timesteps */
+    int64_t *st;             /* [rows] the sampler's timesteps */
+    void *block;
+} step_ws;
+
+struct uc_prior {
+    uc_prior_info info;
+    /* weights, borrowed from the safetensors file */
+    const float *time_embed_0_w, *time_embed_0_b;   /* [W, W], [W] */
+    const float *time_embed_2_w, *time_embed_2_b;   /* [W, W], [W] */
+    const float *text_enc_proj_w, *text_enc_proj_b; /* [W, E], [W] */
+    const float *text_emb_proj_w, *text_emb_proj_b; /* [W, D], [W] */
+    const float *clip_img_proj_w, *clip_img_proj_b; /* [W, D], [W] */
+    const float *out_proj_w, *out_proj_b;           /* [D, W], [D] */
+    const float *positional_embedding;              /* [T + 4, W] */
+    const float *prd_emb;                           /* [W] */
+    const float *final_ln_w, *final_ln_b;           /* [W], or NULL without xf_final_ln */
+    prior_block *blocks;                            /* [layers], owned */
+    const float *clip_mean, *clip_std;              /* [D], or NULL */
+    float *stats;                                   /* owned [2D] after uc_prior_set_stats */
+    st_file *file;                                  /* owned when opened by uc_prior_open */
+    cJSON *diffusion;                               /* owned copy of the config's section, or NULL */
+    uc_diffusion sched;                             /* the schedule of sched_key, when have_sched */
+    int have_sched;
+    char *sched_key;                                /* its respacing; NULL: the section's own */
+    step_ws ws;
+};
+
+/* ---- the description ---------------------------------------------------- */
+
+typedef struct {
+    int text_ctx, width, layers, heads, clip_dim, text_dim, final_ln;
+} prior_hp;
+
+static const char default_config[] =
+    "{\"model\": {\"type\": \"prior\", \"diffusion_sampler\": \"uniform\", \"hparams\": {"
+    "\"text_ctx\": 77, \"xf_width\": 2048, \"xf_layers\": 20, \"xf_heads\": 32, \"xf_final_ln\": true, "
+    "\"text_drop\": 0.2, \"clip_dim\": 768}}, "
+    "\"diffusion\": {\"steps\": 1000, \"learn_sigma\": false, \"sigma_small\": true, "
+    "\"noise_schedule\": \"squaredcos_cap_v2\", \"use_kl\": false, \"predict_xstart\": true, "
+    "\"rescale_learned_sigmas\": false, \"timestep_respacing\": \"\"}}";
+
+const char *uc_prior_default_config(void) { return default_config; }
 
 static int hparam_int(const cJSON *hp, const char *key, int lo, int hi, int *out)
 {
@@ -30,136 +92,300 @@ static int hparam_int(const cJSON *hp, const char *key, int lo, int hi, int *out
     return 0;
 }
 
-/* A weight "model.<name>" of the given shape. */
-static const float *weight(st_file *f, int *bad, int ndim, const int64_t *shape, const char *fmt, ...)
-    UC_PRINTF(5, 6);
-static const float *weight(st_file *f, int *bad, int ndim, const int64_t *shape, const char *fmt, ...)
+/* model.hparams of a config; text_dim 0 when the config does not say it. */
+static int parse_hp(const cJSON *config, prior_hp *hp)
 {
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = snprintf(name, sizeof name, "model.");
-    vsnprintf(name + k, sizeof name - (size_t)k, fmt, ap);
-    va_end(ap);
-    if (*bad)
-        return NULL;
-    const float *w = st_f32(f, name, ndim, shape);
-    if (!w)
-        *bad = 1;
-    return w;
-}
-
-int uc_prior_load(uc_prior *p, st_file *f, const cJSON *config)
-{
-    memset(p, 0, sizeof *p);
+    memset(hp, 0, sizeof *hp);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(config, "model");
-    const cJSON *hp = cJSON_GetObjectItemCaseSensitive(model, "hparams");
-    if (!cJSON_IsObject(hp))
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(model, "hparams");
+    if (!cJSON_IsObject(h))
         return uc_err("prior config: model.hparams missing");
-    if (hparam_int(hp, "text_ctx", 1, 4096, &p->text_ctx) || hparam_int(hp, "xf_width", 1, 65536, &p->width) ||
-        hparam_int(hp, "xf_layers", 0, 1024, &p->layers) || hparam_int(hp, "xf_heads", 1, 4096, &p->heads) ||
-        hparam_int(hp, "clip_dim", 1, 65536, &p->clip_dim) || hparam_int(hp, "xf_final_ln", 0, 1, &p->final_ln))
+    if (hparam_int(h, "text_ctx", 1, 4096, &hp->text_ctx) || hparam_int(h, "xf_width", 1, 65536, &hp->width) ||
+        hparam_int(h, "xf_layers", 0, 1024, &hp->layers) || hparam_int(h, "xf_heads", 1, 4096, &hp->heads) ||
+        hparam_int(h, "clip_dim", 1, 65536, &hp->clip_dim) || hparam_int(h, "xf_final_ln", 0, 1, &hp->final_ln))
         return -1;
-    if (p->width % p->heads)
-        return uc_err("prior config: xf_width %d not divisible by xf_heads %d", p->width, p->heads);
-    const uc_tensor *te = st_get(f, "model.text_enc_proj.weight");
-    if (!te || te->ndim != 2 || te->shape[1] < 1 || te->shape[1] > 65536)
-        return uc_err("tensor model.text_enc_proj.weight: missing or not [xf_width, text width]");
-    p->text_dim = (int)te->shape[1];
-
-    int64_t W = p->width, D = p->clip_dim, E = p->text_dim;
-    int bad = 0;
-#define V1(n) ((int64_t[]){n})
-#define V2(a, b) ((int64_t[]){a, b})
-    p->time_embed_0_w = weight(f, &bad, 2, V2(W, W), "time_embed.0.weight");
-    p->time_embed_0_b = weight(f, &bad, 1, V1(W), "time_embed.0.bias");
-    p->time_embed_2_w = weight(f, &bad, 2, V2(W, W), "time_embed.2.weight");
-    p->time_embed_2_b = weight(f, &bad, 1, V1(W), "time_embed.2.bias");
-    p->text_enc_proj_w = weight(f, &bad, 2, V2(W, E), "text_enc_proj.weight");
-    p->text_enc_proj_b = weight(f, &bad, 1, V1(W), "text_enc_proj.bias");
-    p->text_emb_proj_w = weight(f, &bad, 2, V2(W, D), "text_emb_proj.weight");
-    p->text_emb_proj_b = weight(f, &bad, 1, V1(W), "text_emb_proj.bias");
-    p->clip_img_proj_w = weight(f, &bad, 2, V2(W, D), "clip_img_proj.weight");
-    p->clip_img_proj_b = weight(f, &bad, 1, V1(W), "clip_img_proj.bias");
-    p->out_proj_w = weight(f, &bad, 2, V2(D, W), "out_proj.weight");
-    p->out_proj_b = weight(f, &bad, 1, V1(D), "out_proj.bias");
-    p->positional_embedding =
-        weight(f, &bad, 3, ((int64_t[]){1, p->text_ctx + EXT_LEN, W}), "positional_embedding");
-    p->prd_emb = weight(f, &bad, 3, ((int64_t[]){1, 1, W}), "prd_emb");
-    if (p->final_ln) {
-        p->final_ln_w = weight(f, &bad, 1, V1(W), "final_ln.weight");
-        p->final_ln_b = weight(f, &bad, 1, V1(W), "final_ln.bias");
-    }
-    p->blocks = uc_alloc((size_t)(p->layers ? p->layers : 1), sizeof *p->blocks);
-    for (int l = 0; l < p->layers && !bad; l++) {
-        uc_prior_block *b = &p->blocks[l];
-        const char *pre = "transformer.resblocks";
-        b->ln_1_w = weight(f, &bad, 1, V1(W), "%s.%d.ln_1.weight", pre, l);
-        b->ln_1_b = weight(f, &bad, 1, V1(W), "%s.%d.ln_1.bias", pre, l);
-        b->c_qkv_w = weight(f, &bad, 2, V2(3 * W, W), "%s.%d.attn.c_qkv.weight", pre, l);
-        b->c_qkv_b = weight(f, &bad, 1, V1(3 * W), "%s.%d.attn.c_qkv.bias", pre, l);
-        b->c_proj_w = weight(f, &bad, 2, V2(W, W), "%s.%d.attn.c_proj.weight", pre, l);
-        b->c_proj_b = weight(f, &bad, 1, V1(W), "%s.%d.attn.c_proj.bias", pre, l);
-        b->ln_2_w = weight(f, &bad, 1, V1(W), "%s.%d.ln_2.weight", pre, l);
-        b->ln_2_b = weight(f, &bad, 1, V1(W), "%s.%d.ln_2.bias", pre, l);
-        b->c_fc_w = weight(f, &bad, 2, V2(4 * W, W), "%s.%d.mlp.c_fc.weight", pre, l);
-        b->c_fc_b = weight(f, &bad, 1, V1(4 * W), "%s.%d.mlp.c_fc.bias", pre, l);
-        b->mlp_proj_w = weight(f, &bad, 2, V2(W, 4 * W), "%s.%d.mlp.c_proj.weight", pre, l);
-        b->mlp_proj_b = weight(f, &bad, 1, V1(W), "%s.%d.mlp.c_proj.bias", pre, l);
-    }
-    char extra[96];
-    snprintf(extra, sizeof extra, "model.transformer.resblocks.%d.ln_1.weight", p->layers);
-    if (!bad && st_get(f, extra))
-        bad = uc_err("prior: the file has more than xf_layers = %d resblocks", p->layers) != 0;
-    if (!bad && (st_get(f, "clip_mean") || st_get(f, "clip_std"))) {
-        p->clip_mean = st_f32(f, "clip_mean", 1, V1(D));
-        p->clip_std = p->clip_mean ? st_f32(f, "clip_std", 1, V1(D)) : NULL;
-        bad = !p->clip_std;
-    }
-#undef V1
-#undef V2
-    if (bad) {
-        uc_free(p->blocks);
-        p->blocks = NULL;
+    if (cJSON_GetObjectItemCaseSensitive(h, "text_dim") && hparam_int(h, "text_dim", 1, 65536, &hp->text_dim))
         return -1;
-    }
+    if (hp->width % hp->heads)
+        return uc_err("prior config: xf_width %d not divisible by xf_heads %d", hp->width, hp->heads);
     return 0;
 }
 
-/* uc_prior_load for uc_model_open: the statistics are required in a file,
- * and the config is kept for its diffusion section. */
+/* Binds the tensors of f into p, or (f NULL) reports each to fn. */
+typedef struct {
+    uc_prior *p;
+    st_file *f;
+    uc_tensor_fn fn;
+    void *ctx;
+    int rc; /* nonzero: the walk stops (a failed bind, or fn's return) */
+} walker;
+
+enum { HALF = 0, FULL = 1, OPTIONAL = 2 }; /* storage dtype F16 / F32; OPTIONAL: a file may lack it */
+
+static const float *wt(walker *w, int how, int ndim, const int64_t *shape, const char *fmt, ...) UC_PRINTF(5, 6);
+static const float *wt(walker *w, int how, int ndim, const int64_t *shape, const char *fmt, ...)
+{
+    char name[256];
+    if (w->rc)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (!w->f) {
+        w->rc = w->fn(w->ctx, name, ndim, shape, how & FULL ? "F32" : "F16");
+        return NULL;
+    }
+    if ((how & OPTIONAL) && !st_get(w->f, name))
+        return NULL;
+    const float *x = st_f32(w->f, name, ndim, shape);
+    if (!x)
+        w->rc = -1;
+    return x;
+}
+
+#define D1(a) 1, (int64_t[]){(a)}
+#define D2(a, b) 2, (int64_t[]){(a), (b)}
+#define D3(a, b, c) 3, (int64_t[]){(a), (b), (c)}
+
+/* The weight tree: PriorDiffusionModel.state_dict() of Karlo (the
+ * PriorTransformer under "model."), then the CLIP statistics. */
+static int walk(walker *w, const prior_hp *hp)
+{
+    uc_prior *p = w->p;
+    const int64_t W = hp->width, D = hp->clip_dim, E = hp->text_dim, T = hp->text_ctx;
+    p->time_embed_0_w = wt(w, HALF, D2(W, W), "model.time_embed.0.weight");
+    p->time_embed_0_b = wt(w, HALF, D1(W), "model.time_embed.0.bias");
+    p->time_embed_2_w = wt(w, HALF, D2(W, W), "model.time_embed.2.weight");
+    p->time_embed_2_b = wt(w, HALF, D1(W), "model.time_embed.2.bias");
+    p->text_enc_proj_w = wt(w, HALF, D2(W, E), "model.text_enc_proj.weight");
+    p->text_enc_proj_b = wt(w, HALF, D1(W), "model.text_enc_proj.bias");
+    p->text_emb_proj_w = wt(w, HALF, D2(W, D), "model.text_emb_proj.weight");
+    p->text_emb_proj_b = wt(w, HALF, D1(W), "model.text_emb_proj.bias");
+    p->clip_img_proj_w = wt(w, HALF, D2(W, D), "model.clip_img_proj.weight");
+    p->clip_img_proj_b = wt(w, HALF, D1(W), "model.clip_img_proj.bias");
+    p->out_proj_w = wt(w, HALF, D2(D, W), "model.out_proj.weight");
+    p->out_proj_b = wt(w, HALF, D1(D), "model.out_proj.bias");
+    p->blocks = uc_alloc((size_t)(hp->layers ? hp->layers : 1), sizeof *p->blocks);
+    for (int l = 0; l < hp->layers && !w->rc; l++) {
+        prior_block *b = &p->blocks[l];
+        const char *pre = "model.transformer.resblocks";
+        b->c_qkv_w = wt(w, HALF, D2(3 * W, W), "%s.%d.attn.c_qkv.weight", pre, l);
+        b->c_qkv_b = wt(w, HALF, D1(3 * W), "%s.%d.attn.c_qkv.bias", pre, l);
+        b->c_proj_w = wt(w, HALF, D2(W, W), "%s.%d.attn.c_proj.weight", pre, l);
+        b->c_proj_b = wt(w, HALF, D1(W), "%s.%d.attn.c_proj.bias", pre, l);
+        b->ln_1_w = wt(w, FULL, D1(W), "%s.%d.ln_1.weight", pre, l);
+        b->ln_1_b = wt(w, FULL, D1(W), "%s.%d.ln_1.bias", pre, l);
+        b->c_fc_w = wt(w, HALF, D2(4 * W, W), "%s.%d.mlp.c_fc.weight", pre, l);
+        b->c_fc_b = wt(w, HALF, D1(4 * W), "%s.%d.mlp.c_fc.bias", pre, l);
+        b->mlp_proj_w = wt(w, HALF, D2(W, 4 * W), "%s.%d.mlp.c_proj.weight", pre, l);
+        b->mlp_proj_b = wt(w, HALF, D1(W), "%s.%d.mlp.c_proj.bias", pre, l);
+        b->ln_2_w = wt(w, FULL, D1(W), "%s.%d.ln_2.weight", pre, l);
+        b->ln_2_b = wt(w, FULL, D1(W), "%s.%d.ln_2.bias", pre, l);
+    }
+    if (hp->final_ln) {
+        p->final_ln_w = wt(w, FULL, D1(W), "model.final_ln.weight");
+        p->final_ln_b = wt(w, FULL, D1(W), "model.final_ln.bias");
+    }
+    p->positional_embedding = wt(w, FULL, D3(1, T + EXT_LEN, W), "model.positional_embedding");
+    p->prd_emb = wt(w, FULL, D3(1, 1, W), "model.prd_emb");
+    /* non-persistent buffers in Karlo, stored by the converter (--stats) */
+    p->clip_mean = wt(w, FULL | OPTIONAL, D1(D), "clip_mean");
+    p->clip_std = wt(w, FULL | OPTIONAL, D1(D), "clip_std");
+    return w->rc;
+}
+
+#undef D1
+#undef D2
+#undef D3
+
+int uc_prior_tensors(const char *config_json, uc_tensor_fn fn, void *ctx)
+{
+    cJSON *cfg = cJSON_Parse(config_json ? config_json : default_config);
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return uc_err("prior config: not a JSON object");
+    }
+    prior_hp hp;
+    int rc = parse_hp(cfg, &hp);
+    cJSON_Delete(cfg);
+    if (rc)
+        return -1;
+    if (!hp.text_dim)
+        hp.text_dim = hp.clip_dim;
+    uc_prior p;
+    memset(&p, 0, sizeof p);
+    walker w = {&p, NULL, fn, ctx, 0};
+    rc = walk(&w, &hp);
+    uc_free(p.blocks);
+    return rc;
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* Bind f's weights into p (zeroed) for a parsed config. */
+static int bind(uc_prior *p, st_file *f, const cJSON *config)
+{
+    prior_hp hp;
+    if (parse_hp(config, &hp))
+        return -1;
+    if (!hp.text_dim) { /* the token sequence's width, as the weights have it */
+        const uc_tensor *te = st_get(f, "model.text_enc_proj.weight");
+        if (!te || te->ndim != 2 || te->shape[1] < 1 || te->shape[1] > 65536)
+            return uc_err("tensor model.text_enc_proj.weight: missing or not [xf_width, text width]");
+        hp.text_dim = (int)te->shape[1];
+    }
+    walker w = {p, f, NULL, NULL, 0};
+    if (walk(&w, &hp))
+        return -1;
+    char extra[96];
+    snprintf(extra, sizeof extra, "model.transformer.resblocks.%d.ln_1.weight", hp.layers);
+    if (st_get(f, extra))
+        return uc_err("prior: the file has more than xf_layers = %d resblocks", hp.layers);
+    if (!p->clip_mean != !p->clip_std)
+        return uc_err("tensor %s: missing (clip_mean and clip_std go together)",
+                      p->clip_mean ? "clip_std" : "clip_mean");
+    const cJSON *diffusion = cJSON_GetObjectItemCaseSensitive(config, "diffusion");
+    if (diffusion && !(p->diffusion = cJSON_Duplicate(diffusion, 1)))
+        return uc_err("out of memory");
+    p->info = (uc_prior_info){.text_ctx = hp.text_ctx, .width = hp.width, .layers = hp.layers,
+                              .heads = hp.heads, .clip_dim = hp.clip_dim, .text_dim = hp.text_dim,
+                              .final_ln = hp.final_ln, .has_stats = p->clip_mean != NULL};
+    return 0;
+}
+
+static void release(uc_prior *p)
+{
+    uc_free(p->blocks);
+    uc_free(p->stats);
+    cJSON_Delete(p->diffusion);
+    if (p->have_sched)
+        uc_diffusion_free(&p->sched);
+    uc_free(p->sched_key);
+    uc_free(p->ws.block);
+}
+
+uc_prior *uc_prior_load(st_file *f, const char *config_json)
+{
+    cJSON *cfg = config_json ? cJSON_Parse(config_json) : NULL;
+    uc_prior *p = uc_alloc(1, sizeof *p);
+    int rc = cJSON_IsObject(cfg) ? bind(p, f, cfg) : uc_err("prior config: not a JSON object");
+    cJSON_Delete(cfg);
+    if (rc || uc_model_info_fill(f, "prior", &p->info.model)) {
+        release(p);
+        uc_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* bind for uc_model_open: a model file must hold the statistics and a
+ * valid diffusion section (its schedule is kept for the default
+ * respacing). */
 static int load_file(void *model, st_file *f, const cJSON *config)
 {
     uc_prior *p = model;
-    if (uc_prior_load(p, f, config))
+    if (bind(p, f, config))
         return -1;
     if (!p->clip_mean)
         return uc_err("tensors clip_mean and clip_std missing");
-    if (!(p->config = cJSON_Duplicate(config, 1)))
-        return uc_err("out of memory");
+    if (uc_diffusion_from_config(&p->sched, p->diffusion, ""))
+        return -1;
+    p->have_sched = 1;
+    p->sched_key = uc_strdup("");
     return 0;
 }
 
-int uc_prior_open(uc_prior *p, const char *path)
+uc_prior *uc_prior_open(const char *path)
 {
-    memset(p, 0, sizeof *p);
-    if (!(p->file = uc_model_open(path, "prior", "a prior", load_file, p, &p->info))) {
-        uc_free(p->blocks);
-        cJSON_Delete(p->config);
-        memset(p, 0, sizeof *p);
-        return -1;
+    uc_prior *p = uc_alloc(1, sizeof *p);
+    uc_model_info info;
+    if (!(p->file = uc_model_open(path, "prior", "a prior", load_file, p, &info))) {
+        release(p);
+        uc_free(p);
+        return NULL;
     }
-    return 0;
+    p->info.model = info;
+    return p;
 }
 
 void uc_prior_free(uc_prior *p)
 {
     if (!p)
         return;
-    uc_free(p->blocks);
-    cJSON_Delete(p->config);
+    release(p);
     st_close(p->file);
-    memset(p, 0, sizeof *p);
+    uc_free(p);
+}
+
+const uc_prior_info *uc_prior_get_info(const uc_prior *p) { return &p->info; }
+
+int uc_prior_set_stats(uc_prior *p, const float *mean, const float *std)
+{
+    const int64_t D = p->info.clip_dim;
+    if (!p->stats)
+        p->stats = uc_alloc((size_t)(2 * D), sizeof *p->stats);
+    memcpy(p->stats, mean, (size_t)D * sizeof *mean);
+    memcpy(p->stats + D, std, (size_t)D * sizeof *std);
+    p->clip_mean = p->stats;
+    p->clip_std = p->stats + D;
+    p->info.has_stats = 1;
+    return 0;
+}
+
+int uc_prior_schedule(uc_prior *p, const char *respacing, int *steps)
+{
+    int same = p->have_sched && (respacing && p->sched_key ? strcmp(respacing, p->sched_key) == 0
+                                                           : !respacing && !p->sched_key);
+    if (!same) {
+        if (!p->diffusion)
+            return uc_err("prior config: diffusion section missing");
+        uc_diffusion d;
+        if (uc_diffusion_from_config(&d, p->diffusion, respacing))
+            return -1;
+        if (p->have_sched)
+            uc_diffusion_free(&p->sched);
+        uc_free(p->sched_key);
+        p->sched = d;
+        p->have_sched = 1;
+        p->sched_key = respacing ? uc_strdup(respacing) : NULL;
+    }
+    if (steps)
+        *steps = p->sched.steps;
+    return 0;
+}
+
+/* ---- the step workspace ------------------------------------------------- */
+
+/* Room for `rows` network rows (the whole workspace is replaced when it is
+ * too small; the buffers hold nothing between calls). */
+static void ws_reserve(uc_prior *p, int64_t rows)
+{
+    step_ws *ws = &p->ws;
+    if (ws->block && ws->rows >= rows)
+        return;
+    uc_free(ws->block);
+    const int64_t W = p->info.width, D = p->info.clip_dim, T = p->info.text_ctx, R = 3 * rows;
+    /* float counts of each buffer, each rounded up to 64 bytes */
+#define UP(n) (((n) + 15) / 16 * 16)
+    const int64_t nf[] = {UP(R * W), UP(R * W), UP(R * W), UP(R * 3 * W), UP(R * 4 * W), UP(3 * (T + EXT_LEN)),
+                          UP(rows * D), UP(rows * D)};
+    int64_t total = 0;
+    for (size_t i = 0; i < UC_COUNT(nf); i++)
+        total += nf[i];
+    total += 3 * UP(rows * 2); /* the three int64 arrays, in float units */
+#undef UP
+    float *q = ws->block = uc_alloc((size_t)total, sizeof(float));
+    float **dst[] = {&ws->h, &ws->a, &ws->att, &ws->qkv, &ws->tmp, &ws->scores, &ws->xx, &ws->o};
+    for (size_t i = 0; i < UC_COUNT(nf); i++) {
+        *dst[i] = q;
+        q += nf[i];
+    }
+    const int64_t ni = (rows * 2 + 15) / 16 * 16;
+    ws->prompt = (int64_t *)q;
+    ws->tt = (int64_t *)(q + ni);
+    ws->st = (int64_t *)(q + 2 * ni);
+    ws->rows = rows;
 }
 
 /* ---- transformer pieces ------------------------------------------------- */
@@ -179,7 +405,7 @@ static void scale_qk(float *qkv, int64_t rows, int64_t W, int64_t heads)
 
 /* The rest of a residual block after attention: h += c_proj(att);
  * h += mlp(ln_2(h)). tmp: rows * 4W floats. */
-static void block_tail(const uc_prior_block *b, float *h, const float *att, int64_t rows, int64_t W, float *tmp,
+static void block_tail(const prior_block *b, float *h, const float *att, int64_t rows, int64_t W, float *tmp,
                        float *tmp2)
 {
     uc_linear(tmp2, att, b->c_proj_w, b->c_proj_b, rows, W, W);
@@ -197,7 +423,7 @@ struct uc_prior_text {
     int64_t P;      /* prompts */
     int64_t *off;   /* [P + 1] first token of each prompt's prefix */
     int64_t layers; /* copies of the model's sizes, to check against */
-    int64_t width;
+    int64_t width, ctx;
     float **k, **v; /* [layers][total, W]: keys (scaled) and values, heads side by side */
 };
 
@@ -220,13 +446,15 @@ void uc_prior_text_free(uc_prior_text *t)
 int uc_prior_text_new(const uc_prior *p, int64_t P, const float *text_emb, const float *text_seq,
                       const uint8_t *mask, uc_prior_text **out)
 {
-    const int64_t W = p->width, D = p->clip_dim, E = p->text_dim, T = p->text_ctx, H = p->heads, dh = W / H;
+    const int64_t W = p->info.width, D = p->info.clip_dim, E = p->info.text_dim, T = p->info.text_ctx,
+                  H = p->info.heads, dh = W / H;
     if (P < 1 || P > (1 << 20))
         return uc_err("prior: %lld prompts out of range", (long long)P);
     uc_prior_text *t = uc_alloc(1, sizeof *t);
     t->P = P;
-    t->layers = p->layers;
+    t->layers = p->info.layers;
     t->width = W;
+    t->ctx = T;
     t->off = uc_alloc((size_t)P + 1, sizeof *t->off);
     int64_t ntext = 0, maxlen = 0;
     for (int64_t i = 0; i < P; i++) {
@@ -239,8 +467,8 @@ int uc_prior_text_new(const uc_prior *p, int64_t P, const float *text_emb, const
     }
     const int64_t N = ntext + P; /* text tokens plus one text_emb token per prompt */
     t->off[P] = N;
-    t->k = uc_alloc((size_t)(p->layers ? p->layers : 1), sizeof *t->k);
-    t->v = uc_alloc((size_t)(p->layers ? p->layers : 1), sizeof *t->v);
+    t->k = uc_alloc((size_t)(p->info.layers ? p->info.layers : 1), sizeof *t->k);
+    t->v = uc_alloc((size_t)(p->info.layers ? p->info.layers : 1), sizeof *t->v);
 
     /* layer-0 input: projected tokens and text embedding plus positions */
     float *h = uc_alloc((size_t)(N * W), sizeof *h), *gin = uc_alloc((size_t)(UC_MAX(ntext, 1) * E), sizeof *gin);
@@ -269,8 +497,8 @@ int uc_prior_text_new(const uc_prior *p, int64_t P, const float *text_emb, const
     float *att = uc_alloc((size_t)(N * W), sizeof *att), *tmp = uc_alloc((size_t)(N * 4 * W), sizeof *tmp);
     float *bias = uc_alloc((size_t)(maxlen * maxlen), sizeof *bias);
     float *scores = uc_alloc((size_t)(maxlen * maxlen), sizeof *scores);
-    for (int64_t l = 0; l < p->layers; l++) {
-        const uc_prior_block *b = &p->blocks[l];
+    for (int64_t l = 0; l < p->info.layers; l++) {
+        const prior_block *b = &p->blocks[l];
         uc_layernorm(a, h, b->ln_1_w, b->ln_1_b, N, W, LN_EPS);
         uc_linear(qkv, a, b->c_qkv_w, b->c_qkv_b, N, W, 3 * W);
         scale_qk(qkv, N, W, H);
@@ -281,7 +509,7 @@ int uc_prior_text_new(const uc_prior *p, int64_t P, const float *text_emb, const
                 memcpy(t->k[l] + i * W + hd * dh, qkv + i * 3 * W + hd * 3 * dh + dh, (size_t)dh * sizeof(float));
                 memcpy(t->v[l] + i * W + hd * dh, qkv + i * 3 * W + hd * 3 * dh + 2 * dh, (size_t)dh * sizeof(float));
             }
-        if (l == p->layers - 1)
+        if (l == p->info.layers - 1)
             break; /* the last layer's outputs at text positions are never read */
         for (int64_t i = 0; i < P; i++) {
             int64_t o = t->off[i], L = t->off[i + 1] - o;
@@ -309,23 +537,22 @@ int uc_prior_text_new(const uc_prior *p, int64_t P, const float *text_emb, const
 
 /* ---- the step tokens ---------------------------------------------------- */
 
-int uc_prior_forward(const uc_prior *p, const uc_prior_text *txt, int64_t n, const int64_t *prompt,
-                     const float *x, const int64_t *t, float *out)
+int uc_prior_forward(uc_prior *p, const uc_prior_text *txt, int64_t n, const int64_t *prompt, const float *x,
+                     const int64_t *t, float *out)
 {
-    const int64_t W = p->width, D = p->clip_dim, T = p->text_ctx, H = p->heads, dh = W / H, R = 3 * n;
-    if (txt->layers != p->layers || txt->width != W)
+    const int64_t W = p->info.width, D = p->info.clip_dim, T = p->info.text_ctx, H = p->info.heads, dh = W / H,
+                  R = 3 * n;
+    if (txt->layers != p->info.layers || txt->width != W || txt->ctx != T)
         return uc_err("prior: text cache built for another model");
-    int64_t maxlen = 0;
-    for (int64_t r = 0; r < n; r++) {
+    for (int64_t r = 0; r < n; r++)
         if (prompt[r] < 0 || prompt[r] >= txt->P)
             return uc_err("prior: row %lld refers to prompt %lld of %lld", (long long)r, (long long)prompt[r],
                           (long long)txt->P);
-        maxlen = UC_MAX(maxlen, txt->off[prompt[r] + 1] - txt->off[prompt[r]]);
-    }
+    if (n < 1)
+        return 0;
+    ws_reserve(p, n);
     const float *pos = p->positional_embedding;
-    float *h = uc_alloc((size_t)(R * W), sizeof *h), *a = uc_alloc((size_t)(R * W), sizeof *a);
-    float *tmp = uc_alloc((size_t)(R * 4 * W), sizeof *tmp), *qkv = uc_alloc((size_t)(R * 3 * W), sizeof *qkv);
-    float *att = uc_alloc((size_t)(R * W), sizeof *att), *scores = uc_alloc((size_t)(3 * (maxlen + 3)), sizeof *scores);
+    float *h = p->ws.h, *a = p->ws.a, *tmp = p->ws.tmp, *qkv = p->ws.qkv, *att = p->ws.att, *scores = p->ws.scores;
 
     /* tokens: time embedding, projected x_t, prd query; plus positions */
     for (int64_t r = 0; r < n; r++)
@@ -341,12 +568,13 @@ int uc_prior_forward(const uc_prior *p, const uc_prior_text *txt, int64_t n, con
             h[(3 * r + 2) * W + c] = p->prd_emb[c] + pos[(T + 3) * W + c];
         }
 
-    for (int64_t l = 0; l < p->layers; l++) {
-        const uc_prior_block *b = &p->blocks[l];
+    for (int64_t l = 0; l < p->info.layers; l++) {
+        const prior_block *b = &p->blocks[l];
         uc_layernorm(a, h, b->ln_1_w, b->ln_1_b, R, W, LN_EPS);
         uc_linear(qkv, a, b->c_qkv_w, b->c_qkv_b, R, W, 3 * W);
         scale_qk(qkv, R, W, H);
         for (int64_t r = 0; r < n; r++) {
+            /* L <= T + 1: scores (3 (T + 4) floats) holds 3 rows of L + 3 */
             int64_t o = txt->off[prompt[r]], L = txt->off[prompt[r] + 1] - o, ld = L + 3;
             for (int64_t hd = 0; hd < H; hd++) {
                 const float *q = qkv + 3 * r * 3 * W + hd * 3 * dh, *ks = q + dh, *vs = q + 2 * dh;
@@ -369,24 +597,21 @@ int uc_prior_forward(const uc_prior *p, const uc_prior_text *txt, int64_t n, con
     /* output at the prd position */
     for (int64_t r = 0; r < n; r++)
         memcpy(a + r * W, h + (3 * r + 2) * W, (size_t)W * sizeof *a);
-    if (p->final_ln)
+    if (p->info.final_ln)
         uc_layernorm(a, a, p->final_ln_w, p->final_ln_b, n, W, LN_EPS);
     uc_linear(out, a, p->out_proj_w, p->out_proj_b, n, W, D);
-    uc_free(h);
-    uc_free(a);
-    uc_free(tmp);
-    uc_free(qkv);
-    uc_free(att);
-    uc_free(scores);
     return 0;
 }
 
-int uc_prior_guided(const uc_prior *p, const uc_prior_text *txt, int64_t n, const int64_t *cond,
-                    const int64_t *uncond, const float *scale, const float *x, const int64_t *t, float *out)
+int uc_prior_guided(uc_prior *p, const uc_prior_text *txt, int64_t n, const int64_t *cond, const int64_t *uncond,
+                    const float *scale, const float *x, const int64_t *t, float *out)
 {
-    const int64_t D = p->clip_dim;
-    int64_t *prompt = uc_alloc((size_t)(2 * n), sizeof *prompt), *tt = uc_alloc((size_t)(2 * n), sizeof *tt);
-    float *xx = uc_alloc((size_t)(2 * n * D), sizeof *xx), *o = uc_alloc((size_t)(2 * n * D), sizeof *o);
+    const int64_t D = p->info.clip_dim;
+    if (n < 1)
+        return 0;
+    ws_reserve(p, 2 * n); /* before taking its buffers: the forward then fits */
+    int64_t *prompt = p->ws.prompt, *tt = p->ws.tt;
+    float *xx = p->ws.xx, *o = p->ws.o;
     for (int64_t i = 0; i < n; i++) {
         prompt[i] = cond[i];
         prompt[n + i] = uncond[i];
@@ -400,62 +625,74 @@ int uc_prior_guided(const uc_prior *p, const uc_prior_text *txt, int64_t n, cons
             float cv = o[i * D + c], uv = o[(n + i) * D + c];
             out[i * D + c] = uv + scale[i] * (cv - uv);
         }
-    uc_free(prompt);
-    uc_free(tt);
-    uc_free(xx);
-    uc_free(o);
     return rc;
 }
 
 int uc_prior_denormalize(const uc_prior *p, int64_t n, float *x)
 {
+    const int64_t D = p->info.clip_dim;
     if (!p->clip_mean || !p->clip_std)
         return uc_err("prior: no clip_mean / clip_std to de-normalise with");
     for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < p->clip_dim; c++)
-            x[i * p->clip_dim + c] = x[i * p->clip_dim + c] * p->clip_std[c] + p->clip_mean[c];
+        for (int64_t c = 0; c < D; c++)
+            x[i * D + c] = x[i * D + c] * p->clip_std[c] + p->clip_mean[c];
     return 0;
 }
 
 /* ---- sampling ----------------------------------------------------------- */
 
 typedef struct {
-    const uc_prior *p;
-    const uc_prior_sample_opts *o;
-    int64_t *t;
+    uc_prior *p;
+    const uc_prior_batch *b;
+    const uc_stage_opts *o;
 } sample_ctx;
 
 static int sample_model(void *ctx, const uc_step *s, const float *x, float *out)
 {
     sample_ctx *c = ctx;
-    for (int64_t i = 0; i < c->o->n; i++)
-        c->t[i] = s->t_model;
-    return uc_prior_guided(c->p, c->o->text, c->o->n, c->o->cond, c->o->uncond, c->o->scale, x, c->t, out);
+    int64_t *t = c->p->ws.st;
+    for (int64_t i = 0; i < c->b->n; i++)
+        t[i] = s->t_model;
+    return uc_prior_guided(c->p, c->b->text, c->b->n, c->b->cond, c->b->uncond, c->b->scale, x, t, out);
 }
 
-int uc_prior_sample(const uc_prior *p, const uc_prior_sample_opts *o, float *emb)
+static int sample_trace(void *ctx, const uc_step *s, const float *x_in, const float *sample, const float *pred)
 {
-    if (o->diffusion->mean_type != UC_MEAN_START_X || o->diffusion->var_type == UC_VAR_LEARNED ||
-        o->diffusion->var_type == UC_VAR_LEARNED_RANGE)
+    sample_ctx *c = ctx;
+    if (c->o->trace && c->o->trace(c->o->trace_ctx, s, x_in, sample, pred))
+        return -1;
+    if (c->o->progress)
+        c->o->progress(c->o->progress_ctx, s->index + 1, s->count);
+    return 0;
+}
+
+int uc_prior_sample(uc_prior *p, const uc_stage_opts *o, const uc_prior_batch *b, float *emb)
+{
+    if (uc_prior_schedule(p, o->respacing, NULL))
+        return -1;
+    const uc_diffusion *d = &p->sched;
+    if (d->mean_type != UC_MEAN_START_X || d->var_type == UC_VAR_LEARNED || d->var_type == UC_VAR_LEARNED_RANGE)
         return uc_err("prior: the diffusion must predict x_0 with a fixed variance");
     if (!p->clip_mean)
         return uc_err("prior: no clip_mean / clip_std to de-normalise with");
-    sample_ctx c = {p, o, uc_alloc((size_t)o->n, sizeof(int64_t))};
+    if (b->n < 1)
+        return 0;
+    ws_reserve(p, 2 * b->n);
+    sample_ctx c = {p, b, o};
     uc_sample_opts so = {
-        .n = o->n,
-        .channels = p->clip_dim,
+        .n = b->n,
+        .channels = p->info.clip_dim,
         .spatial = 1,
         .sampler = o->sampler,
-        .eta = 0.0f,
+        .eta = o->eta,
         .denoise = {.clamp = 10.0f, .clip_denoised = 0},
         .model = sample_model,
         .model_ctx = &c,
         .noise = o->noise,
         .noise_ctx = o->noise_ctx,
-        .trace = o->trace,
-        .trace_ctx = o->trace_ctx,
+        .trace = o->trace || o->progress ? sample_trace : NULL,
+        .trace_ctx = &c,
     };
-    int rc = uc_diffusion_sample(o->diffusion, &so, emb);
-    uc_free(c.t);
-    return rc ? rc : uc_prior_denormalize(p, o->n, emb);
+    int rc = uc_diffusion_sample(d, &so, emb);
+    return rc ? rc : uc_prior_denormalize(p, b->n, emb);
 }

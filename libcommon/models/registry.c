@@ -8,7 +8,6 @@
 #include "libcommon/models/model.h"
 #include "libcommon/models/prior.h"
 #include "libcommon/models/sr.h"
-#include "libcommon/models/spec_tmp.h" /* TEMPORARY: until api-clip-prior lands */
 
 static const struct {
     const char *stage;

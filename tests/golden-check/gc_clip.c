@@ -107,6 +107,8 @@ static int check_outputs(gc_case *c, const gc_out *outs, int n)
 
 /* ---- inputs ---- */
 
+#define I(m) clip_get_info(m)
+
 static clip_model *load_model(gc_case *c, const char *config_json)
 {
     if (!c->model) {
@@ -130,9 +132,9 @@ static int32_t *load_tokens(gc_case *c, const clip_model *m, const char *name, i
     int64_t *ids = gc_i64(c, name, &t);
     if (!ids)
         return NULL;
-    if (t.ndim != 2 || t.shape[1] != m->context_length || t.shape[0] < 1) {
+    if (t.ndim != 2 || t.shape[1] != I(m)->context_length || t.shape[0] < 1) {
         uc_free(ids);
-        gc_fail(c, "%s: expected [N, %d]", name, m->context_length);
+        gc_fail(c, "%s: expected [N, %d]", name, I(m)->context_length);
         return NULL;
     }
     int64_t n = t.shape[0] * t.shape[1];
@@ -151,7 +153,7 @@ static float *load_images(gc_case *c, const clip_model *m, const char *name, int
     float *px = gc_f32(c, name, &t);
     if (!px)
         return NULL;
-    int64_t R = m->image_resolution;
+    int64_t R = I(m)->image_resolution;
     if (t.ndim != 4 || t.shape[0] < 1 || t.shape[1] != 3 || t.shape[2] != R || t.shape[3] != R) {
         uc_free(px);
         gc_fail(c, "%s: expected [N, 3, %lld, %lld]", name, (long long)R, (long long)R);
@@ -172,7 +174,7 @@ int gc_clip_text(gc_case *c)
     int32_t *tok = load_tokens(c, m, "tokens", &B);
     float *seq = NULL, *emb = NULL;
     if (tok) {
-        int64_t ns = (int64_t)B * m->context_length * m->transformer_width, ne = (int64_t)B * m->embed_dim;
+        int64_t ns = (int64_t)B * I(m)->context_length * I(m)->transformer_width, ne = (int64_t)B * I(m)->embed_dim;
         seq = uc_alloc((size_t)ns, sizeof *seq);
         emb = uc_alloc((size_t)ne, sizeof *emb);
         if (clip_encode_text(m, tok, B, seq, emb))
@@ -195,7 +197,8 @@ int gc_clip_image(gc_case *c)
     int B, rc = -1;
     float *px = load_images(c, m, "image", &B), *emb = NULL, *seq = NULL, *seq_ln = NULL;
     if (px) {
-        int64_t T = (int64_t)m->grid * m->grid + 1, ns = B * T * m->vision_width, ne = (int64_t)B * m->embed_dim;
+        int64_t T = (int64_t)I(m)->grid * I(m)->grid + 1, ns = B * T * I(m)->vision_width;
+        int64_t ne = (int64_t)B * I(m)->embed_dim;
         emb = uc_alloc((size_t)ne, sizeof *emb);
         seq = uc_alloc((size_t)ns, sizeof *seq);
         seq_ln = uc_alloc((size_t)ns, sizeof *seq_ln);
@@ -227,8 +230,8 @@ static int full_forward(gc_case *c, clip_model *m, const char *tok_name, const c
         uc_free(tok);
         return -1;
     }
-    int64_t D = m->embed_dim, Ti = (int64_t)m->grid * m->grid + 1;
-    int64_t nts = (int64_t)Bt * m->context_length * m->transformer_width, nis = Bi * Ti * m->vision_width;
+    int64_t D = I(m)->embed_dim, Ti = (int64_t)I(m)->grid * I(m)->grid + 1;
+    int64_t nts = (int64_t)Bt * I(m)->context_length * I(m)->transformer_width, nis = Bi * Ti * I(m)->vision_width;
     float *temb = uc_alloc((size_t)(Bt * D), sizeof(float)), *iemb = uc_alloc((size_t)(Bi * D), sizeof(float));
     float *tseq = uc_alloc((size_t)nts, sizeof(float)), *iseq = uc_alloc((size_t)nis, sizeof(float));
     float *lpi = uc_alloc((size_t)Bi * (size_t)Bt, sizeof(float)), *lpt = uc_alloc((size_t)Bi * (size_t)Bt, sizeof(float));
@@ -278,7 +281,7 @@ int gc_layout_hf_clip(gc_case *c)
     free(cfg);
     if (!m)
         return -1;
-    int rc = m->layout == CLIP_LAYOUT_HF ? full_forward(c, m, "input_ids", "pixel_values")
+    int rc = I(m)->layout == CLIP_LAYOUT_HF ? full_forward(c, m, "input_ids", "pixel_values")
                                          : gc_fail(c, "model.safetensors is not in the Hugging Face layout");
     clip_free(m);
     return rc;
@@ -298,15 +301,15 @@ int gc_karlo_clip_text(gc_case *c)
         uc_bpe_free(bpe);
         return -1;
     }
-    int ctx = (int)gc_num(c->config, "text_ctx", m->context_length), rc = -1;
-    int64_t W = m->transformer_width, D = m->embed_dim, n = (int64_t)B * ctx;
+    int ctx = (int)gc_num(c->config, "text_ctx", I(m)->context_length), rc = -1;
+    int64_t W = I(m)->transformer_width, D = I(m)->embed_dim, n = (int64_t)B * ctx;
     int32_t *tok = uc_alloc((size_t)n, sizeof *tok);
     uint8_t *mask = uc_alloc((size_t)n, 1);
     int64_t *tok64 = uc_alloc((size_t)n, sizeof *tok64), *mask64 = uc_alloc((size_t)n, sizeof *mask64);
     float *seq = uc_alloc((size_t)(n * W), sizeof *seq), *emb = uc_alloc((size_t)(B * D), sizeof *emb);
     int i = 0;
-    if (ctx != m->context_length) {
-        gc_fail(c, "text_ctx %d differs from the model's context_length %d", ctx, m->context_length);
+    if (ctx != I(m)->context_length) {
+        gc_fail(c, "text_ctx %d differs from the model's context_length %d", ctx, I(m)->context_length);
         goto out;
     }
     for (const cJSON *p = prompts->child; p; p = p->next, i++) {

@@ -160,7 +160,8 @@ int gc_diffusion_schedule(gc_case *c)
 /* ---- the prior ---------------------------------------------------------- */
 
 typedef struct {
-    uc_prior p;
+    uc_prior *p;
+    int64_t D; /* clip_dim */
     uc_prior_text *text;
     float *clip_mean, *clip_std, *cf;
     int64_t n; /* rows of txt_feat (2B) */
@@ -170,7 +171,7 @@ typedef struct {
 static void prior_case_free(prior_case *pc)
 {
     uc_prior_text_free(pc->text);
-    uc_free(pc->p.blocks);
+    uc_prior_free(pc->p);
     uc_free(pc->clip_mean);
     uc_free(pc->clip_std);
     uc_free(pc->cf);
@@ -182,9 +183,13 @@ static int prior_case_load(gc_case *c, prior_case *pc)
     memset(pc, 0, sizeof *pc);
     if (!c->model)
         return gc_fail(c, "model.safetensors missing");
-    if (uc_prior_load(&pc->p, c->model, c->config))
+    char *cfg = cJSON_PrintUnformatted(c->config);
+    pc->p = cfg ? uc_prior_load(c->model, cfg) : NULL;
+    cJSON_free(cfg);
+    if (!pc->p)
         return gc_fail(c, "%s", uc_errmsg());
-    uc_prior *p = &pc->p;
+    const uc_prior_info *p = uc_prior_get_info(pc->p);
+    pc->D = p->clip_dim;
     uc_tensor te, ts, tm, tmean, tstd;
     float *emb = gc_f32(c, "txt_feat", &te), *seq = gc_f32(c, "txt_feat_seq", &ts);
     int64_t *mask = gc_i64(c, "mask", &tm);
@@ -203,14 +208,13 @@ static int prior_case_load(gc_case *c, prior_case *pc)
             uint8_t *m8 = uc_alloc((size_t)(n * p->text_ctx), 1);
             for (int64_t i = 0; i < n * p->text_ctx; i++)
                 m8[i] = mask[i] != 0;
-            if (uc_prior_text_new(p, n, emb, seq, m8, &pc->text))
+            if (uc_prior_text_new(pc->p, n, emb, seq, m8, &pc->text))
                 gc_fail(c, "%s", uc_errmsg());
             else
                 rc = 0;
             uc_free(m8);
             pc->n = n;
-            p->clip_mean = pc->clip_mean;
-            p->clip_std = pc->clip_std;
+            uc_prior_set_stats(pc->p, pc->clip_mean, pc->clip_std);
         }
     }
     uc_free(emb);
@@ -232,7 +236,7 @@ static int prior_case_load(gc_case *c, prior_case *pc)
  * half, for both halves. */
 static int guided_full(prior_case *pc, const float *x, const int64_t *t, float *out)
 {
-    int64_t B = pc->n / 2, D = pc->p.clip_dim;
+    int64_t B = pc->n / 2, D = pc->D;
     int64_t *cond = uc_alloc((size_t)B, sizeof *cond), *unc = uc_alloc((size_t)B, sizeof *unc);
     float *scale = uc_alloc((size_t)B, sizeof *scale);
     for (int64_t i = 0; i < B; i++) {
@@ -240,7 +244,7 @@ static int guided_full(prior_case *pc, const float *x, const int64_t *t, float *
         unc[i] = B + i;
         scale[i] = pc->cf[pc->ncf == 1 ? 0 : i];
     }
-    int rc = uc_prior_guided(&pc->p, pc->text, B, cond, unc, scale, x, t, out);
+    int rc = uc_prior_guided(pc->p, pc->text, B, cond, unc, scale, x, t, out);
     if (!rc)
         memcpy(out + B * D, out, (size_t)(B * D) * sizeof *out);
     uc_free(cond);
@@ -254,7 +258,7 @@ int gc_prior_forward(gc_case *c)
     prior_case pc;
     if (prior_case_load(c, &pc))
         return -1;
-    int64_t n = pc.n, D = pc.p.clip_dim;
+    int64_t n = pc.n, D = pc.D;
     uc_tensor tx, tt, tgx, tgt;
     float *x = gc_f32(c, "x_t", &tx), *gx = gc_f32(c, "guided_x_t", &tgx);
     int64_t *t = gc_i64(c, "timesteps", &tt), *gt = gc_i64(c, "guided_timesteps", &tgt);
@@ -268,9 +272,9 @@ int gc_prior_forward(gc_case *c)
         } else {
             for (int64_t i = 0; i < n; i++)
                 rows[i] = i;
-            if (uc_prior_forward(&pc.p, pc.text, n, rows, x, t, out))
+            if (uc_prior_forward(pc.p, pc.text, n, rows, x, t, out))
                 gc_fail(c, "%s", uc_errmsg());
-            else if (!gc_check(c, "model_out", out, n * D) && !uc_prior_denormalize(&pc.p, n, out) &&
+            else if (!gc_check(c, "model_out", out, n * D) && !uc_prior_denormalize(pc.p, n, out) &&
                      !gc_check(c, "model_out_denorm", out, n * D)) {
                 if (guided_full(&pc, gx, gt, out))
                     gc_fail(c, "%s", uc_errmsg());
@@ -359,7 +363,7 @@ int gc_prior_sample(gc_case *c)
         prior_case_free(&pc);
         return gc_fail(c, "%s", uc_errmsg());
     }
-    int64_t n = pc.n, D = pc.p.clip_dim, S = d.steps;
+    int64_t n = pc.n, D = pc.D, S = d.steps;
     sample_run s = {.c = c, .pc = &pc, .nel = n * D, .steps = d.steps};
     s.t_spaced = uc_alloc((size_t)(S * n), sizeof(int64_t));
     s.t_model = uc_alloc((size_t)(S * n), sizeof(int64_t));
@@ -408,7 +412,7 @@ int gc_prior_sample(gc_case *c)
     rc = rc || gc_check_i64(c, "step_t_spaced", s.t_spaced, S * n);
     rc = rc || gc_check_i64(c, "step_t_model", s.t_model, S * n);
     if (!rc) {
-        if (uc_prior_denormalize(&pc.p, n / 2, x))
+        if (uc_prior_denormalize(pc.p, n / 2, x))
             rc = gc_fail(c, "%s", uc_errmsg());
         else
             rc = gc_check(c, "img_feat", x, n / 2 * D);

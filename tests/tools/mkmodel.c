@@ -50,8 +50,9 @@ static int ends(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* One tensor of CLIP's description (model.h), drawn in the description's
- * order: norm gains N(1, 0.2), biases N(0, 0.1) (out_proj 0.05), matrices
+/* One tensor of CLIP's description (model.h), drawn from a stream of its
+ * own (seeded by its name, so the values do not move when the description
+ * lists the tensors in another order): norm gains N(1, 0.2), biases N(0, 0.1) (out_proj 0.05), matrices
  * N(0, 1/fan_in) (fan_in first for CLIP's [in, out] projections), the
  * embeddings small, logit_scale log(100). */
 static int clip_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
@@ -81,6 +82,10 @@ static int clip_tensor(void *ctx, const char *name, int ndim, const int64_t *sha
         std = 1.0f / sqrtf((float)shape[0]);
     else
         std = 1.0f / sqrtf((float)shape[1]);
+    uint32_t h = 2166136261u; /* FNV-1a of the name */
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    uc_rng_init(&rng, 1234, h);
     add(name, ndim, shape, std, mean);
     return 0;
 }
@@ -98,7 +103,6 @@ static int make_clip(const char *out, int argc, char **argv)
              "\"vision_patch_size\":%d,\"context_length\":%d,\"vocab_size\":%d,\"transformer_width\":%d,"
              "\"transformer_heads\":%d,\"transformer_layers\":%d}",
              embed, res, layers, vw, patch, ctx, vocab, w, heads, layers);
-    uc_rng_init(&rng, 1234, 0);
     if (uc_stage_tensors("clip", cfg, clip_tensor, NULL))
         return -1;
     const char *meta[] = {"unclip.stage", "clip", "unclip.config", cfg, "unclip.model_id", "test/clip-random"};

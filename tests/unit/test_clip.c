@@ -75,6 +75,16 @@ static void add_blocks(const char *prefix, int layers, int w)
     }
 }
 
+/* The data of tensor `name` of the last make_weights. */
+static const float *tdata(const char *name)
+{
+    for (int i = 0; i < ntens; i++)
+        if (strcmp(tens[i].name, name) == 0)
+            return tens[i].data;
+    fail_msg("no tensor %s", name);
+    return NULL;
+}
+
 /* OpenAI state-dict names; `towers`: 1 text, 2 vision, 3 both. */
 static void make_weights(int towers)
 {
@@ -252,21 +262,25 @@ static void test_shapes(void **state)
     (void)state;
     clip_model *m = open_tiny(3, "both.safetensors", "clip");
     assert_non_null(m);
-    assert_int_equal(m->layout, CLIP_LAYOUT_OPENAI);
-    assert_true(m->has_text && m->has_vision && m->has_logit_scale);
-    assert_int_equal(m->embed_dim, EMBED);
-    assert_int_equal(m->context_length, CTX);
-    assert_int_equal(m->vocab_size, VOCAB);
-    assert_int_equal(m->transformer_width, TW);
-    assert_int_equal(m->transformer_layers, TL);
-    assert_int_equal(m->transformer_heads, TH);
-    assert_int_equal(m->vision_width, VW);
-    assert_int_equal(m->vision_layers, VL);
-    assert_int_equal(m->vision_heads, VH);
-    assert_int_equal(m->vision_patch_size, PATCH);
-    assert_int_equal(m->grid, GRID);
-    assert_int_equal(m->image_resolution, RES);
-    assert_float_equal(m->logit_scale, 2.5f, 0);
+    const clip_info *mi = clip_get_info(m);
+    assert_int_equal(mi->layout, CLIP_LAYOUT_OPENAI);
+    assert_true(mi->has_text && mi->has_vision && mi->has_logit_scale);
+    assert_int_equal(mi->embed_dim, EMBED);
+    assert_int_equal(mi->context_length, CTX);
+    assert_int_equal(mi->vocab_size, VOCAB);
+    assert_int_equal(mi->transformer_width, TW);
+    assert_int_equal(mi->transformer_layers, TL);
+    assert_int_equal(mi->transformer_heads, TH);
+    assert_int_equal(mi->vision_width, VW);
+    assert_int_equal(mi->vision_layers, VL);
+    assert_int_equal(mi->vision_heads, VH);
+    assert_int_equal(mi->vision_patch_size, PATCH);
+    assert_int_equal(mi->grid, GRID);
+    assert_int_equal(mi->image_resolution, RES);
+    assert_float_equal(mi->logit_scale, 2.5f, 0);
+    assert_string_equal(mi->model.stage, "clip");
+    assert_string_equal(mi->model.id, "both.safetensors");
+    assert_true(strncmp(mi->model.checksum, "fnv1a64:", 8) == 0);
     clip_free(m);
 }
 
@@ -289,8 +303,8 @@ static void test_config(void **state)
     assert_null(clip_load(f, "[1, 2]"));
     clip_model *m = clip_load(f, "{\"transformer_heads\": 4, \"vision_heads\": 2, \"embed_dim\": 24}");
     assert_non_null(m);
-    assert_int_equal(m->transformer_heads, 4);
-    assert_int_equal(m->vision_heads, 2);
+    assert_int_equal(clip_get_info(m)->transformer_heads, 4);
+    assert_int_equal(clip_get_info(m)->vision_heads, 2);
     clip_free(m);
     st_close(f);
 }
@@ -331,7 +345,7 @@ static void test_causal_and_pooling(void **state)
         for (int k = 0; k < EMBED; k++) {
             double s = 0;
             for (int j = 0; j < TW; j++)
-                s += (double)seq[(b * CTX + at[b]) * TW + j] * m->text_projection[j * EMBED + k];
+                s += (double)seq[(b * CTX + at[b]) * TW + j] * tdata("text_projection")[j * EMBED + k];
             assert_true(fabs(s - emb[b * EMBED + k]) < 1e-5);
         }
     /* batching does not change a row */
@@ -362,7 +376,7 @@ static void test_image(void **state)
         for (int k = 0; k < EMBED; k++) {
             double s = 0;
             for (int j = 0; j < VW; j++)
-                s += (double)seq_ln[b * T * VW + j] * m->proj[j * EMBED + k];
+                s += (double)seq_ln[b * T * VW + j] * tdata("visual.proj")[j * EMBED + k];
             assert_true(fabs(s - emb[b * EMBED + k]) < 1e-5);
         }
     /* logits: scale * cosine similarity */
@@ -378,14 +392,14 @@ static void test_one_tower(void **state)
     (void)state;
     clip_model *m = open_tiny(1, "text.safetensors", "clip");
     assert_non_null(m);
-    assert_true(m->has_text && !m->has_vision);
+    assert_true(clip_get_info(m)->has_text && !clip_get_info(m)->has_vision);
     float px[3 * RES * RES] = {0}, emb[EMBED];
     assert_int_equal(clip_encode_image(m, px, 1, emb, NULL, NULL), -1);
     clip_free(m);
     m = open_tiny(2, "vision.safetensors", "clip");
     assert_non_null(m);
-    assert_true(!m->has_text && m->has_vision);
-    assert_int_equal(m->embed_dim, EMBED);
+    assert_true(!clip_get_info(m)->has_text && clip_get_info(m)->has_vision);
+    assert_int_equal(clip_get_info(m)->embed_dim, EMBED);
     int32_t tok[CTX] = {0};
     assert_int_equal(clip_encode_text(m, tok, 1, NULL, emb), -1);
     assert_int_equal(clip_encode_image(m, px, 1, emb, NULL, NULL), 0);
@@ -405,11 +419,11 @@ static void test_hf_layout(void **state)
     clip_model *b = clip_open(dir);
     if (!b)
         fail_msg("%s", uc_errmsg());
-    assert_int_equal(b->layout, CLIP_LAYOUT_HF);
-    assert_int_equal(b->transformer_heads, TH);
-    assert_int_equal(b->vision_heads, VH);
-    assert_int_equal(b->transformer_layers, TL);
-    assert_int_equal(b->vision_layers, VL);
+    assert_int_equal(clip_get_info(b)->layout, CLIP_LAYOUT_HF);
+    assert_int_equal(clip_get_info(b)->transformer_heads, TH);
+    assert_int_equal(clip_get_info(b)->vision_heads, VH);
+    assert_int_equal(clip_get_info(b)->transformer_layers, TL);
+    assert_int_equal(clip_get_info(b)->vision_layers, VL);
     int32_t tok[2 * CTX];
     random_tokens(tok, 2, 7);
     float sa[2 * CTX * TW], sb[2 * CTX * TW], ea[2 * EMBED], eb[2 * EMBED];
@@ -425,7 +439,7 @@ static void test_hf_layout(void **state)
     assert_int_equal(clip_encode_image(b, px, 1, eb, NULL, NULL), 0);
     for (int i = 0; i < EMBED; i++)
         assert_true(fabsf(ea[i] - eb[i]) < 1e-5f);
-    assert_float_equal(a->logit_scale, b->logit_scale, 0);
+    assert_float_equal(clip_get_info(a)->logit_scale, clip_get_info(b)->logit_scale, 0);
     clip_free(a);
     clip_free(b);
 }
@@ -558,6 +572,167 @@ static void test_palette(void **state)
     uc_free(out);
 }
 
+/* ---- the description ---- */
+
+/* Each listed tensor is checked against file f: present with the listed
+ * shape (logit_scale: any shape of one element when scalar_any), and, when
+ * dtypes is set, stored in the listed dtype. */
+typedef struct {
+    st_file *f;
+    int dtypes, scalar_any;
+    int n, bad;
+    char first[200];
+} lister;
+
+static int check_listed(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    lister *l = ctx;
+    assert_true(strcmp(dtype, "F16") == 0 || strcmp(dtype, "F32") == 0);
+    const uc_tensor *t = st_get(l->f, name);
+    l->n++;
+    int shape_ok = t && (uc_tensor_shape_is(t, ndim, shape) ||
+                         (l->scalar_any && strcmp(name, "logit_scale") == 0 && uc_tensor_numel(t) == 1));
+    const char *why = !t                                                 ? "missing"
+                      : !shape_ok                                        ? "shape differs"
+                      : l->dtypes && strcmp(uc_dtype_name(t->dtype), dtype) ? "dtype differs"
+                                                                         : NULL;
+    if (why && !l->bad++)
+        snprintf(l->first, sizeof l->first, "%s: %s", name, why);
+    return 0;
+}
+
+/* The CLIP(...) arguments of a loaded model, as unclip-convert writes them. */
+static void config_of(const clip_info *h, char *out, size_t n)
+{
+    int k = snprintf(out, n, "{\"embed_dim\": %d", h->embed_dim);
+    if (h->has_vision)
+        k += snprintf(out + k, n - (size_t)k,
+                      ", \"image_resolution\": %d, \"vision_layers\": %d, \"vision_width\": %d, "
+                      "\"vision_patch_size\": %d, \"vision_heads\": %d",
+                      h->image_resolution, h->vision_layers, h->vision_width, h->vision_patch_size, h->vision_heads);
+    if (h->has_text)
+        k += snprintf(out + k, n - (size_t)k,
+                      ", \"context_length\": %d, \"vocab_size\": %d, \"transformer_width\": %d, "
+                      "\"transformer_heads\": %d, \"transformer_layers\": %d",
+                      h->context_length, h->vocab_size, h->transformer_width, h->transformer_heads,
+                      h->transformer_layers);
+    snprintf(out + k, n - (size_t)k, "}");
+}
+
+/* A model file holds exactly what the description of its config lists:
+ * the config as stored (the CLIP(...) arguments), else (shapes set, or
+ * none stored) the one its shapes and stored head counts give. */
+static void check_file(const char *path, int dtypes, int shapes)
+{
+    st_file *f = st_open(path);
+    assert_non_null(f);
+    char cfg[1024];
+    const char *stored = st_meta(f, "unclip.config") ? st_meta(f, "unclip.config") : st_meta(f, "config");
+    if (stored && !shapes) {
+        snprintf(cfg, sizeof cfg, "%s", stored);
+    } else {
+        clip_model *m = clip_load(f, stored);
+        assert_non_null(m);
+        config_of(clip_get_info(m), cfg, sizeof cfg);
+        clip_free(m);
+    }
+    lister l = {.f = f, .dtypes = dtypes, .scalar_any = dtypes};
+    assert_int_equal(uc_clip_tensors(cfg, check_listed, &l), 0);
+    if (l.bad)
+        fail_msg("%s: %s", path, l.first);
+    assert_int_equal(l.n, st_count(f)); /* nothing in the file that the walk does not list */
+    st_close(f);
+}
+
+static int count_fn(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    int *n = ctx;
+    if (strcmp(name, "visual.positional_embedding") == 0)
+        assert_true(ndim == 2 && shape[0] == 16 * 16 + 1 && shape[1] == 1024);
+    if (strcmp(name, "logit_scale") == 0)
+        assert_true(ndim == 0 && strcmp(dtype, "F32") == 0);
+    if (strcmp(name, "token_embedding.weight") == 0)
+        assert_true(ndim == 2 && shape[0] == 49408 && shape[1] == 768 && strcmp(dtype, "F16") == 0);
+    ++*n;
+    return 0;
+}
+
+static int stop_at_2(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    int *n = ctx;
+    (void)name, (void)ndim, (void)shape, (void)dtype;
+    return ++*n == 2 ? 5 : 0;
+}
+
+static void test_description(void **state)
+{
+    (void)state;
+    /* golden cases (stored configs, or shapes only) and the shipped model,
+     * a half-precision file: names, shapes and dtypes */
+    check_file("tests/golden/clip/text-encode/model.safetensors", 0, 0);
+    check_file("tests/golden/clip/image-encode/model.safetensors", 0, 0);
+    check_file("tests/golden/clip/image-encode-f32/model.safetensors", 0, 0);
+    check_file("tests/golden/clip/logits/model.safetensors", 0, 0);
+    check_file("tests/golden/karlo/clip-encode-text-karlo/model.safetensors", 0, 0);
+    check_file("models/clip.safetensors", 1, 0);
+    /* one tower only, from the tiny models */
+    char path[512];
+    for (int towers = 1; towers <= 3; towers++) {
+        clip_model *m = open_tiny(towers, "tower.safetensors", "clip");
+        assert_non_null(m);
+        clip_free(m);
+        snprintf(path, sizeof path, "%s/tower.safetensors", tmpdir);
+        check_file(path, 0, 1); /* unclip.config holds the head counts only */
+    }
+
+    /* ViT-L/14: text 2 + 12 x 12 + 3, vision 5 + 24 x 12 + 3, logit_scale */
+    int n = 0;
+    assert_int_equal(uc_clip_tensors(NULL, count_fn, &n), 0);
+    assert_int_equal(n, 149 + 296 + 1);
+    n = 0;
+    assert_int_equal(uc_clip_tensors(uc_clip_default_config(), count_fn, &n), 0);
+    assert_int_equal(n, 446);
+    n = 0;
+    assert_int_equal(uc_clip_tensors(NULL, stop_at_2, &n), 5);
+    assert_int_equal(n, 2);
+
+    /* invalid configs */
+    assert_int_equal(uc_clip_tensors("[]", count_fn, &n), -1);
+    assert_int_equal(uc_clip_tensors("{\"embed_dim\": 8}", count_fn, &n), -1);
+    assert_non_null(strstr(uc_errmsg(), "tower"));
+    assert_int_equal(uc_clip_tensors("{\"embed_dim\": 8, \"vision_width\": 64, \"vision_layers\": 1, "
+                                     "\"vision_patch_size\": 5, \"image_resolution\": 32}",
+                                     count_fn, &n),
+                     -1);
+    assert_non_null(strstr(uc_errmsg(), "vision_patch_size"));
+    assert_int_equal(uc_clip_tensors("{\"embed_dim\": 8, \"transformer_width\": 32, \"transformer_layers\": 1, "
+                                     "\"vocab_size\": 10, \"context_length\": 4}",
+                                     count_fn, &n),
+                     -1); /* 32 // 64 = 0 heads */
+    assert_non_null(strstr(uc_errmsg(), "transformer_heads"));
+    assert_int_equal(uc_clip_tensors("{\"embed_dim\": 8, \"transformer_width\": 32, \"transformer_layers\": 1, "
+                                     "\"vocab_size\": 10, \"context_length\": 100000, \"transformer_heads\": 2}",
+                                     count_fn, &n),
+                     -1);
+}
+
+static void test_tokenizer(void **state)
+{
+    (void)state;
+    clip_model *m = clip_open("models/clip.safetensors"); /* carries unclip.tokenizer.merges */
+    assert_non_null(m);
+    uc_bpe *b = clip_tokenizer(m);
+    assert_non_null(b);
+    assert_true(uc_bpe_vocab_size(b) <= clip_get_info(m)->vocab_size);
+    uc_bpe_free(b);
+    clip_free(m);
+    m = open_tiny(2, "vision.safetensors", "clip");
+    assert_non_null(m);
+    assert_null(clip_tokenizer(m));
+    assert_non_null(strstr(uc_errmsg(), "no text tower"));
+    clip_free(m);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -571,7 +746,7 @@ static int teardown(void **state)
     (void)state;
     static const char *const files[] = {"both.safetensors", "nocfg.safetensors", "text.safetensors",
                                         "vision.safetensors", "prior.safetensors", "hf/model.safetensors",
-                                        "hf/config.json", "hf"};
+                                        "hf/config.json", "hf", "tower.safetensors"};
     char p[600];
     for (size_t i = 0; i < UC_COUNT(files); i++) {
         snprintf(p, sizeof p, "%s/%s", tmpdir, files[i]);
@@ -591,7 +766,8 @@ int main(void)
         cmocka_unit_test(test_hf_layout),    cmocka_unit_test(test_resize_size),
         cmocka_unit_test(test_center_crop),  cmocka_unit_test(test_pil_constant),
         cmocka_unit_test(test_pil_window),   cmocka_unit_test(test_premultiply),
-        cmocka_unit_test(test_palette),
+        cmocka_unit_test(test_palette),     cmocka_unit_test(test_description),
+        cmocka_unit_test(test_tokenizer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "formats/safetensors.h"
 #include "formats/base.h"
 #include "libcommon/nn/ops.h"
@@ -137,29 +139,45 @@ static void ref_ln(float *x, const float *g, const float *b, int n, int d)
 }
 
 /* One row: text_emb [D], seq [T, E], mask [T], x [D], timestep t. */
-static void ref_forward(const uc_prior *p, const float *temb, const float *seq, const uint8_t *mask, const float *x,
+/* Weight `name` of model file f; bw: of block l. */
+static const float *wt(st_file *f, const char *name)
+{
+    const float *w = st_f32(f, name, -1, NULL);
+    assert_non_null(w);
+    return w;
+}
+
+static const float *bw(st_file *f, int l, const char *name)
+{
+    char k[128];
+    snprintf(k, sizeof k, "model.transformer.resblocks.%d.%s", l, name);
+    return wt(f, k);
+}
+
+static void ref_forward(st_file *mf, const float *temb, const float *seq, const uint8_t *mask, const float *x,
                         double t, float *out)
 {
     static float h[S * W], a[S * W], qkv[S * 3 * W], att[S * W], f[S * 4 * W], tmp[S * W];
     const int dh = W / H;
     float te[W];
+#define WT(name) wt(mf, name)
+#define BW(x) bw(mf, l, x)
     uc_timestep_embedding(te, t, W);
-    ref_linear(tmp, te, p->time_embed_0_w, p->time_embed_0_b, 1, W, W);
+    ref_linear(tmp, te, WT("model.time_embed.0.weight"), WT("model.time_embed.0.bias"), 1, W, W);
     for (int j = 0; j < W; j++)
         tmp[j] = tmp[j] / (1 + expf(-tmp[j]));
-    ref_linear(h + (T + 1) * W, tmp, p->time_embed_2_w, p->time_embed_2_b, 1, W, W);
-    ref_linear(h, seq, p->text_enc_proj_w, p->text_enc_proj_b, T, E, W);
-    ref_linear(h + T * W, temb, p->text_emb_proj_w, p->text_emb_proj_b, 1, D, W);
-    ref_linear(h + (T + 2) * W, x, p->clip_img_proj_w, p->clip_img_proj_b, 1, D, W);
-    memcpy(h + (T + 3) * W, p->prd_emb, W * sizeof(float));
+    ref_linear(h + (T + 1) * W, tmp, WT("model.time_embed.2.weight"), WT("model.time_embed.2.bias"), 1, W, W);
+    ref_linear(h, seq, WT("model.text_enc_proj.weight"), WT("model.text_enc_proj.bias"), T, E, W);
+    ref_linear(h + T * W, temb, WT("model.text_emb_proj.weight"), WT("model.text_emb_proj.bias"), 1, D, W);
+    ref_linear(h + (T + 2) * W, x, WT("model.clip_img_proj.weight"), WT("model.clip_img_proj.bias"), 1, D, W);
+    memcpy(h + (T + 3) * W, WT("model.prd_emb"), W * sizeof(float));
     for (int i = 0; i < S * W; i++)
-        h[i] += p->positional_embedding[i];
+        h[i] += WT("model.positional_embedding")[i];
     double sc = 1 / sqrt(sqrt((double)dh));
     for (int l = 0; l < L; l++) {
-        const uc_prior_block *b = &p->blocks[l];
         memcpy(a, h, sizeof a);
-        ref_ln(a, b->ln_1_w, b->ln_1_b, S, W);
-        ref_linear(qkv, a, b->c_qkv_w, b->c_qkv_b, S, W, 3 * W);
+        ref_ln(a, BW("ln_1.weight"), BW("ln_1.bias"), S, W);
+        ref_linear(qkv, a, BW("attn.c_qkv.weight"), BW("attn.c_qkv.bias"), S, W, 3 * W);
         for (int hd = 0; hd < H; hd++)
             for (int q = 0; q < S; q++) {
                 double w[S], mx = -INFINITY, sum = 0;
@@ -180,21 +198,23 @@ static void ref_forward(const uc_prior *p, const float *temb, const float *seq, 
                     att[q * W + hd * dh + c] = (float)o;
                 }
             }
-        ref_linear(tmp, att, b->c_proj_w, b->c_proj_b, S, W, W);
+        ref_linear(tmp, att, BW("attn.c_proj.weight"), BW("attn.c_proj.bias"), S, W, W);
         for (int i = 0; i < S * W; i++)
             h[i] += tmp[i];
         memcpy(a, h, sizeof a);
-        ref_ln(a, b->ln_2_w, b->ln_2_b, S, W);
-        ref_linear(f, a, b->c_fc_w, b->c_fc_b, S, W, 4 * W);
+        ref_ln(a, BW("ln_2.weight"), BW("ln_2.bias"), S, W);
+        ref_linear(f, a, BW("mlp.c_fc.weight"), BW("mlp.c_fc.bias"), S, W, 4 * W);
         for (int i = 0; i < S * 4 * W; i++)
             f[i] = (float)(0.5 * f[i] * (1 + erf(f[i] / sqrt(2.0))));
-        ref_linear(tmp, f, b->mlp_proj_w, b->mlp_proj_b, S, 4 * W, W);
+        ref_linear(tmp, f, BW("mlp.c_proj.weight"), BW("mlp.c_proj.bias"), S, 4 * W, W);
         for (int i = 0; i < S * W; i++)
             h[i] += tmp[i];
     }
     memcpy(a, h + (S - 1) * W, W * sizeof(float));
-    ref_ln(a, p->final_ln_w, p->final_ln_b, 1, W);
-    ref_linear(out, a, p->out_proj_w, p->out_proj_b, 1, W, D);
+    ref_ln(a, WT("model.final_ln.weight"), WT("model.final_ln.bias"), 1, W);
+    ref_linear(out, a, WT("model.out_proj.weight"), WT("model.out_proj.bias"), 1, W, D);
+#undef BW
+#undef WT
 }
 
 /* ---- inputs ------------------------------------------------------------- */
@@ -228,32 +248,42 @@ static void assert_close(const float *got, const float *want, int n, double tol)
 static void test_open_and_refuse(void **state)
 {
     (void)state;
-    uc_prior p;
-    assert_int_equal(uc_prior_open(&p, model_path), 0);
-    assert_int_equal(p.width, W);
-    assert_int_equal(p.layers, L);
-    assert_int_equal(p.text_dim, E);
-    assert_int_equal(p.clip_dim, D);
-    assert_string_equal(p.info.id, "test/prior-random");
-    assert_non_null(p.clip_mean);
-    uc_prior_free(&p);
+    uc_prior *p = uc_prior_open(model_path);
+    assert_non_null(p);
+    const uc_prior_info *pi = uc_prior_get_info(p);
+    assert_int_equal(pi->width, W);
+    assert_int_equal(pi->layers, L);
+    assert_int_equal(pi->heads, H);
+    assert_int_equal(pi->text_ctx, T);
+    assert_int_equal(pi->text_dim, E);
+    assert_int_equal(pi->clip_dim, D);
+    assert_true(pi->final_ln && pi->has_stats);
+    assert_string_equal(pi->model.stage, "prior");
+    assert_string_equal(pi->model.id, "test/prior-random");
+    int steps = 0;
+    assert_int_equal(uc_prior_schedule(p, "ddim8", &steps), 0);
+    assert_int_equal(steps, 8);
+    assert_int_equal(uc_prior_schedule(p, NULL, &steps), 0); /* the config's own: "" */
+    assert_int_equal(steps, 1000);
+    assert_int_equal(uc_prior_schedule(p, "x7", &steps), -1);
+    uc_prior_free(p);
 
-    assert_int_equal(uc_prior_open(&p, clip_path), -1); /* names both stages */
+    assert_null(uc_prior_open(clip_path)); /* names both stages */
     assert_non_null(strstr(uc_errmsg(), "a clip model, not a prior model"));
-    assert_int_equal(uc_prior_open(&p, bare_path), -1);
+    assert_null(uc_prior_open(bare_path));
     assert_non_null(strstr(uc_errmsg(), "unclip.stage"));
-    assert_int_equal(uc_prior_open(&p, narrow_path), -1); /* config width 8, weights 16 */
+    assert_null(uc_prior_open(narrow_path)); /* config width 8, weights 16 */
     assert_non_null(strstr(uc_errmsg(), "model.time_embed.0.weight"));
 }
 
 static void test_forward_matches_reference(void **state)
 {
     (void)state;
-    uc_prior p;
-    assert_int_equal(uc_prior_open(&p, model_path), 0);
+    uc_prior *p = uc_prior_open(model_path);
+    assert_non_null(p);
     make_inputs();
     uc_prior_text *txt;
-    assert_int_equal(uc_prior_text_new(&p, P, emb, seq, masks, &txt), 0);
+    assert_int_equal(uc_prior_text_new(p, P, emb, seq, masks, &txt), 0);
     assert_int_equal(uc_prior_text_count(txt), P);
 
     enum { N = 6 };
@@ -262,12 +292,15 @@ static void test_forward_matches_reference(void **state)
     uc_rng r;
     uc_rng_init(&r, 3, 3);
     uc_rng_normal(&r, x, N * D);
-    assert_int_equal(uc_prior_forward(&p, txt, N, prompt, x, t, out), 0);
+    assert_int_equal(uc_prior_forward(p, txt, N, prompt, x, t, out), 0);
+    st_file *mf = st_open(model_path);
+    assert_non_null(mf);
     for (int i = 0; i < N; i++) {
-        ref_forward(&p, emb + prompt[i] * D, seq + prompt[i] * T * E, masks + prompt[i] * T, x + i * D,
+        ref_forward(mf, emb + prompt[i] * D, seq + prompt[i] * T * E, masks + prompt[i] * T, x + i * D,
                     (double)t[i], want);
         assert_close(out + i * D, want, D, 2e-5);
     }
+    st_close(mf);
 
     /* padding positions cannot matter: change them, get the same bytes */
     float seq2[P * T * E];
@@ -278,25 +311,25 @@ static void test_forward_matches_reference(void **state)
                 seq2[i * E + c] = 1e3f * (float)(c + 1);
     uc_prior_text *txt2;
     float out2[N * D];
-    assert_int_equal(uc_prior_text_new(&p, P, emb, seq2, masks, &txt2), 0);
-    assert_int_equal(uc_prior_forward(&p, txt2, N, prompt, x, t, out2), 0);
+    assert_int_equal(uc_prior_text_new(p, P, emb, seq2, masks, &txt2), 0);
+    assert_int_equal(uc_prior_forward(p, txt2, N, prompt, x, t, out2), 0);
     assert_memory_equal(out, out2, sizeof out);
 
     int64_t badp[1] = {P};
-    assert_int_equal(uc_prior_forward(&p, txt, 1, badp, x, t, out), -1);
+    assert_int_equal(uc_prior_forward(p, txt, 1, badp, x, t, out), -1);
     uc_prior_text_free(txt);
     uc_prior_text_free(txt2);
-    uc_prior_free(&p);
+    uc_prior_free(p);
 }
 
 static void test_guided(void **state)
 {
     (void)state;
-    uc_prior p;
-    assert_int_equal(uc_prior_open(&p, model_path), 0);
+    uc_prior *p = uc_prior_open(model_path);
+    assert_non_null(p);
     make_inputs();
     uc_prior_text *txt;
-    assert_int_equal(uc_prior_text_new(&p, P, emb, seq, masks, &txt), 0);
+    assert_int_equal(uc_prior_text_new(p, P, emb, seq, masks, &txt), 0);
     int64_t cond[2] = {0, 2}, unc[2] = {1, 1}, t[2] = {700, 700}, rows[4] = {0, 2, 1, 1};
     float scale[2] = {4, 1}, x[2 * D], g[2 * D], raw[4 * D];
     for (int i = 0; i < 2 * D; i++)
@@ -305,8 +338,8 @@ static void test_guided(void **state)
     memcpy(xx, x, sizeof x);
     memcpy(xx + 2 * D, x, sizeof x);
     int64_t tt[4] = {700, 700, 700, 700};
-    assert_int_equal(uc_prior_guided(&p, txt, 2, cond, unc, scale, x, t, g), 0);
-    assert_int_equal(uc_prior_forward(&p, txt, 4, rows, xx, tt, raw), 0);
+    assert_int_equal(uc_prior_guided(p, txt, 2, cond, unc, scale, x, t, g), 0);
+    assert_int_equal(uc_prior_forward(p, txt, 4, rows, xx, tt, raw), 0);
     for (int i = 0; i < 2; i++)
         for (int c = 0; c < D; c++) {
             float cv = raw[i * D + c], uv = raw[(2 + i) * D + c];
@@ -315,7 +348,7 @@ static void test_guided(void **state)
     /* scale 1: the conditional prediction */
     assert_close(g + D, raw + D, D, 1e-6);
     uc_prior_text_free(txt);
-    uc_prior_free(&p);
+    uc_prior_free(p);
 }
 
 typedef struct {
@@ -332,43 +365,210 @@ static int noise(void *ctx, int draw, float *out, int64_t n)
     return 0;
 }
 
+typedef struct {
+    int calls, last_done, last_total;
+} progress_count;
+
+static void count_progress(void *ctx, int done, int total)
+{
+    progress_count *pc = ctx;
+    pc->calls++;
+    assert_int_equal(done, pc->last_done + 1);
+    pc->last_done = done;
+    pc->last_total = total;
+}
+
 static void test_sample(void **state)
 {
     (void)state;
-    uc_prior p;
-    assert_int_equal(uc_prior_open(&p, model_path), 0);
+    uc_prior *p = uc_prior_open(model_path);
+    assert_non_null(p);
     make_inputs();
     uc_prior_text *txt;
-    assert_int_equal(uc_prior_text_new(&p, 2, emb + 2 * D, seq + 2 * T * E, masks + 2 * T, &txt), 0);
-    uc_diffusion d;
-    assert_int_equal(uc_diffusion_from_config(&d, cJSON_GetObjectItem(p.config, "diffusion"), "ddim8"), 0);
+    assert_int_equal(uc_prior_text_new(p, 2, emb + 2 * D, seq + 2 * T * E, masks + 2 * T, &txt), 0);
     int64_t cond[3] = {0, 0, 0}, unc[3] = {1, 1, 1};
     float scale[3] = {4, 4, 4}, a[3 * D], b[3 * D], one[D];
     for (int sampler = 0; sampler < 2; sampler++) {
         noise_rows nr = {.rows = 3};
-        uc_prior_sample_opts o = {.diffusion = &d, .sampler = sampler ? UC_SAMPLER_DDIM : UC_SAMPLER_DDPM,
-                                  .text = txt, .n = 3, .cond = cond, .uncond = unc, .scale = scale,
-                                  .noise = noise, .noise_ctx = &nr};
+        progress_count pc = {0};
+        uc_stage_opts o = {.respacing = "ddim8", .sampler = sampler ? UC_SAMPLER_DDIM : UC_SAMPLER_DDPM,
+                           .noise = noise, .noise_ctx = &nr, .progress = count_progress, .progress_ctx = &pc};
+        uc_prior_batch pb = {.text = txt, .n = 3, .cond = cond, .uncond = unc, .scale = scale};
         for (int r = 0; r < 3; r++)
             uc_rng_init(&nr.rng[r], 5, (uint32_t)r);
-        assert_int_equal(uc_prior_sample(&p, &o, a), 0);
+        assert_int_equal(uc_prior_sample(p, &o, &pb, a), 0);
+        assert_int_equal(pc.calls, 8);
+        assert_int_equal(pc.last_total, 8);
         for (int r = 0; r < 3; r++)
             uc_rng_init(&nr.rng[r], 5, (uint32_t)r);
-        assert_int_equal(uc_prior_sample(&p, &o, b), 0);
+        o.progress = NULL;
+        assert_int_equal(uc_prior_sample(p, &o, &pb, b), 0);
         assert_memory_equal(a, b, sizeof a); /* deterministic */
         for (int i = 0; i < 3 * D; i++)
             assert_true(isfinite(a[i]));
         assert_true(memcmp(a, a + D, D * sizeof(float)) != 0); /* rows draw their own noise */
-        /* a row sampled alone is the same row */
+        /* a row sampled alone is the same row (the workspace of 3 rows serves 1) */
         nr.rows = 1;
-        o.n = 1;
+        pb.n = 1;
         uc_rng_init(&nr.rng[0], 5, 2);
-        assert_int_equal(uc_prior_sample(&p, &o, one), 0);
+        assert_int_equal(uc_prior_sample(p, &o, &pb, one), 0);
         assert_close(one, a + 2 * D, D, 1e-5);
     }
-    uc_diffusion_free(&d);
+    /* a bad respacing is an error, and the model stays usable */
+    noise_rows nr = {.rows = 1};
+    uc_stage_opts bad = {.respacing = "ddim0", .noise = noise, .noise_ctx = &nr};
+    uc_prior_batch pb = {.text = txt, .n = 1, .cond = cond, .uncond = unc, .scale = scale};
+    assert_int_equal(uc_prior_sample(p, &bad, &pb, one), -1);
     uc_prior_text_free(txt);
-    uc_prior_free(&p);
+    uc_prior_free(p);
+}
+
+/* ---- the description ----------------------------------------------------- */
+
+/* Each listed tensor is checked against file f: present with the listed
+ * shape (and, when dtypes is set, the listed dtype). */
+typedef struct {
+    st_file *f;
+    int dtypes;
+    int n, skipped, bad;
+    char first[200];
+    const char *skip[4]; /* names the file may lack */
+} lister;
+
+static int check_listed(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    lister *l = ctx;
+    assert_true(strcmp(dtype, "F16") == 0 || strcmp(dtype, "F32") == 0);
+    const uc_tensor *t = st_get(l->f, name);
+    for (int i = 0; !t && i < 4 && l->skip[i]; i++)
+        if (strcmp(name, l->skip[i]) == 0) {
+            l->skipped++;
+            return 0;
+        }
+    l->n++;
+    const char *why = !t                                            ? "missing"
+                      : !uc_tensor_shape_is(t, ndim, shape)           ? "shape differs"
+                      : l->dtypes && strcmp(uc_dtype_name(t->dtype), dtype) ? "dtype differs"
+                                                                      : NULL;
+    if (why && !l->bad++)
+        snprintf(l->first, sizeof l->first, "%s: %s", name, why);
+    return 0;
+}
+
+static char *read_text(const char *path)
+{
+    char *text;
+    size_t len;
+    return uc_read_file(path, 1 << 20, &text, &len) ? NULL : text;
+}
+
+/* A golden case's checkpoint holds exactly the description of its config
+ * (Karlo's state_dict has no clip_mean / clip_std: non-persistent buffers). */
+static void check_golden(const char *dir)
+{
+    char path[256];
+    snprintf(path, sizeof path, "tests/golden/karlo/%s/case.json", dir);
+    char *text = read_text(path);
+    assert_non_null(text);
+    cJSON *cs = cJSON_Parse(text);
+    free(text);
+    assert_non_null(cs);
+    char *cfg = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(cs, "config"));
+    snprintf(path, sizeof path, "tests/golden/karlo/%s/model.safetensors", dir);
+    lister l = {.f = st_open(path), .skip = {"clip_mean", "clip_std"}};
+    assert_non_null(l.f);
+    assert_int_equal(uc_prior_tensors(cfg, check_listed, &l), 0);
+    if (l.bad)
+        fail_msg("%s: %s", dir, l.first);
+    assert_int_equal(l.skipped, 2);
+    assert_int_equal(l.n, st_count(l.f)); /* nothing in the file that the walk does not list */
+    st_close(l.f);
+    cJSON_free(cfg);
+    cJSON_Delete(cs);
+}
+
+static int count_fn(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    int *n = ctx;
+    (void)ndim, (void)dtype;
+    if (strcmp(name, "model.positional_embedding") == 0) {
+        assert_int_equal(ndim, 3);
+        assert_true(shape[0] == 1 && shape[1] == 81 && shape[2] == 2048);
+    }
+    if (strcmp(name, "model.text_enc_proj.weight") == 0)
+        assert_true(shape[0] == 2048 && shape[1] == 768);
+    ++*n;
+    return 0;
+}
+
+static int stop_at_3(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    int *n = ctx;
+    (void)name, (void)ndim, (void)shape, (void)dtype;
+    return ++*n == 3 ? 7 : 0;
+}
+
+static void test_description(void **state)
+{
+    (void)state;
+    check_golden("prior-forward");
+    check_golden("prior-sample");
+    check_golden("prior-sample-ddim");
+
+    /* the shipped model (a half-precision file): names, shapes and dtypes,
+     * the statistics included */
+    st_file *f = st_open("models/prior.safetensors");
+    assert_non_null(f);
+    lister ls = {.f = f, .dtypes = 1};
+    assert_int_equal(uc_prior_tensors(st_meta(f, "unclip.config"), check_listed, &ls), 0);
+    if (ls.bad)
+        fail_msg("models/prior.safetensors: %s", ls.first);
+    assert_int_equal(ls.n, st_count(f));
+    st_close(f);
+
+    /* the released sizes: 12 + 20 x 12 + final_ln 2 + positions, prd 2 + stats 2 */
+    int n = 0;
+    assert_int_equal(uc_prior_tensors(NULL, count_fn, &n), 0);
+    assert_int_equal(n, 12 + 20 * 12 + 2 + 2 + 2);
+    n = 0;
+    assert_int_equal(uc_prior_tensors(uc_prior_default_config(), count_fn, &n), 0);
+    assert_int_equal(n, 258);
+    n = 0;
+    assert_int_equal(uc_prior_tensors(NULL, stop_at_3, &n), 7);
+    assert_int_equal(n, 3);
+    /* text_dim: Karlo's is clip_dim; a config may name another */
+    lister l = {.f = st_open(model_path)};
+    char cfg[400];
+    snprintf(cfg, sizeof cfg,
+             "{\"model\":{\"hparams\":{\"text_ctx\":%d,\"xf_width\":%d,\"xf_layers\":%d,\"xf_heads\":%d,"
+             "\"xf_final_ln\":true,\"clip_dim\":%d,\"text_dim\":%d}}}",
+             T, W, L, H, D, E);
+    assert_int_equal(uc_prior_tensors(cfg, check_listed, &l), 0);
+    if (l.bad)
+        fail_msg("%s", l.first);
+    assert_int_equal(l.n, st_count(l.f));
+    /* which the loader checks too */
+    uc_prior *p = uc_prior_load(l.f, cfg);
+    assert_non_null(p);
+    uc_prior_free(p);
+    snprintf(cfg, sizeof cfg,
+             "{\"model\":{\"hparams\":{\"text_ctx\":%d,\"xf_width\":%d,\"xf_layers\":%d,\"xf_heads\":%d,"
+             "\"xf_final_ln\":true,\"clip_dim\":%d,\"text_dim\":%d}}}",
+             T, W, L, H, D, E + 1);
+    assert_null(uc_prior_load(l.f, cfg));
+    assert_non_null(strstr(uc_errmsg(), "model.text_enc_proj.weight"));
+    st_close(l.f);
+
+    /* invalid configs */
+    assert_int_equal(uc_prior_tensors("[1]", count_fn, &n), -1);
+    assert_int_equal(uc_prior_tensors("{\"model\":{\"hparams\":{\"text_ctx\":77}}}", count_fn, &n), -1);
+    assert_non_null(strstr(uc_errmsg(), "xf_width"));
+    assert_int_equal(
+        uc_prior_tensors("{\"model\":{\"hparams\":{\"text_ctx\":7,\"xf_width\":30,\"xf_layers\":1,\"xf_heads\":4,"
+                         "\"xf_final_ln\":0,\"clip_dim\":8}}}",
+                         count_fn, &n),
+        -1);
+    assert_non_null(strstr(uc_errmsg(), "divisible"));
 }
 
 static int setup(void **state)
@@ -401,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_guided),
         cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_description),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
