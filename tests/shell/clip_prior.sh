@@ -45,7 +45,7 @@ nohist() { "$BIN/rec-dump" --full "$@" | sed 's/"history".*//'; }
     fail "prior-sample --steps ddim5 --best-of 3 gave no image_emb"
 
 # bad input: exit 1 with one line naming the problem, exit 2 for usage
-expect 1 'stage' "$BIN/prior-sample" -m "$tmp/clip.st" "$tmp/a.rec"
+expect 1 'a clip model, not a prior model' "$BIN/prior-sample" -m "$tmp/clip.st" "$tmp/a.rec"
 expect 1 'record 1' sh -c "head -c 100 '$tmp/a.rec' | '$BIN/prior-sample' -m '$tmp/prior.st'"
 "$MKMODEL" clip "$tmp/clip48.st" 48 48
 "$BIN/clip-encode" -m "$tmp/clip48.st" "a cube" > "$tmp/w.rec"
