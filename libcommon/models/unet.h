@@ -10,12 +10,16 @@
  * SiLU + conv_out. Weights are named exactly as the checkpoint keys under a
  * prefix ("model.", "model_first_steps.", ...).
  *
+ * What lives here: the UNet's config, its weight tree (one walk that binds
+ * or lists it, models/walk.h), the workspace plan and the forward. The
+ * kernels are nn/'s: convolution (nn/conv.h: Winograd F(4x4, 3x3) for 3x3
+ * stride-1 maps with enough tiles, im2col GEMMs otherwise), GroupNorm
+ * fused with FiLM and SiLU (nn/norm.h), GEMM and softmax (nn/ops.h).
+ *
  * Activations are held channel-major with the batch inside each channel
- * ([C, B, H, W]) so one GEMM covers the whole batch: 3x3 stride-1
- * convolutions go through Winograd F(4x4, 3x3) (winograd.h) where the maps
- * have enough tiles, the other 3x3 convolutions are GEMMs over im2col row
- * tiles, 1x1 convolutions direct GEMMs. All scratch memory lives in a
- * uc_unet_ws allocated once per shape. */
+ * ([C, B, H, W]) so one GEMM covers the whole batch. All scratch memory
+ * (activations, skips, convolution scratch, attention, the time
+ * embedding's) lives in a uc_unet_ws allocated once per shape. */
 #ifndef UNCLIP_UNET_H
 #define UNCLIP_UNET_H
 
