@@ -48,8 +48,9 @@ BENCH_SRC := $(wildcard bench/*.c)
 
 all: $(TOOLS:%=$(BIN)/%) $(BIN)/golden-check $(BIN)/unclip-convert
 
-# the converter is a Python script (stdlib + numpy): no PyTorch, no pickle code runs
-$(BIN)/unclip-convert: scripts/unclip-convert
+# the converter is a Python script (stdlib + numpy): no PyTorch, no pickle code
+# runs; it reads the weight trees from unclip-spec, installed beside it
+$(BIN)/unclip-convert: scripts/unclip-convert | $(BIN)/unclip-spec
 	@mkdir -p $(BIN)
 	install -m 755 $< $@
 
@@ -148,9 +149,9 @@ eval: all
 	$(BIN)/shapes-eval $(EVAL)/images.rec > $(EVAL)/scores.txt
 	@cat $(EVAL)/scores.txt
 
-install: all
+install: all $(BIN)/unclip-bench
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(BIN)/unclip-bench $(DESTDIR)$(PREFIX)/bin
 	install -m 644 man/man1/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 man/man5/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
 	if ls models/*.safetensors >/dev/null 2>&1; then \

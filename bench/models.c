@@ -1,14 +1,12 @@
 /* models.c - random model files for unclip-bench (see bench.h).
  *
- * The tensors are those the loaders ask for: explicit name lists for CLIP
- * (OpenAI layout) and the prior, the model APIs' enumerators for the
- * decoder and the SR UNets. Files are streamed to disk tensor by tensor (a
+ * The tensors are those the loaders ask for: each stage's one description
+ * (uc_stage_tensors, model.h), in its order. Files are streamed to disk tensor by tensor (a
  * real-size SR file is 5.6 GB of F32), under a temporary name renamed when
  * complete. Weights are uniform with the variance of N(0, 1/fan_in), norm
  * gains 1, biases 0, so activations stay finite through every layer. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,13 +17,13 @@
 
 #include "formats/safetensors.h"
 #include "formats/base.h"
-#include "libcommon/models/decoder.h"
+#include "libcommon/models/model.h"
 #include "libcommon/nn/rng.h"
-#include "libcommon/models/sr.h"
 #include "bench.h"
 
-/* Bump when the weights written for the same config and seed change. */
-#define GEN_VERSION 1
+/* Bump when the weights written for the same config and seed change
+ * (2: tensors in the order of the stages' descriptions). */
+#define GEN_VERSION 2
 
 /* ---- configs ------------------------------------------------------------ */
 
@@ -116,35 +114,20 @@ typedef struct {
     int n;
 } tlist;
 
-static void add(void *ctx, const char *name, int ndim, const int64_t *shape)
+static int add(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
 {
+    (void)dtype; /* the bench writes F32 */
     tlist *l = ctx;
     l->t = uc_xrealloc(l->t, (size_t)l->n + 1, sizeof *l->t);
     tdesc *d = &l->t[l->n++];
     memset(d, 0, sizeof *d);
     d->name = uc_strdup(name);
     d->ndim = ndim;
+    if (ndim > UC_MAXDIM)
+        return uc_err("bench: tensor %s has %d dimensions", name, ndim);
     if (ndim > 0)
         memcpy(d->shape, shape, (size_t)ndim * sizeof *shape);
-}
-
-/* add as a uc_tensor_fn (the model descriptions' walk); the dtype is not kept */
-static int add_dtype(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
-{
-    (void)dtype;
-    add(ctx, name, ndim, shape);
     return 0;
-}
-
-static void addf(tlist *l, int ndim, const int64_t *shape, const char *fmt, ...) UC_PRINTF(4, 5);
-static void addf(tlist *l, int ndim, const int64_t *shape, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    add(l, name, ndim, shape);
 }
 
 static void tlist_free(tlist *l)
@@ -153,129 +136,6 @@ static void tlist_free(tlist *l)
         free(l->t[i].name);
     uc_free(l->t);
     memset(l, 0, sizeof *l);
-}
-
-#define S0 0, NULL
-#define S1(a) 1, (int64_t[]){a}
-#define S2(a, b) 2, (int64_t[]){a, b}
-#define S3(a, b, c) 3, (int64_t[]){a, b, c}
-#define S4(a, b, c, d) 4, (int64_t[]){a, b, c, d}
-
-static int jint(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(v) ? v->valueint : 0;
-}
-
-/* One residual block of CLIP (OpenAI names, prefix ends with '.'). */
-static void clip_block(tlist *l, const char *prefix, int i, int64_t W)
-{
-    addf(l, S2(3 * W, W), "%s%d.attn.in_proj_weight", prefix, i);
-    addf(l, S1(3 * W), "%s%d.attn.in_proj_bias", prefix, i);
-    addf(l, S2(W, W), "%s%d.attn.out_proj.weight", prefix, i);
-    addf(l, S1(W), "%s%d.attn.out_proj.bias", prefix, i);
-    addf(l, S1(W), "%s%d.ln_1.weight", prefix, i);
-    addf(l, S1(W), "%s%d.ln_1.bias", prefix, i);
-    addf(l, S2(4 * W, W), "%s%d.mlp.c_fc.weight", prefix, i);
-    addf(l, S1(4 * W), "%s%d.mlp.c_fc.bias", prefix, i);
-    addf(l, S2(W, 4 * W), "%s%d.mlp.c_proj.weight", prefix, i);
-    addf(l, S1(W), "%s%d.mlp.c_proj.bias", prefix, i);
-    addf(l, S1(W), "%s%d.ln_2.weight", prefix, i);
-    addf(l, S1(W), "%s%d.ln_2.bias", prefix, i);
-}
-
-static int clip_tensors(const cJSON *c, tlist *l)
-{
-    int64_t D = jint(c, "embed_dim"), R = jint(c, "image_resolution"), Wv = jint(c, "vision_width");
-    int64_t P = jint(c, "vision_patch_size"), T = jint(c, "context_length"), V = jint(c, "vocab_size");
-    int64_t W = jint(c, "transformer_width"), G = P ? R / P : 0;
-    int tl = jint(c, "transformer_layers"), vl = jint(c, "vision_layers");
-    if (D < 1 || G < 1 || Wv < 1 || T < 1 || V < 1 || W < 1)
-        return uc_err("bench clip config: a size is missing");
-    add(l, "positional_embedding", S2(T, W));
-    add(l, "text_projection", S2(W, D));
-    add(l, "logit_scale", S0);
-    add(l, "token_embedding.weight", S2(V, W));
-    add(l, "ln_final.weight", S1(W));
-    add(l, "ln_final.bias", S1(W));
-    for (int i = 0; i < tl; i++)
-        clip_block(l, "transformer.resblocks.", i, W);
-    add(l, "visual.class_embedding", S1(Wv));
-    add(l, "visual.positional_embedding", S2(G * G + 1, Wv));
-    add(l, "visual.proj", S2(Wv, D));
-    add(l, "visual.conv1.weight", S4(Wv, 3, P, P));
-    add(l, "visual.ln_pre.weight", S1(Wv));
-    add(l, "visual.ln_pre.bias", S1(Wv));
-    for (int i = 0; i < vl; i++)
-        clip_block(l, "visual.transformer.resblocks.", i, Wv);
-    add(l, "visual.ln_post.weight", S1(Wv));
-    add(l, "visual.ln_post.bias", S1(Wv));
-    return 0;
-}
-
-/* Karlo's PriorDiffusionModel state dict ("model." + PriorTransformer)
- * plus clip_mean / clip_std. The token sequence width is clip_dim (CLIP
- * ViT-L/14's text width equals its embedding size). */
-static int prior_tensors(const cJSON *c, tlist *l)
-{
-    const cJSON *hp = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "model"), "hparams");
-    int64_t W = jint(hp, "xf_width"), D = jint(hp, "clip_dim"), T = jint(hp, "text_ctx");
-    int layers = jint(hp, "xf_layers");
-    if (W < 1 || D < 1 || T < 1)
-        return uc_err("bench prior config: a size is missing");
-    add(l, "model.time_embed.0.weight", S2(W, W));
-    add(l, "model.time_embed.0.bias", S1(W));
-    add(l, "model.time_embed.2.weight", S2(W, W));
-    add(l, "model.time_embed.2.bias", S1(W));
-    add(l, "model.text_enc_proj.weight", S2(W, D));
-    add(l, "model.text_enc_proj.bias", S1(W));
-    add(l, "model.text_emb_proj.weight", S2(W, D));
-    add(l, "model.text_emb_proj.bias", S1(W));
-    add(l, "model.clip_img_proj.weight", S2(W, D));
-    add(l, "model.clip_img_proj.bias", S1(W));
-    add(l, "model.out_proj.weight", S2(D, W));
-    add(l, "model.out_proj.bias", S1(D));
-    add(l, "model.positional_embedding", S3(1, T + 4, W));
-    add(l, "model.prd_emb", S3(1, 1, W));
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(hp, "xf_final_ln"))) {
-        add(l, "model.final_ln.weight", S1(W));
-        add(l, "model.final_ln.bias", S1(W));
-    }
-    for (int i = 0; i < layers; i++) {
-        const char *p = "model.transformer.resblocks";
-        addf(l, S1(W), "%s.%d.ln_1.weight", p, i);
-        addf(l, S1(W), "%s.%d.ln_1.bias", p, i);
-        addf(l, S2(3 * W, W), "%s.%d.attn.c_qkv.weight", p, i);
-        addf(l, S1(3 * W), "%s.%d.attn.c_qkv.bias", p, i);
-        addf(l, S2(W, W), "%s.%d.attn.c_proj.weight", p, i);
-        addf(l, S1(W), "%s.%d.attn.c_proj.bias", p, i);
-        addf(l, S1(W), "%s.%d.ln_2.weight", p, i);
-        addf(l, S1(W), "%s.%d.ln_2.bias", p, i);
-        addf(l, S2(4 * W, W), "%s.%d.mlp.c_fc.weight", p, i);
-        addf(l, S1(4 * W), "%s.%d.mlp.c_fc.bias", p, i);
-        addf(l, S2(W, 4 * W), "%s.%d.mlp.c_proj.weight", p, i);
-        addf(l, S1(W), "%s.%d.mlp.c_proj.bias", p, i);
-    }
-    add(l, "clip_mean", S1(D));
-    add(l, "clip_std", S1(D));
-    return 0;
-}
-
-static int stage_tensors(const char *stage, const cJSON *config, tlist *l)
-{
-    if (strcmp(stage, "clip") == 0)
-        return clip_tensors(config, l);
-    if (strcmp(stage, "prior") == 0)
-        return prior_tensors(config, l);
-    if (strcmp(stage, "decoder") == 0 || strcmp(stage, "sr") == 0) {
-        char *text = cJSON_PrintUnformatted(config);
-        int rc = !text                          ? uc_err("bench: config of %s", stage)
-                 : strcmp(stage, "decoder") == 0 ? uc_decoder_tensors(text, add_dtype, l)
-                                                 : uc_sr_tensors(text, add_dtype, l);
-        free(text);
-        return rc;
-    }
-    return uc_err("bench: no stage %s", stage);
 }
 
 /* ---- values ------------------------------------------------------------- */
@@ -462,9 +322,8 @@ int bench_model(const char *dir, const char *stage, int quick, uint64_t seed, in
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return uc_err("%s: %s", dir, strerror(errno));
     snprintf(path, n, "%s/%s%s.safetensors", dir, stage, quick ? "-quick" : "");
-    cJSON *cfg = cJSON_Parse(config);
     tlist l = {0};
-    int rc = stage_tensors(stage, cfg, &l);
+    int rc = uc_stage_tensors(stage, config, add, &l);
     if (rc == 0) {
         char tag[96], id[64];
         snprintf(tag, sizeof tag, "unclip-bench %d seed %llu", GEN_VERSION, (unsigned long long)seed);
@@ -475,6 +334,5 @@ int bench_model(const char *dir, const char *stage, int quick, uint64_t seed, in
             rc = write_model(path, &l, meta, (int)UC_COUNT(meta) / 2, seed, quiet);
     }
     tlist_free(&l);
-    cJSON_Delete(cfg);
     return rc;
 }

@@ -50,9 +50,12 @@ for p in ${PYTHON:-} /usr/bin/python3 python3; do
     if "$p" -c 'import numpy' 2> /dev/null; then PY=$p && break; fi
 done
 [ -n "$PY" ] || fail "needs Python 3 with numpy (Debian: python3-numpy)"
-for t in unclip-convert clip-encode prior-sample decoder-diffuse upsample rec-dump; do
+for t in unclip-convert unclip-spec clip-encode prior-sample decoder-diffuse upsample rec-dump; do
     [ -x "$BIN/$t" ] || fail "$BIN/$t missing (make first)"
 done
+# the key lists of the released files come from the stages' descriptions
+UNCLIP_SPEC=$(cd "$BIN" && pwd)/unclip-spec
+export UNCLIP_SPEC
 [ -x /usr/bin/time ] || fail "needs /usr/bin/time (Debian: time)"
 
 mkdir -p "$DIR"

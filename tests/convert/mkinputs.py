@@ -31,7 +31,8 @@ the standard library and numpy only (no torch), and checks of its outputs:
       improved-sr-ckpt-step=1.2M.ckpt) at its size and in its layout,
       streamed one tensor at a time; --quick: small, with DIR/STAGE.json
   realkeys CASE...
-      the released files' key enumeration gives each case's names and shapes
+      the key list of each stage (unclip-spec, $UNCLIP_SPEC or $BIN/unclip-spec)
+      gives each case's names and shapes
   realinfo [--quick] / recshape JSONL FIELD=DTYPE:D0,D1... FIELD==TEXT...
       the output sizes for tests/realsize.sh / check rec-dump's lines
 """
@@ -824,61 +825,37 @@ def cmd_verify(model, case, *flags):
 
 # ---- released sizes: random weights in the original layouts ----
 #
-# The key names and shapes of each released file, enumerated from its
-# configuration the way the upstream constructors build the modules
-# (OpenAI's CLIP(...), Karlo's PriorTransformer, UNetModel, PLMImUNet,
-# SuperResUNetModel); `realkeys` checks the enumeration against every golden
-# case, which the upstream code itself wrote.
+# The key names and shapes of each file are the stage's one description, as
+# unclip-spec prints it (the released sizes without a config); `realkeys`
+# checks that it gives every golden case, which the upstream code itself
+# wrote. Only the storage types of OpenAI's file are told here.
 
-RELEASED = {
-    # OpenAI CLIP ViT-L/14 (ViT-L-14.pt): the arguments build_model derives
-    "clip": OrderedDict([("embed_dim", 768), ("image_resolution", 224), ("vision_layers", 24),
-                         ("vision_width", 1024), ("vision_patch_size", 14), ("context_length", 77),
-                         ("vocab_size", 49408), ("transformer_width", 768), ("transformer_heads", 12),
-                         ("transformer_layers", 12)]),
-    # kakaobrain/karlo configs/prior_1B_vit_l.yaml
-    "prior": {"text_ctx": 77, "xf_width": 2048, "xf_layers": 20, "xf_heads": 32, "xf_final_ln": True,
-              "clip_dim": 768},
-    # configs/decoder_900M_vit_l.yaml (channel_mult '' at 64 px: 1,2,3,4)
-    "decoder": {"image_size": 64, "num_channels": 320, "num_res_blocks": 3, "channel_mult": "",
-                "attention_resolutions": "32,16,8", "num_heads": -1, "num_head_channels": 64,
-                "num_heads_upsample": -1, "use_scale_shift_norm": True, "clip_dim": 768, "clip_emb_mult": 4,
-                "text_ctx": 77, "xf_width": 1536, "resblock_updown": True, "learn_sigma": True,
-                "clip_emb_drop": 0.1},
-    # configs/improved_sr_64_256_1.4B.yaml
-    "sr": {"channels": 320, "depth": 3, "channels_multiple": [1, 2, 3, 4]},
-}
 RELEASED_FILES = {"clip": ["ViT-L-14.pt"],
                   "prior": ["prior-ckpt-step=01000000-of-01000000.ckpt", "ViT-L-14_stats.th"],
                   "decoder": ["decoder-ckpt-step=01000000-of-01000000.ckpt"],
                   "sr": ["improved-sr-ckpt-step=1.2M.ckpt"]}
+SPEC = {}
 
 
-def clip_shapes(c):
-    """OpenAI CLIP(...).state_dict() of a ViT model: name -> shape."""
-    k = OrderedDict()
-    D, W, Wv, P = c["embed_dim"], c["transformer_width"], c["vision_width"], c["vision_patch_size"]
-    G, T = c["image_resolution"] // P, c["context_length"]
+def unclip_spec(stage, cfg=None):
+    """unclip-spec's output for stage (cfg None: the released sizes): its
+    $UNCLIP_SPEC, else $BIN/unclip-spec, else bin/ of this tree."""
+    import subprocess
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    prog = os.environ.get("UNCLIP_SPEC") or os.path.join(os.environ.get("BIN") or os.path.join(root, "bin"),
+                                                         "unclip-spec")
+    key = (stage, json.dumps(cfg))
+    if key not in SPEC:
+        r = subprocess.run([prog, "-q", stage] + (["-"] if cfg is not None else []), stdout=subprocess.PIPE,
+                           input=None if cfg is None else json.dumps(cfg).encode())
+        if r.returncode:
+            raise SystemExit("%s %s failed" % (prog, stage))
+        SPEC[key] = json.loads(r.stdout, object_pairs_hook=OrderedDict)
+    return SPEC[key]
 
-    def blocks(prefix, n, w):
-        for i in range(n):
-            b = "%sresblocks.%d." % (prefix, i)
-            k[b + "attn.in_proj_weight"], k[b + "attn.in_proj_bias"] = (3 * w, w), (3 * w,)
-            k[b + "attn.out_proj.weight"], k[b + "attn.out_proj.bias"] = (w, w), (w,)
-            k[b + "ln_1.weight"], k[b + "ln_1.bias"] = (w,), (w,)
-            k[b + "mlp.c_fc.weight"], k[b + "mlp.c_fc.bias"] = (4 * w, w), (4 * w,)
-            k[b + "mlp.c_proj.weight"], k[b + "mlp.c_proj.bias"] = (w, 4 * w), (w,)
-            k[b + "ln_2.weight"], k[b + "ln_2.bias"] = (w,), (w,)
-    k["positional_embedding"], k["text_projection"], k["logit_scale"] = (T, W), (W, D), ()
-    k["visual.class_embedding"], k["visual.positional_embedding"] = (Wv,), (G * G + 1, Wv)
-    k["visual.proj"], k["visual.conv1.weight"] = (Wv, D), (Wv, 3, P, P)
-    k["visual.ln_pre.weight"], k["visual.ln_pre.bias"] = (Wv,), (Wv,)
-    blocks("visual.transformer.", c["vision_layers"], Wv)
-    k["visual.ln_post.weight"], k["visual.ln_post.bias"] = (Wv,), (Wv,)
-    blocks("transformer.", c["transformer_layers"], W)
-    k["token_embedding.weight"] = (c["vocab_size"], W)
-    k["ln_final.weight"], k["ln_final.bias"] = (W,), (W,)
-    return k
+
+def released(stage):
+    return unclip_spec(stage)["config"]
 
 
 def clip_dtype(name):
@@ -890,143 +867,11 @@ def clip_dtype(name):
     return "F32"
 
 
-def prior_shapes(hp):
-    """Karlo PriorDiffusionModel.state_dict(): 'model.' + PriorTransformer."""
-    W, D, T = hp["xf_width"], hp["clip_dim"], hp["text_ctx"]
-    k = OrderedDict()
-
-    def lin(n, o, i=None):
-        k["model.%s.weight" % n] = (o, i) if i else (o,)
-        k["model.%s.bias" % n] = (o,)
-    lin("time_embed.0", W, W)
-    lin("time_embed.2", W, W)
-    lin("text_enc_proj", W, D)
-    lin("text_emb_proj", W, D)
-    lin("clip_img_proj", W, D)
-    lin("out_proj", D, W)
-    k["model.positional_embedding"], k["model.prd_emb"] = (1, T + 4, W), (1, 1, W)
-    for i in range(hp["xf_layers"]):
-        b = "transformer.resblocks.%d." % i
-        lin(b + "attn.c_qkv", 3 * W, W)
-        lin(b + "attn.c_proj", W, W)
-        lin(b + "ln_1", W)
-        lin(b + "mlp.c_fc", 4 * W, W)
-        lin(b + "mlp.c_proj", W, 4 * W)
-        lin(b + "ln_2", W)
-    if hp.get("xf_final_ln"):
-        lin("final_ln", W)
-    return k
-
-
-def unet_shapes(k, p, mc, in_ch, out_ch, nrb, mult, attn_ds, ss, updown, mid_attn, enc, head_ch, heads):
-    """Karlo's UNetModel (guided-diffusion's) into k, names prefixed by p."""
-    E = 4 * mc
-
-    def norm(n, c):
-        k[p + n + ".weight"], k[p + n + ".bias"] = (c,), (c,)
-
-    def res(n, i, o):
-        norm(n + ".in_layers.0", i)
-        k[p + n + ".in_layers.2.weight"], k[p + n + ".in_layers.2.bias"] = (o, i, 3, 3), (o,)
-        e = 2 * o if ss else o
-        k[p + n + ".emb_layers.1.weight"], k[p + n + ".emb_layers.1.bias"] = (e, E), (e,)
-        norm(n + ".out_layers.0", o)
-        k[p + n + ".out_layers.3.weight"], k[p + n + ".out_layers.3.bias"] = (o, o, 3, 3), (o,)
-        if i != o:
-            k[p + n + ".skip_connection.weight"], k[p + n + ".skip_connection.bias"] = (o, i, 1, 1), (o,)
-
-    def attn(n, c):
-        assert head_ch == -1 or c % head_ch == 0, (c, head_ch)
-        assert head_ch != -1 or c % heads == 0, (c, heads)
-        norm(n + ".norm", c)
-        k[p + n + ".qkv.weight"], k[p + n + ".qkv.bias"] = (3 * c, c, 1), (3 * c,)
-        if enc:
-            k[p + n + ".encoder_kv.weight"], k[p + n + ".encoder_kv.bias"] = (2 * c, enc, 1), (2 * c,)
-        k[p + n + ".proj_out.weight"], k[p + n + ".proj_out.bias"] = (c, c, 1), (c,)
-    k[p + "time_embed.0.weight"], k[p + "time_embed.0.bias"] = (E, mc), (E,)
-    k[p + "time_embed.2.weight"], k[p + "time_embed.2.bias"] = (E, E), (E,)
-    ch = mc * mult[0]
-    k[p + "input_blocks.0.0.weight"], k[p + "input_blocks.0.0.bias"] = (ch, in_ch, 3, 3), (ch,)
-    chans, n, ds = [ch], 1, 1
-    for lv, m in enumerate(mult):
-        for _ in range(nrb):
-            res("input_blocks.%d.0" % n, ch, mc * m)
-            ch = mc * m
-            if ds in attn_ds:
-                attn("input_blocks.%d.1" % n, ch)
-            chans.append(ch)
-            n += 1
-        if lv != len(mult) - 1:
-            if updown:
-                res("input_blocks.%d.0" % n, ch, ch)
-            else:
-                k[p + "input_blocks.%d.0.op.weight" % n], k[p + "input_blocks.%d.0.op.bias" % n] = (ch, ch, 3, 3), (ch,)
-            chans.append(ch)
-            n += 1
-            ds *= 2
-    res("middle_block.0", ch, ch)
-    if mid_attn:
-        attn("middle_block.1", ch)
-    res("middle_block.%d" % (2 if mid_attn else 1), ch, ch)
-    n = 0
-    for lv in reversed(range(len(mult))):
-        for i in range(nrb + 1):
-            res("output_blocks.%d.0" % n, ch + chans.pop(), mc * mult[lv])
-            ch = mc * mult[lv]
-            sub = 1
-            if ds in attn_ds:
-                attn("output_blocks.%d.1" % n, ch)
-                sub = 2
-            if lv and i == nrb:
-                if updown:
-                    res("output_blocks.%d.%d" % (n, sub), ch, ch)
-                else:
-                    q = p + "output_blocks.%d.%d.conv." % (n, sub)
-                    k[q + "weight"], k[q + "bias"] = (ch, ch, 3, 3), (ch,)
-                ds //= 2
-            n += 1
-    norm("out.0", ch)
-    k[p + "out.2.weight"], k[p + "out.2.bias"] = (out_ch, mc * mult[0], 3, 3), (out_ch,)
-    return k
-
-
-def decoder_shapes(hp):
-    """Karlo Text2ImProgressiveModel.state_dict(): 'model.' + PLMImUNet."""
-    size = hp["image_size"]
-    mult = {64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}[size] if hp["channel_mult"] == "" \
-        else tuple(int(m) for m in hp["channel_mult"].split(","))
-    ds = [size // int(r) for r in hp["attention_resolutions"].split(",")]
-    mc, D, xf = hp["num_channels"], hp["clip_dim"], hp["xf_width"]
-    k = OrderedDict()
-    k["model.clip_emb.weight"], k["model.clip_emb.bias"] = (4 * mc, D), (4 * mc,)
-    unet_shapes(k, "model.", mc, 3, 6 if hp["learn_sigma"] else 3, hp["num_res_blocks"], mult, ds,
-                hp["use_scale_shift_norm"], hp["resblock_updown"], True, xf or None, hp["num_head_channels"],
-                hp["num_heads"])
-    k["model.text_seq_proj.0.weight"], k["model.text_seq_proj.0.bias"] = (xf, D), (xf,)
-    k["model.text_seq_proj.1.weight"], k["model.text_seq_proj.1.bias"] = (xf,), (xf,)
-    k["model.text_feat_proj.weight"], k["model.text_feat_proj.bias"] = (4 * mc, D), (4 * mc,)
-    if hp.get("clip_emb_mult") is not None:
-        m = hp["clip_emb_mult"]
-        k["model.clip_tok_proj.weight"], k["model.clip_tok_proj.bias"] = (xf * m, D), (xf * m,)
-    if hp.get("clip_emb_drop", 0) > 0:
-        k["model.cf_param"] = (D,)
-    return k
-
-
-def sr_shapes(hp):
-    """Karlo ImprovedSupRes64to256ProgressiveModel.state_dict(): two
-    SuperResUNetModels, model_first_steps (the first steps of the sampler) and
-    model_last_step, with the same configuration."""
-    k = OrderedDict()
-    for p in ("model_first_steps.", "model_last_step."):
-        unet_shapes(k, p, hp["channels"], 6, 3, hp["depth"], tuple(hp["channels_multiple"]), (), False, True,
-                    False, None, -1, 1)
-    return k
-
-
 def stage_shapes(stage, cfg):
-    hp = cfg if stage == "clip" else cfg.get("model", {}).get("hparams", cfg)
-    return {"clip": clip_shapes, "prior": prior_shapes, "decoder": decoder_shapes, "sr": sr_shapes}[stage](hp)
+    """name -> shape of the upstream state dict (the prior's statistics are
+    a file of their own)."""
+    return OrderedDict((t["name"], tuple(t["shape"])) for t in unclip_spec(stage, cfg)["tensors"]
+                       if stage != "prior" or t["name"] not in ("clip_mean", "clip_std"))
 
 
 class Random:
@@ -1074,7 +919,7 @@ QUICK_CLIP = OrderedDict([("embed_dim", 32), ("image_resolution", 16), ("vision_
 
 def real_config(stage, quick):
     if not quick:
-        return RELEASED[stage]
+        return released(stage)
     if stage == "clip":
         return QUICK_CLIP
     cfg = case_json(os.path.join(GOLDEN, QUICK_CASES[stage]))["config"]
@@ -1125,8 +970,8 @@ def cmd_real(stage, outdir, *flags):
     """Random weights of a released file, at its size (--quick: small), in
     its layout; --quick also writes STAGE.json for --config."""
     seed = int(dict(f.split("=", 1) for f in flags if "=" in f).get("--seed", "1"))
-    if stage not in RELEASED:
-        raise SystemExit("real: stage is one of %s" % ", ".join(RELEASED))
+    if stage not in RELEASED_FILES:
+        raise SystemExit("real: stage is one of %s" % ", ".join(RELEASED_FILES))
     os.makedirs(outdir, exist_ok=True)
     cfg = real_config(stage, "--quick" in flags)
     if "--quick" in flags:
@@ -1164,6 +1009,9 @@ def cmd_realkeys(*cases):
         stage = {"prior": "prior", "t2i-decoder": "decoder", "improved_sr_64_256": "sr"}.get(t)
         if stage is None and "vision_width" in cfg:
             stage = "clip"
+            cfg = OrderedDict((k, v) for k, v in cfg.items() if k in QUICK_CLIP)
+        elif stage:
+            cfg = OrderedDict((k, cfg[k]) for k in ("model", "diffusion", "sampling") if k in cfg)
         if stage is None or not os.path.exists(os.path.join(case, "model.safetensors")):
             continue
         want = OrderedDict((k, tuple(a.shape)) for k, (dt, a) in weights(case).items())
@@ -1175,8 +1023,8 @@ def cmd_realkeys(*cases):
     if not n:
         raise SystemExit("realkeys: no case checked")
     print("realkeys: %d golden cases: names and shapes as enumerated" % n)
-    for stage in RELEASED:
-        s = stage_shapes(stage, RELEASED[stage])
+    for stage in RELEASED_FILES:
+        s = stage_shapes(stage, None)
         print("released %s: %d tensors, %d parameters" % (stage, len(s),
                                                          sum(int(np.prod(v, dtype=np.int64)) for v in s.values())))
 

@@ -1,7 +1,8 @@
 /* mkmodel - make small unclip model files for the shell tests.
  *
  *   mkmodel clip OUT [EMBED WIDTH LAYERS HEADS VWIDTH RES PATCH]
- *       random OpenAI-layout CLIP weights (full 49408 vocabulary), seeded
+ *       random OpenAI-layout CLIP weights (full 49408 vocabulary), seeded;
+ *       the tensors are those of CLIP's one description (uc_stage_tensors)
  *   mkmodel prior|decoder|sr OUT CASEDIR [GUIDANCE] [KEY=VALUE]...
  *       the weights of a golden case, with the case's config as metadata
  *       (and, for the prior, clip_mean/clip_std from the case's inputs);
@@ -17,6 +18,7 @@
 
 #include "formats/safetensors.h"
 #include "formats/base.h"
+#include "libcommon/models/model.h"
 #include "libcommon/nn/rng.h"
 
 #define MAX_EXTRA 4 /* metadata arguments after CASEDIR */
@@ -42,27 +44,50 @@ static void add(const char *name, int ndim, const int64_t *shape, float stddev, 
     o->data = bufs[nout++] = x;
 }
 
-#define A(name, std, mean, ...) add(name, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}, std, mean)
-
-static void blocks(const char *prefix, int layers, int w)
+static int ends(const char *s, const char *suffix)
 {
-    char k[256];
-    for (int l = 0; l < layers; l++) {
-#define K(s) (snprintf(k, sizeof k, "%sresblocks.%d.%s", prefix, l, s), k)
-        A(K("attn.in_proj_weight"), 1.0f / sqrtf((float)w), 0, 3 * w, w);
-        A(K("attn.in_proj_bias"), 0.1f, 0, 3 * w);
-        A(K("attn.out_proj.weight"), 1.0f / sqrtf((float)w), 0, w, w);
-        A(K("attn.out_proj.bias"), 0.05f, 0, w);
-        A(K("ln_1.weight"), 0.2f, 1, w);
-        A(K("ln_1.bias"), 0.1f, 0, w);
-        A(K("mlp.c_fc.weight"), 1.0f / sqrtf((float)w), 0, 4 * w, w);
-        A(K("mlp.c_fc.bias"), 0.1f, 0, 4 * w);
-        A(K("mlp.c_proj.weight"), 1.0f / sqrtf(4.0f * w), 0, w, 4 * w);
-        A(K("mlp.c_proj.bias"), 0.1f, 0, w);
-        A(K("ln_2.weight"), 0.2f, 1, w);
-        A(K("ln_2.bias"), 0.1f, 0, w);
-#undef K
-    }
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* One tensor of CLIP's description (model.h), drawn from a stream of its
+ * own (seeded by its name, so the values do not move when the description
+ * lists the tensors in another order): norm gains N(1, 0.2), biases N(0, 0.1) (out_proj 0.05), matrices
+ * N(0, 1/fan_in) (fan_in first for CLIP's [in, out] projections), the
+ * embeddings small, logit_scale log(100). */
+static int clip_tensor(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    (void)ctx;
+    (void)dtype;
+    if (nout >= (int)UC_COUNT(outs))
+        return uc_err("mkmodel: more than %d tensors", (int)UC_COUNT(outs));
+    float std = 0, mean = 0;
+    if (ndim == 0)
+        mean = 4.6052f;
+    else if (!strcmp(name, "token_embedding.weight"))
+        std = 0.02f;
+    else if (!strcmp(name, "positional_embedding"))
+        std = 0.01f;
+    else if (!strcmp(name, "visual.conv1.weight"))
+        std = 0.05f;
+    else if (ndim == 1 && ends(name, ".weight"))
+        std = 0.2f, mean = 1;
+    else if (ndim == 1 && ends(name, "out_proj.bias"))
+        std = 0.05f;
+    else if (ndim == 1 && ends(name, "bias"))
+        std = 0.1f;
+    else if (ndim == 1)
+        std = 1.0f / sqrtf((float)shape[0]);
+    else if (!strcmp(name, "text_projection") || !strcmp(name, "visual.proj"))
+        std = 1.0f / sqrtf((float)shape[0]);
+    else
+        std = 1.0f / sqrtf((float)shape[1]);
+    uint32_t h = 2166136261u; /* FNV-1a of the name */
+    for (const char *c = name; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    uc_rng_init(&rng, 1234, h);
+    add(name, ndim, shape, std, mean);
+    return 0;
 }
 
 static int make_clip(const char *out, int argc, char **argv)
@@ -71,31 +96,15 @@ static int make_clip(const char *out, int argc, char **argv)
     for (int i = 0; i < 7 && i < argc; i++)
         v[i] = atoi(argv[i]);
     int embed = v[0], w = v[1], layers = v[2], heads = v[3], vw = v[4], res = v[5], patch = v[6];
-    int ctx = 77, vocab = 49408, grid = res / patch;
-    uc_rng_init(&rng, 1234, 0);
-    A("positional_embedding", 0.01f, 0, ctx, w);
-    A("text_projection", 1.0f / sqrtf((float)w), 0, w, embed);
-    A("logit_scale", 0, 4.6052f);
-    outs[nout - 1].ndim = 0;
-    A("token_embedding.weight", 0.02f, 0, vocab, w);
-    blocks("transformer.", layers, w);
-    A("ln_final.weight", 0.2f, 1, w);
-    A("ln_final.bias", 0.1f, 0, w);
-    A("visual.class_embedding", 1.0f / sqrtf((float)vw), 0, vw);
-    A("visual.positional_embedding", 1.0f / sqrtf((float)vw), 0, grid * grid + 1, vw);
-    A("visual.proj", 1.0f / sqrtf((float)vw), 0, vw, embed);
-    A("visual.conv1.weight", 0.05f, 0, vw, 3, patch, patch);
-    A("visual.ln_pre.weight", 0.2f, 1, vw);
-    A("visual.ln_pre.bias", 0.1f, 0, vw);
-    blocks("visual.transformer.", layers, vw);
-    A("visual.ln_post.weight", 0.2f, 1, vw);
-    A("visual.ln_post.bias", 0.1f, 0, vw);
+    int ctx = 77, vocab = 49408;
     char cfg[512];
     snprintf(cfg, sizeof cfg,
              "{\"embed_dim\":%d,\"image_resolution\":%d,\"vision_layers\":%d,\"vision_width\":%d,"
              "\"vision_patch_size\":%d,\"context_length\":%d,\"vocab_size\":%d,\"transformer_width\":%d,"
              "\"transformer_heads\":%d,\"transformer_layers\":%d}",
              embed, res, layers, vw, patch, ctx, vocab, w, heads, layers);
+    if (uc_stage_tensors("clip", cfg, clip_tensor, NULL))
+        return -1;
     const char *meta[] = {"unclip.stage", "clip", "unclip.config", cfg, "unclip.model_id", "test/clip-random"};
     return st_write(out, outs, nout, meta, 3);
 }
