@@ -191,7 +191,8 @@ st_file *st_open(const char *path)
 {
     st_file *f = uc_alloc(1, sizeof *f);
     f->path = uc_strdup(path);
-    int fd = open(path, O_RDONLY);
+    /* without blocking: a FIFO given as a model would wait for a writer */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
         uc_err("%s: %s", path, strerror(errno));
@@ -202,7 +203,7 @@ st_file *st_open(const char *path)
     }
     if (!S_ISREG(sb.st_mode) || sb.st_size < 8) {
         close(fd);
-        uc_err("%s: not a safetensors file (too short)", path);
+        uc_err("%s: not a safetensors file (%s)", path, S_ISREG(sb.st_mode) ? "too short" : "not a regular file");
         st_close(f);
         return NULL;
     }

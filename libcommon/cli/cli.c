@@ -43,6 +43,21 @@ static void on_oom(size_t bytes)
            "for this machine)", (double)bytes / (1 << 20));
 }
 
+/* A mapped model file that shrinks under a running tool raises SIGBUS on
+ * the next read of a page past its new end: say so, remove temporaries,
+ * exit 1 (async-signal-safe calls only). */
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    static const char msg[] = ": a model file changed or shrank while in use (SIGBUS); nothing written\n";
+    const char *tool = oom_cli ? oom_cli->tool : "unclip";
+    if (write(2, tool, strlen(tool)) < 0 || write(2, msg, sizeof msg - 1) < 0) {
+        /* nothing more to do */
+    }
+    cleanup_tmp();
+    _exit(UC_EXIT_DATA);
+}
+
 static void on_signal(int sig)
 {
     cleanup_tmp();
@@ -68,6 +83,7 @@ void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char 
     atexit(cleanup_tmp);
     oom_cli = c;
     uc_set_oom_handler(on_oom);
+    signal(SIGBUS, on_sigbus);
 }
 
 static void vmsg(const uc_cli *c, const char *fmt, va_list ap)

@@ -357,6 +357,23 @@ PY
 t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/huge.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2
 [ ! -s "$tmp/out" ] || fail "decoder-diffuse wrote a picture of NaN"
 
+# class 7: a FIFO given as a model is refused without blocking; a model
+# file that shrinks under a running tool ends it with exit 1, not SIGBUS
+mkfifo "$tmp/fifo.st"
+t 1 'fifo.st: not a safetensors file \(not a regular file\)' "$tmp/p.rec" "$BIN/decoder-diffuse" -m "$tmp/fifo.st"
+cp models/decoder.safetensors "$tmp/shrink.st"
+set +e
+"$BIN/decoder-diffuse" -t 1 --best-of 1 -S 1000 -m "$tmp/shrink.st" "$tmp/p.rec" > "$tmp/out" 2> "$tmp/err" &
+pid=$!
+sleep 1
+truncate -s 100000 "$tmp/shrink.st"
+wait "$pid"
+st=$?
+set -e
+rows=$((rows + 1))
+[ "$st" -eq 1 ] && grep -q 'a model file changed or shrank while in use' "$tmp/err" ||
+    { cat "$tmp/err" >&2; fail "a model file shrunk under decoder-diffuse: status $st"; }
+
 # options: an empty respacing, a seed with a blank before its sign, an
 # unknown option reported once, --help to a full disk
 t 2 '^prior-sample: --steps: empty$' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/prior.st" -S ""
