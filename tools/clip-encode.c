@@ -11,7 +11,7 @@
 #include "formats/record.h"
 #include "libcommon/text/bpe.h"
 #include "libcommon/cli/cli.h"
-#include "libcommon/image/preprocess.h"
+#include "libcommon/cli/clipuse.h"
 #include "libcommon/models/clip.h"
 #include "formats/base.h"
 #include "libcommon/models/model.h"
@@ -52,8 +52,9 @@ enum { OPT_SEQ_F16 = 256 };
 
 typedef struct {
     uc_cli *cli;
-    clip_model *m;
-    uc_bpe *bpe;
+    uc_clipuse u;
+    const clip_model *m;
+    const uc_bpe *bpe;
     int ctx, W, D;
     int seq_f16;
     const char *model_id;
@@ -185,37 +186,6 @@ static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const
     rec_free(r);
 }
 
-/* The model's tokenizer (unclip.tokenizer.merges) or the default
- * vocabulary file. NULL and uc_err when there is none or it does not fit
- * the model. */
-static uc_bpe *load_tokenizer(const clip_model *m)
-{
-    const char *merges = st_meta(m->file, "unclip.tokenizer.merges");
-    uc_bpe *b;
-    if (merges) {
-        if (!(b = uc_bpe_load_text(merges, strlen(merges), -1))) {
-            uc_err_prefix("%s: unclip.tokenizer.merges", st_path(m->file));
-            return NULL;
-        }
-    } else {
-        const char *path = uc_bpe_default_path();
-        if (!path) {
-            uc_err("no BPE vocabulary: set UNCLIP_VOCAB to the path of bpe_simple_vocab_16e6.txt.gz");
-            return NULL;
-        }
-        if (!(b = uc_bpe_load_gz(path))) {
-            uc_err_prefix("BPE vocabulary (UNCLIP_VOCAB)");
-            return NULL;
-        }
-    }
-    if (uc_bpe_vocab_size(b) > m->vocab_size) {
-        uc_err("the tokenizer has %d ids but the model's vocabulary only %d", uc_bpe_vocab_size(b), m->vocab_size);
-        uc_bpe_free(b);
-        return NULL;
-    }
-    return b;
-}
-
 /* Encode and write a batch of prompts; the first call also encodes the
  * negative prompt (in the same forward) into *unc. */
 static void run_batch(const encoder *e, char **prompts, char **labels, int n, const char *negative, text_enc *unc,
@@ -314,7 +284,7 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
 {
     const clip_model *m = e->m;
     if (!m->has_vision)
-        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", st_path(m->file));
+        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", e->u.path);
     /* The empty prompt's text fields and the negative prompt's, once. */
     text_enc b = {0}, cond = {0}, unc = {0};
     if (e->bpe) {
@@ -327,8 +297,7 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
     } else if (!m->has_text) {
         uc_info(e->cli, "the model has no text tower: records carry image_emb only");
     }
-    int R = m->image_resolution;
-    float *px = uc_alloc((size_t)3 * (size_t)R * (size_t)R, sizeof *px), *emb = uc_alloc((size_t)e->D, sizeof *emb);
+    float *emb = uc_alloc((size_t)e->D, sizeof *emb);
     for (int i = 0; i < n; i++) {
         uc_image img;
         int rc;
@@ -338,15 +307,12 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
             rc = uc_png_read_file(files[i], 1, &img);
         if (rc)
             uc_die_err(e->cli);
-        if (clip_preprocess(&img, R, NULL, NULL, px))
+        if (uc_clipuse_picture(&e->u, &img, emb))
             uc_die(e->cli, UC_EXIT_DATA, "%s: %s", files[i], uc_errmsg());
         uc_image_free(&img);
-        if (clip_encode_image(m, px, 1, emb, NULL, NULL))
-            uc_die_err(e->cli);
         emit(e, e->bpe ? &cond : NULL, e->bpe ? &unc : NULL, emb, files[i], 0);
         uc_progress(e->cli, "images", i + 1, n);
     }
-    uc_free(px);
     uc_free(emb);
     if (e->bpe)
         text_free(&b);
@@ -379,22 +345,16 @@ int main(int argc, char **argv)
         uc_die(&c, UC_EXIT_USAGE, "--image needs at least one FILE");
     uc_cli_ready(&c);
 
-    const char *path = uc_model_path(&c, "clip");
-    clip_model *m = clip_open(path);
-    if (!m)
-        uc_die_err(&c);
-    if (!images && !m->has_text)
-        uc_die(&c, UC_EXIT_DATA, "%s: this CLIP model has no text tower", path);
-    encoder e = {.cli = &c, .m = m, .ctx = m->context_length, .W = m->transformer_width, .D = m->embed_dim,
-                 .seq_f16 = seq_f16};
+    encoder e = {.cli = &c, .seq_f16 = seq_f16};
+    uc_clipuse_open(&e.u, &c, images ? 0 : UC_CLIPUSE_TEXT);
+    const clip_model *m = e.m = e.u.m;
+    e.bpe = e.u.bpe;
+    e.ctx = e.u.ctx, e.W = e.u.W, e.D = e.u.D;
     e.model_id = m->info.id;
     snprintf(e.checksum, sizeof e.checksum, "%s", m->info.checksum);
-    if (m->has_text && !(e.bpe = load_tokenizer(m))) {
-        if (!images)
-            uc_die_err(&c);
+    if (m->has_text && !e.bpe) /* --image: the text fields are optional */
         uc_warn(&c, "records get image_emb only (no text fields): %s", uc_errmsg());
-    }
-    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", path, m->has_text ? "yes" : "no",
+    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", e.u.path, m->has_text ? "yes" : "no",
             m->has_vision ? "yes" : "no", m->embed_dim);
 
     if (images)
@@ -402,7 +362,6 @@ int main(int argc, char **argv)
     else
         encode_prompts(&e, argc - optind, argv + optind, negative);
     uc_stdout_check(&c);
-    uc_bpe_free(e.bpe);
-    clip_free(m);
+    uc_clipuse_close(&e.u);
     return UC_EXIT_OK;
 }
