@@ -44,6 +44,8 @@ static const char usage[] =
     "      --cache FILE    the vocabulary cache (default: vocab-CHECKSUM.rec in\n"
     "                      $UNCLIP_CACHE, else $XDG_CACHE_HOME/unclip, else\n"
     "                      ~/.cache/unclip)\n"
+    "                      (a --cache FILE of another model is an error; a\n"
+    "                      damaged cache is made again)\n"
     "      --no-cache      encode the vocabulary without reading or writing a cache\n"
     "  -f, --format FMT    table (default): TSV lines KIND, QUERY, RANK, ENTRY,\n"
     "                      SCORE (KIND piece: ENTRY is the piece and the fifth\n"
@@ -194,7 +196,8 @@ static void cache_path(const uc_cli *c, const char *checksum, char *buf, size_t 
 }
 
 /* Read the cache: 0 when it holds the whole vocabulary for this model,
- * -1 (uc_err says why) otherwise; lex is left empty then. */
+ * -2 when it was made with another model, -1 (uc_err says why) when it is
+ * missing or damaged; lex is left empty unless 0. */
 static int cache_read(lexicon *L, const char *path, int V)
 {
     FILE *probe = fopen(path, "rb");
@@ -220,8 +223,10 @@ static int cache_read(lexicon *L, const char *path, int V)
         if (!rc && L->lex.n == 0) { /* the model it was made with */
             rec *mo = rec_get_map(r, "models"), *cl = mo ? rec_get_map(mo, "clip") : NULL;
             const char *sum = cl ? rec_get_str(cl, "checksum") : NULL;
-            if (!sum || strcmp(sum, L->u.m->info.checksum) != 0)
-                rc = uc_err("%s: made with another model (models.clip.checksum %s)", path, sum ? sum : "missing");
+            if (!sum || strcmp(sum, L->u.m->info.checksum) != 0) {
+                uc_err("%s: made with another model (models.clip.checksum %s)", path, sum ? sum : "missing");
+                rc = -2;
+            }
             rec_free(cl);
             rec_free(mo);
         }
@@ -309,10 +314,13 @@ static void load_vocabulary(lexicon *L, const char *cache, int no_cache)
     }
     double t0 = now();
     if (!no_cache) {
-        if (cache_read(L, path, V) == 0) {
+        int rc = cache_read(L, path, V);
+        if (rc == 0) {
             uc_info(&L->cli, "lexicon: %d vocabulary entries read from %s in %.3f s", V, path, now() - t0);
             return;
         }
+        if (rc == -2 && cache) /* the user's file: not overwritten */
+            uc_die(&L->cli, UC_EXIT_DATA, "--cache %s (give another file)", uc_errmsg());
         uc_info(&L->cli, "no usable cache (%s): encoding the vocabulary", uc_errmsg());
     }
     vocab_encode(L, V);
@@ -441,27 +449,40 @@ static void query_images(lexicon *L, const char *path)
     uc_image_reader *ir = uc_image_reader_open_path(path);
     if (!ir)
         uc_die_err(c);
-    float *e = uc_alloc((size_t)L->u.D, sizeof *e);
+    /* every picture first, so that names are FILE alone for one, FILE#N for several */
+    int D = L->u.D, n = 0, cap = 0;
+    float *e = NULL;
+    char **names = NULL;
     rec *r;
     int got;
-    long count = 0;
     while ((got = uc_image_reader_next(ir, &r)) > 0) {
-        count++;
-        if (uc_clipuse_record_image(&L->u, r, src, 0, e))
+        if (n == 1 << 20)
+            uc_die(c, UC_EXIT_DATA, "%s: more than %d images", src, 1 << 20);
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            e = uc_xrealloc(e, (size_t)cap * (size_t)D, sizeof *e);
+            names = uc_xrealloc(names, (size_t)cap, sizeof *names);
+        }
+        if (uc_clipuse_record_image(&L->u, r, src, 0, e + (size_t)n * (size_t)D))
             uc_die_err(c);
-        char name[4200];
         const char *s = rec_has(r, "source") ? rec_get_str(r, "source") : NULL;
-        if (s)
-            snprintf(name, sizeof name, "%s", s);
-        else
-            snprintf(name, sizeof name, count > 1 || rec_number(r) > 1 ? "%s#%ld" : "%s", src, rec_number(r));
-        neighbours(L, "image", name, e);
+        names[n++] = s ? uc_strdup(s) : NULL;
         rec_free(r);
     }
     if (got < 0)
         uc_die_err(c);
-    if (count == 0)
+    if (n == 0)
         uc_die(c, UC_EXIT_DATA, "%s: no image", src);
+    for (int i = 0; i < n; i++) {
+        char name[4200];
+        if (names[i])
+            snprintf(name, sizeof name, "%s", names[i]);
+        else
+            snprintf(name, sizeof name, n > 1 ? "%s#%d" : "%s", src, i + 1);
+        neighbours(L, "image", name, e + (size_t)i * (size_t)D);
+        uc_free(names[i]);
+    }
+    uc_free(names);
     uc_free(e);
     uc_image_reader_free(ir);
 }

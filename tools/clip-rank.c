@@ -112,9 +112,11 @@ static void read_images(ranker *R, const char *path)
         }
         if (R->own) {
             const char *p = rec_has(r, "prompt") ? rec_get_str(r, "prompt") : NULL;
-            if (!p)
+            if (!p && rec_has(r, "prompt"))
+                uc_die(c, UC_EXIT_DATA, "%s", uc_errmsg());
+            if (!p || !*p)
                 uc_die(c, UC_EXIT_DATA, "%s: record %ld field prompt: %s (give texts with -T or -p)", src,
-                       rec_number(r), rec_has(r, "prompt") ? uc_errmsg() : "missing");
+                       rec_number(r), p ? "empty" : "missing");
             im->prompt = uc_strdup(p);
             /* a new group unless the previous image has the same prompt */
             int prev = R->nimg - 1;
