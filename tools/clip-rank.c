@@ -138,7 +138,6 @@ static void read_images(ranker *R, const char *path)
         else
             rec_free(r);
         R->nimg++;
-        uc_progress(c, "images", R->nimg, 0);
     }
     if (got < 0)
         uc_die_err(c);

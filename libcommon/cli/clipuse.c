@@ -157,6 +157,8 @@ int uc_clipuse_record_image(const uc_clipuse *u, const rec *r, const char *src, 
         return -1;
     memcpy(emb, x, (size_t)D * sizeof *emb);
     uc_free(x);
+    if (uc_clipuse_cosine(emb, emb, D) == 0)
+        return uc_err("%s: record %ld field image_emb: a zero vector (no direction to compare)", src, rec_number(r));
     return 0;
 }
 
@@ -168,6 +170,8 @@ int uc_clipuse_record_text(const uc_clipuse *u, const rec *r, const char *src, f
         return -1;
     memcpy(emb, x, (size_t)D * sizeof *emb);
     uc_free(x);
+    if (uc_clipuse_cosine(emb, emb, D) == 0)
+        return uc_err("%s: record %ld field text_emb: a zero vector (no direction to compare)", src, rec_number(r));
     return 0;
 }
 
@@ -236,6 +240,29 @@ static int bank_records(uc_clipuse_bank *b, const uc_clipuse *u, rec_reader *rr,
     return rc;
 }
 
+/* Well-formed UTF-8: no overlong forms, surrogates or code points past
+ * U+10FFFF. */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t k = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : 9;
+        if (k == 9 || (k > 0 && i + k >= n)) /* not a lead byte, or cut short */
+            return 0;
+        uint32_t cp = k == 0 ? c : k == 1 ? c & 0x1f : k == 2 ? c & 0x0f : c & 0x07;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
 static int bank_lines(uc_clipuse_bank *b, const uc_clipuse *u, const char *text, size_t len, const char *name)
 {
     if (memchr(text, 0, len))
@@ -250,6 +277,8 @@ static int bank_lines(uc_clipuse_bank *b, const uc_clipuse *u, const char *text,
         size_t k = l;
         while (k > 0 && text[i + k - 1] == '\r')
             k--;
+        if (!utf8_ok((const unsigned char *)text + i, k))
+            return uc_err("%s line %ld: invalid UTF-8", name, lineno);
         if (k > 0) {
             char *line = uc_alloc(k + 1, 1);
             memcpy(line, text + i, k);
