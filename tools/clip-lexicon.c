@@ -255,6 +255,7 @@ static void vocab_encode(lexicon *L, int V)
     int32_t *tok = uc_alloc((size_t)VOCAB_BATCH * (size_t)ctx, sizeof *tok);
     float *e = uc_alloc((size_t)VOCAB_BATCH * (size_t)D, sizeof *e);
     int32_t sot = uc_bpe_sot(u->bpe), eot = uc_bpe_eot(u->bpe);
+    double t0 = now();
     for (int i0 = 0; i0 < V; i0 += VOCAB_BATCH) {
         int nb = UC_MIN(VOCAB_BATCH, V - i0);
         memset(tok, 0, (size_t)nb * (size_t)ctx * sizeof *tok);
@@ -275,6 +276,8 @@ static void vocab_encode(lexicon *L, int V)
             uc_free(s);
         }
         uc_progress(&L->cli, "vocabulary", i0 + nb, V);
+        if (L->cli.verbose > 0 && (i0 / VOCAB_BATCH) % 16 == 15) /* a line every 4096 tokens */
+            uc_info(&L->cli, "vocabulary: %d of %d tokens encoded, %.1f s", i0 + nb, V, now() - t0);
     }
     uc_free(tok);
     uc_free(e);

@@ -64,7 +64,7 @@ int uc_clipuse_record_text(const uc_clipuse *u, const rec *r, const char *src, f
 
 /* ---- banks: labelled embeddings (texts, lexicons, label banks) ---- */
 
-#define UC_CLIPUSE_BANK_MAX (1 << 22) /* entries in one bank */
+#define UC_CLIPUSE_BANK_MAX (1 << 20) /* entries in one bank */
 #define UC_CLIPUSE_LINE_MAX (1 << 16) /* bytes of one line of a text file */
 
 typedef struct {
