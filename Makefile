@@ -6,7 +6,7 @@
 #   make check-real      real-size weights: convert and run each stage (40 min)
 #   make eval            the default model's shapes-eval scores (200 captions)
 #   make eval-clip       CLIP as an instrument: zero-shot classification,
-#                        reranking, the portmanteau probe (about 20 min)
+#                        reranking, the portmanteau probe (about 15 min)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -156,7 +156,7 @@ eval: all
 # EVAL_CLIP_R prompts, and clip-lexicon on 50 portmanteaus. Files stay in
 # $(BUILD)/eval-clip; EVAL_CLIP_PARTS picks parts (1 2 3).
 EVAL_CLIP_N     ?= 600
-EVAL_CLIP_R     ?= 40
+EVAL_CLIP_R     ?= 26
 EVAL_CLIP_PARTS ?= 1 2 3
 eval-clip: all
 	BIN=$(BIN) OUT=$(BUILD)/eval-clip N=$(EVAL_CLIP_N) R=$(EVAL_CLIP_R) SEED=$(EVAL_SEED) \

@@ -7,15 +7,17 @@
 #     circle, "on top of" for "above") and as exact caption matches;
 #  2. reranking: for R prompts, 8 decoded candidates each (decoder-diffuse
 #     -n 8 --best-of 1); clip-rank's pick per prompt against decoder-diffuse
-#     --best-of 8's (the same 8 candidates: same seed and streams), and a
-#     candidate taken blindly (all 8 judged), each upsampled and judged;
+#     --best-of 8's (the same 8 candidates: same seed and streams; computed
+#     by clip-rank --to-emb, VERIFY=1 checks it against the decoder), each
+#     upsampled and judged, and a candidate taken blindly (all 8 judged
+#     after upsample --fast);
 #  3. clip-lexicon: 50 portmanteaus (scripts/portmanteaus.sh), how often a
 #     source word is among the top 5 neighbours, in the vocabulary and in the
 #     grammar's word list.
-# Environment: BIN (tools), OUT (work folder), N (600), SEED (1), R (40),
+# Environment: BIN (tools), OUT (work folder), N (600), SEED (1), R (26),
 # PARTS (default "1 2 3").
 set -eu
-BIN=${BIN:-bin} OUT=${OUT:-build/rel/eval-clip} N=${N:-600} SEED=${SEED:-1} R=${R:-40}
+BIN=${BIN:-bin} OUT=${OUT:-build/rel/eval-clip} N=${N:-600} SEED=${SEED:-1} R=${R:-26}
 PARTS=${PARTS:-1 2 3}
 mkdir -p "$OUT"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,14 +60,32 @@ for part in $PARTS; do case $part in
     "$BIN/shapes-render" --random "$R" --seed "$((SEED + 1000))" --captions-only > "$OUT/rr-captions.txt"
     "$BIN/clip-encode" < "$OUT/rr-captions.txt" | "$BIN/prior-sample" -s "$SEED" > "$OUT/rr-prior.rec"
     "$BIN/decoder-diffuse" -q -n 8 --best-of 1 -f record "$OUT/rr-prior.rec" > "$OUT/rr-cands.rec"
-    "$BIN/decoder-diffuse" -q --best-of 8 -f record "$OUT/rr-prior.rec" > "$OUT/rr-bestof.rec"
+    # clip-rank's pick: the text-image logit against the prompt. decoder-diffuse
+    # --best-of 8 draws the same 8 candidates (same seed, streams 0..7) and keeps
+    # the one nearest the image_emb they were decoded from: clip-rank --to-emb
+    # is that criterion (VERIFY=1 runs decoder-diffuse --best-of 8 as well and
+    # checks that it keeps the same pictures).
     "$BIN/clip-rank" --top 1 -f record "$OUT/rr-cands.rec" > "$OUT/rr-cliprank.rec"
-    "$BIN/upsample" -q -f record "$OUT/rr-cliprank.rec" | "$BIN/shapes-eval" > "$OUT/rr-cliprank.txt"
-    "$BIN/upsample" -q -f record "$OUT/rr-bestof.rec" | "$BIN/shapes-eval" > "$OUT/rr-bestof.txt"
-    "$BIN/upsample" -q -f record "$OUT/rr-cands.rec" | "$BIN/shapes-eval" > "$OUT/rr-all.txt"
-    echo "-- clip-rank --top 1 (text-image logit) among the 8:"; cat "$OUT/rr-cliprank.txt"
-    echo "-- decoder-diffuse --best-of 8 (cosine to the prior's embedding):"; cat "$OUT/rr-bestof.txt"
-    echo "-- every candidate (a blind pick):"; cat "$OUT/rr-all.txt"
+    "$BIN/clip-rank" --to-emb --top 1 -f record "$OUT/rr-cands.rec" > "$OUT/rr-bestof.rec"
+    if [ "${VERIFY:-0}" = 1 ]; then
+        "$BIN/decoder-diffuse" -q --best-of 8 -f record "$OUT/rr-prior.rec" > "$OUT/rr-bestof-decoder.rec"
+        for f in rr-bestof rr-bestof-decoder; do
+            "$BIN/rec-dump" "$OUT/$f.rec" | grep -o '"image":{[^}]*}' | sed 's/.*"fnv1a":"//; s/".*//' > "$OUT/$f.hash"
+        done
+        cmp -s "$OUT/rr-bestof.hash" "$OUT/rr-bestof-decoder.hash" &&
+            echo "verified: decoder-diffuse --best-of 8 keeps the same $R pictures" ||
+            echo "VERIFY FAILED: decoder-diffuse --best-of 8 keeps other pictures"
+    fi
+    for f in cliprank bestof; do
+        "$BIN/upsample" -q -f record "$OUT/rr-$f.rec" | "$BIN/shapes-eval" > "$OUT/rr-$f.txt"
+        "$BIN/upsample" -q --fast -f record "$OUT/rr-$f.rec" | "$BIN/shapes-eval" > "$OUT/rr-$f-fast.txt"
+    done
+    "$BIN/upsample" -q --fast -f record "$OUT/rr-cands.rec" | "$BIN/shapes-eval" > "$OUT/rr-cands-fast.txt"
+    echo "-- clip-rank --top 1 (logit against the prompt), upsampled:"; cat "$OUT/rr-cliprank.txt"
+    echo "-- decoder-diffuse --best-of 8 (cosine to the image_emb), upsampled:"; cat "$OUT/rr-bestof.txt"
+    echo "-- the same two picks after a plain 4x resize (upsample --fast):"
+    cat "$OUT/rr-cliprank-fast.txt" "$OUT/rr-bestof-fast.txt"
+    echo "-- every candidate (a blind pick), after upsample --fast:"; cat "$OUT/rr-cands-fast.txt"
     ;;
 3)
     echo "== clip-lexicon: 50 portmanteaus, a source word in the top 5"

@@ -41,6 +41,9 @@ static const char usage[] =
     "                      (zero-shot labels; the text fields of the old prompt\n"
     "                      are removed)\n"
     "      --emb           use a record's image_emb even when it has pixels\n"
+    "      --to-emb        with no -T or -p: score each picture against the\n"
+    "                      image_emb its record carries (the embedding it was\n"
+    "                      decoded from), decoder-diffuse --best-of's criterion\n"
     "  -m, --model FILE    CLIP model (default: clip.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        accepted for uniformity; nothing random is drawn\n"
@@ -53,7 +56,7 @@ static const char usage[] =
     "(FILE#N for the N-th image of a file with several). Ties keep input\n"
     "order. Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_RELABEL = 256, OPT_EMB };
+enum { OPT_RELABEL = 256, OPT_EMB, OPT_TO_EMB };
 #define MAX_IMAGES (1 << 20)
 #define MAX_PAIRS ((int64_t)1 << 28)
 
@@ -71,7 +74,7 @@ typedef struct {
     image *img;
     float *emb; /* [nimg, D] */
     int nimg, cap;
-    int by_text, top, records, relabel, prefer_emb, own;
+    int by_text, top, records, relabel, prefer_emb, own, to_emb;
 } ranker;
 
 /* Text for a table cell: tabs and line breaks become spaces. */
@@ -126,8 +129,15 @@ static void read_images(ranker *R, const char *path)
                 im->group = R->texts.n;
                 float *te = NULL;
                 int64_t tD = D;
-                if (rec_has(r, "text_emb") && !(te = uc_field_f32(r, src, "", "text_emb", 1, &tD, "CLIP")))
+                if (R->to_emb) { /* the target: the embedding the picture was decoded from */
+                    if (!rec_has(r, "image"))
+                        uc_die(c, UC_EXIT_DATA, "%s: record %ld: --to-emb needs pixels (field image)", src,
+                               rec_number(r));
+                    if (!(te = uc_field_f32(r, src, "", "image_emb", 1, &tD, "CLIP")))
+                        uc_die_err(c);
+                } else if (rec_has(r, "text_emb") && !(te = uc_field_f32(r, src, "", "text_emb", 1, &tD, "CLIP"))) {
                     uc_die_err(c);
+                }
                 if (uc_clipuse_bank_add(&R->texts, &R->u, p, te, -1))
                     uc_die(c, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
                 uc_free(te);
@@ -207,6 +217,7 @@ int main(int argc, char **argv)
         {"format", 1, 0, 'f'},
         {"relabel", 0, 0, OPT_RELABEL},
         {"emb", 0, 0, OPT_EMB},
+        {"to-emb", 0, 0, OPT_TO_EMB},
         {0, 0, 0, 0},
     };
     /* -T and -p in command-line order: 'T' or 'p' and the argument */
@@ -234,6 +245,7 @@ int main(int argc, char **argv)
             break;
         case OPT_RELABEL: R.relabel = 1; break;
         case OPT_EMB: R.prefer_emb = 1; break;
+        case OPT_TO_EMB: R.to_emb = 1; break;
         default: uc_die(c, UC_EXIT_USAGE, "bad option");
         }
     }
@@ -248,6 +260,10 @@ int main(int argc, char **argv)
     if (stdin_uses > 1)
         uc_die(c, UC_EXIT_USAGE, "standard input can be read only once (texts or images)");
     R.own = nsrc == 0;
+    if (R.to_emb && !R.own)
+        uc_die(c, UC_EXIT_USAGE, "--to-emb ranks against the records' own image_emb: no -T or -p");
+    if (R.to_emb && R.prefer_emb)
+        uc_die(c, UC_EXIT_USAGE, "--to-emb and --emb exclude each other");
     if (R.own && R.by_text)
         uc_info(c, "no -T or -p: images are ranked per own prompt (--by-text is implied)");
     uc_cli_ready(c);

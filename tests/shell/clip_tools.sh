@@ -64,6 +64,16 @@ awk -F'\t' '{ print $2, $4 }' "$tmp/t5" | sort | tr '\n' ',' | grep -qx 'a blue 
     fail "clip-rank (own prompts): ranks are not per prompt"
 "$BIN/clip-rank" -k 1 -f record < "$tmp/c.rec" > "$tmp/best.rec"
 "$BIN/rec-dump" "$tmp/best.rec" | grep -c '"image":{"dtype":"U8"' | grep -qx 2 || fail "clip-rank -k 1 -f record: not one picture per prompt"
+# --to-emb keeps what decoder-diffuse --best-of keeps from the same candidates
+"$BIN/clip-encode" "a red circle above a blue square" | "$BIN/prior-sample" -S 5 -s 2 > "$tmp/pr.rec"
+"$BIN/decoder-diffuse" -q -S 4 -n 3 --best-of 1 -f record "$tmp/pr.rec" > "$tmp/cands.rec"
+"$BIN/decoder-diffuse" -q -S 4 --best-of 3 -f record "$tmp/pr.rec" > "$tmp/bestof.rec"
+image_hash() { "$BIN/rec-dump" "$@" | grep -o '"image":{[^}]*}' | sed 's/.*"fnv1a":"//; s/".*//'; }
+[ "$(image_hash "$tmp/bestof.rec")" = "$(image_hash "$(
+    "$BIN/clip-rank" --to-emb -k 1 -f record "$tmp/cands.rec" > "$tmp/toemb.rec"; echo "$tmp/toemb.rec")")" ] ||
+    fail "clip-rank --to-emb does not keep decoder-diffuse --best-of's picture"
+expect 2 "clip-rank: --to-emb ranks against" "$BIN/clip-rank" --to-emb -p x "$tmp/cands.rec"
+expect 1 "pr.rec: record 1: --to-emb needs pixels" "$BIN/clip-rank" --to-emb "$tmp/pr.rec"
 
 # errors: no embedding, wrong width, no text_emb in a bank, usage
 "$BIN/clip-encode" "a red circle" > "$tmp/text.rec"
