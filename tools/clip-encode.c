@@ -100,22 +100,16 @@ static text_enc text_row(const encoder *e, const text_enc *b, int i, const char 
 static void encode_texts(const encoder *e, const char *const *prompts, const char *const *labels, int n,
                          text_enc *b, int *truncated)
 {
-    int32_t *ids = uc_alloc((size_t)e->ctx, sizeof *ids);
-    for (int i = 0; i < n; i++) {
-        int k = uc_bpe_encode(e->bpe, prompts[i], ids, e->ctx);
-        if (k < 0)
-            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg()); /* UTF-8, size, &#N; */
-        if (truncated)
-            truncated[i] = k + 2 > e->ctx;
-        if (k + 2 > e->ctx && e->cli->verbose >= 0)
-            uc_warn(e->cli, "%s: %d tokens, truncated to the context of %d", labels[i], k + 2, e->ctx);
-        if (uc_tokenize(e->bpe, prompts[i], e->ctx, 1, b->tokens + (size_t)i * (size_t)e->ctx,
-                        b->mask + (size_t)i * (size_t)e->ctx))
-            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg());
-    }
-    uc_free(ids);
-    if (clip_encode_text(e->m, b->tokens, n, b->seq, b->emb))
+    int *ntok = uc_alloc((size_t)n, sizeof *ntok);
+    if (uc_clipuse_texts_seq(&e->u, prompts, labels, n, b->emb, b->seq, b->tokens, b->mask, ntok))
         uc_die_err(e->cli);
+    for (int i = 0; i < n; i++) {
+        if (truncated)
+            truncated[i] = ntok[i] > e->ctx;
+        if (ntok[i] > e->ctx && e->cli->verbose >= 0)
+            uc_warn(e->cli, "%s: %d tokens, truncated to the context of %d", labels[i], ntok[i], e->ctx);
+    }
+    uc_free(ntok);
 }
 
 static void set_text_fields(const encoder *e, rec *r, const text_enc *t)

@@ -387,7 +387,7 @@ static void prior_draw(prior_ctx *P, const uc_cli *c, const uc_clipuse *u, const
     int D = u->D, T = u->ctx, W = u->W;
     float *emb = uc_alloc(2 * (size_t)D, sizeof *emb), *seq = uc_alloc(2 * (size_t)T * (size_t)W, sizeof *seq);
     uint8_t *mask = uc_alloc(2 * (size_t)T, 1);
-    if (uc_clipuse_texts_seq(u, texts, 2, emb, seq, mask))
+    if (uc_clipuse_texts_seq(u, texts, NULL, 2, emb, seq, NULL, mask, NULL))
         uc_die(c, UC_EXIT_DATA, "%s: %s", word, uc_errmsg());
     uc_prior_text *txt;
     if (uc_prior_text_new(&P->p, 2, emb, seq, mask, &txt))

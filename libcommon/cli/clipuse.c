@@ -69,12 +69,12 @@ void uc_clipuse_close(uc_clipuse *u)
 
 /* Tokenize texts[n] into tokens[n, ctx] (and mask), truncating. */
 static int tokenize(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n,
-                    int32_t *tokens, uint8_t *mask, int *truncated)
+                    int32_t *tokens, uint8_t *mask, int *ntokens)
 {
     if (!u->bpe)
         return uc_err("%s: no tokenizer for this CLIP model", u->path);
     for (int i = 0; i < n; i++) {
-        int k = uc_bpe_encode(u->bpe, texts[i], NULL, 0);
+        int k = uc_bpe_encode(u->bpe, texts[i], NULL, 0); /* UTF-8, size, &#N; */
         if (k < 0 || uc_tokenize(u->bpe, texts[i], u->ctx, 1, tokens + (size_t)i * (size_t)u->ctx,
                                  mask ? mask + (size_t)i * (size_t)u->ctx : NULL)) {
             if (labels)
@@ -83,20 +83,20 @@ static int tokenize(const uc_clipuse *u, const char *const *texts, const char *c
                 uc_err_prefix("text %d", i + 1);
             return -1;
         }
-        if (truncated)
-            truncated[i] = k + 2 > u->ctx;
+        if (ntokens)
+            ntokens[i] = k + 2;
     }
     return 0;
 }
 
 int uc_clipuse_texts(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n, float *emb,
-                     int *truncated)
+                     int *ntokens)
 {
     int32_t *tokens = uc_alloc((size_t)TEXT_BATCH * (size_t)u->ctx, sizeof *tokens);
     int rc = 0;
     for (int i0 = 0; i0 < n && !rc; i0 += TEXT_BATCH) {
         int nb = n - i0 < TEXT_BATCH ? n - i0 : TEXT_BATCH;
-        rc = tokenize(u, texts + i0, labels ? labels + i0 : NULL, nb, tokens, NULL, truncated ? truncated + i0 : NULL);
+        rc = tokenize(u, texts + i0, labels ? labels + i0 : NULL, nb, tokens, NULL, ntokens ? ntokens + i0 : NULL);
         if (!rc)
             rc = clip_encode_text(u->m, tokens, nb, NULL, emb + (size_t)i0 * (size_t)u->D);
     }
@@ -104,13 +104,15 @@ int uc_clipuse_texts(const uc_clipuse *u, const char *const *texts, const char *
     return rc;
 }
 
-int uc_clipuse_texts_seq(const uc_clipuse *u, const char *const *texts, int n, float *emb, float *seq, uint8_t *mask)
+int uc_clipuse_texts_seq(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n, float *emb,
+                         float *seq, int32_t *tokens, uint8_t *mask, int *ntokens)
 {
-    int32_t *tokens = uc_alloc((size_t)n * (size_t)u->ctx, sizeof *tokens);
-    int rc = tokenize(u, texts, NULL, n, tokens, mask, NULL);
+    int32_t *tok = tokens ? tokens : uc_alloc((size_t)n * (size_t)u->ctx, sizeof *tok);
+    int rc = tokenize(u, texts, labels, n, tok, mask, ntokens);
     if (!rc)
-        rc = clip_encode_text(u->m, tokens, n, seq, emb);
-    uc_free(tokens);
+        rc = clip_encode_text(u->m, tok, n, seq, emb);
+    if (!tokens)
+        uc_free(tok);
     return rc;
 }
 

@@ -40,14 +40,16 @@ void uc_clipuse_open(uc_clipuse *u, const uc_cli *c, int need);
 void uc_clipuse_close(uc_clipuse *u);
 
 /* Embeddings emb[n, D] of n texts (clip.tokenize with truncation), batched.
- * truncated[n] (or NULL) says which did not fit the context; labels[n] (or
- * NULL: "text N") name them in errors (invalid UTF-8, and the like). */
+ * ntokens[n] (or NULL) receives how many tokens each needs, SOT and EOT
+ * included (more than ctx: it was truncated); labels[n] (or NULL: "text
+ * N") name them in errors (invalid UTF-8, and the like). */
 int uc_clipuse_texts(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n, float *emb,
-                     int *truncated);
-/* The same with the token sequences seq[n, ctx, W] and the token masks
- * mask[n, ctx] that the prior and decoder read (any may be NULL). */
-int uc_clipuse_texts_seq(const uc_clipuse *u, const char *const *texts, int n, float *emb, float *seq,
-                         uint8_t *mask);
+                     int *ntokens);
+/* The same in one forward, with what the prior and decoder read too: the
+ * token sequences seq[n, ctx, W], tokens[n, ctx] and token masks mask[n,
+ * ctx] (any output may be NULL). */
+int uc_clipuse_texts_seq(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n, float *emb,
+                         float *seq, int32_t *tokens, uint8_t *mask, int *ntokens);
 
 /* The image embedding emb[D] of a decoded picture (any PNG colour type). */
 int uc_clipuse_picture(const uc_clipuse *u, const uc_image *img, float *emb);
