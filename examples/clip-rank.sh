@@ -5,8 +5,8 @@
 #
 #   examples/clip-rank.sh ["PROMPT" [CANDIDATES [OUT.png [SEED]]]]
 #
-# 1. renders four scenes and classifies them among every single-object
-#    caption of the shapes world (scripts/shapes-captions.sh single);
+# 1. renders four scenes and classifies them among every single-object and
+#    count caption of the shapes world (scripts/shapes-captions.sh);
 # 2. finds, among the same four, the picture for "two blue squares";
 # 3. draws CANDIDATES (default 8) pictures for PROMPT (default "a red circle
 #    above a blue square"), prints each candidate's score and rank, and
@@ -21,10 +21,11 @@ BIN=${BIN:-$root/bin}
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-echo "== labels for four rendered scenes (top 2 of 54 single-object captions)"
+echo "== labels for four rendered scenes (top 2 of 108 single-object and count captions)"
 "$BIN/shapes-render" -s "$seed" -f record "a small red circle" "a big blue square" "two blue squares" \
     "a yellow triangle" > "$dir/scenes.rec"
-sh "$root/scripts/shapes-captions.sh" single | "$BIN/clip-encode" > "$dir/labels.rec" # a label bank
+{ sh "$root/scripts/shapes-captions.sh" single; sh "$root/scripts/shapes-captions.sh" count; } |
+    "$BIN/clip-encode" > "$dir/labels.rec" # a label bank
 "$BIN/clip-rank" -T "$dir/labels.rec" --top 2 "$dir/scenes.rec"
 
 echo "== the picture for \"two blue squares\""
