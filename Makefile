@@ -5,6 +5,8 @@
 #   make bench           benchmarks (never part of check)
 #   make check-real      real-size weights: convert and run each stage (40 min)
 #   make eval            the default model's shapes-eval scores (200 captions)
+#   make eval-clip       CLIP as an instrument: zero-shot classification,
+#                        reranking, the portmanteau probe (about 15 min)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -149,6 +151,18 @@ eval: all
 	$(BIN)/shapes-eval $(EVAL)/images.rec > $(EVAL)/scores.txt
 	@cat $(EVAL)/scores.txt
 
+# CLIP as an instrument (scripts/eval-clip.sh): zero-shot classification
+# of EVAL_CLIP_N rendered scenes among every caption of their kind,
+# clip-rank against decoder-diffuse --best-of on 8 candidates for each of
+# EVAL_CLIP_R prompts, and clip-lexicon on 50 portmanteaus. Files stay in
+# $(BUILD)/eval-clip; EVAL_CLIP_PARTS picks parts (1 2 3).
+EVAL_CLIP_N     ?= 600
+EVAL_CLIP_R     ?= 26
+EVAL_CLIP_PARTS ?= 1 2 3
+eval-clip: all
+	BIN=$(BIN) OUT=$(BUILD)/eval-clip N=$(EVAL_CLIP_N) R=$(EVAL_CLIP_R) SEED=$(EVAL_SEED) \
+	  PARTS="$(EVAL_CLIP_PARTS)" sh scripts/eval-clip.sh
+
 install: all $(BIN)/unclip-bench
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(BIN)/unclip-bench $(DESTDIR)$(PREFIX)/bin
@@ -169,5 +183,5 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-real bench eval install clean deps fuzz fuzz-run regen layers
+.PHONY: all unit golden shell check check-real bench eval eval-clip install clean deps fuzz fuzz-run regen layers
 .SECONDARY:

@@ -14,7 +14,7 @@
 #include "libcommon/text/bpe.h"
 #include "libcommon/cli/cli.h"
 #include "libcommon/cli/stage.h"
-#include "libcommon/image/preprocess.h"
+#include "libcommon/cli/clipuse.h"
 #include "libcommon/models/clip.h"
 #include "formats/base.h"
 #include "libcommon/models/model.h"
@@ -58,8 +58,9 @@ enum { OPT_SEQ_F16 = 256 };
 
 typedef struct {
     uc_cli *cli;
-    clip_model *m;
-    uc_bpe *bpe;
+    uc_clipuse u;
+    const clip_model *m;
+    const uc_bpe *bpe;
     int ctx, W, D;
     int seq_f16;
     const char *model_id;
@@ -143,23 +144,18 @@ static text_enc text_row(const encoder *e, const text_enc *b, int i, const char 
 static void encode_texts(const encoder *e, const char *const *prompts, const char *const *labels, int n,
                          text_enc *b, int *truncated)
 {
-    int32_t *ids = uc_alloc((size_t)e->ctx, sizeof *ids);
-    for (int i = 0; i < n; i++) {
-        int k = uc_bpe_encode(e->bpe, prompts[i], ids, e->ctx);
-        if (k < 0)
-            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg()); /* UTF-8, size, &#N; */
-        if (truncated)
-            truncated[i] = k + 2 > e->ctx;
+    int *ntok = uc_alloc((size_t)n, sizeof *ntok);
+    for (int i = 0; i < n; i++)
         check_words(e, labels[i], prompts[i]);
-        if (k + 2 > e->ctx && e->cli->verbose >= 0)
-            uc_warn(e->cli, "%s: %d tokens, truncated to the context of %d", labels[i], k + 2, e->ctx);
-        if (uc_tokenize(e->bpe, prompts[i], e->ctx, 1, b->tokens + (size_t)i * (size_t)e->ctx,
-                        b->mask + (size_t)i * (size_t)e->ctx))
-            uc_die(e->cli, UC_EXIT_DATA, "%s: %s", labels[i], uc_errmsg());
-    }
-    uc_free(ids);
-    if (clip_encode_text(e->m, b->tokens, n, b->seq, b->emb))
+    if (uc_clipuse_texts_seq(&e->u, prompts, labels, n, b->emb, b->seq, b->tokens, b->mask, ntok))
         uc_die_err(e->cli);
+    for (int i = 0; i < n; i++) {
+        if (truncated)
+            truncated[i] = ntok[i] > e->ctx;
+        if (ntok[i] > e->ctx && e->cli->verbose >= 0)
+            uc_warn(e->cli, "%s: %d tokens, truncated to the context of %d", labels[i], ntok[i], e->ctx);
+    }
+    uc_free(ntok);
 }
 
 static void set_text_fields(const encoder *e, rec *r, const text_enc *t)
@@ -348,7 +344,7 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
     const clip_model *m = e->m;
     const clip_info *mi = clip_get_info(m);
     if (!mi->has_vision)
-        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", mi->model.path);
+        uc_die(e->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower", e->u.path);
     /* The empty prompt's text fields and the negative prompt's, once. */
     text_enc b = {0}, cond = {0}, unc = {0};
     if (e->bpe) {
@@ -361,8 +357,7 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
     } else if (!mi->has_text) {
         uc_info(e->cli, "the model has no text tower: records carry image_emb only");
     }
-    int R = mi->image_resolution;
-    float *px = uc_alloc((size_t)3 * (size_t)R * (size_t)R, sizeof *px), *emb = uc_alloc((size_t)e->D, sizeof *emb);
+    float *emb = uc_alloc((size_t)e->D, sizeof *emb);
     for (int i = 0; i < n; i++) {
         uc_image img;
         int rc;
@@ -372,17 +367,14 @@ static void encode_images(encoder *e, int n, char **files, const char *negative)
             rc = uc_png_read_file(files[i], 1, &img);
         if (rc)
             uc_die_err(e->cli);
-        if (clip_preprocess(&img, R, NULL, NULL, px))
+        if (uc_clipuse_picture(&e->u, &img, emb))
             uc_die(e->cli, UC_EXIT_DATA, "%s: %s", files[i], uc_errmsg());
         size_t npx = (size_t)img.w * (size_t)img.h * (size_t)img.channels;
         uint64_t key = uc_noise_key_bytes(img.px, npx); /* a variation's noise: its picture's */
         uc_image_free(&img);
-        if (clip_encode_image(m, px, 1, emb, NULL, NULL))
-            uc_die_err(e->cli);
         emit(e, e->bpe ? &cond : NULL, e->bpe ? &unc : NULL, emb, files[i], 0, key);
         uc_progress(e->cli, "images", i + 1, n);
     }
-    uc_free(px);
     uc_free(emb);
     if (e->bpe)
         text_free(&b);
@@ -415,24 +407,18 @@ int main(int argc, char **argv)
         uc_die(&c, UC_EXIT_USAGE, "--image needs at least one FILE");
     uc_cli_ready(&c);
 
-    const char *path = uc_model_path(&c, "clip");
-    clip_model *m = clip_open(path);
-    if (!m)
-        uc_die_err(&c);
+    encoder e = {.cli = &c, .seq_f16 = seq_f16};
+    uc_clipuse_open(&e.u, &c, images ? 0 : UC_CLIPUSE_TEXT);
+    const clip_model *m = e.m = e.u.m;
     const clip_info *mi = clip_get_info(m);
-    if (!images && !mi->has_text)
-        uc_die(&c, UC_EXIT_DATA, "%s: this CLIP model has no text tower", path);
-    encoder e = {.cli = &c, .m = m, .ctx = mi->context_length, .W = mi->transformer_width, .D = mi->embed_dim,
-                 .seq_f16 = seq_f16};
+    e.bpe = e.u.bpe;
+    e.ctx = e.u.ctx, e.W = e.u.W, e.D = e.u.D;
     e.model_id = mi->model.id;
     snprintf(e.checksum, sizeof e.checksum, "%s", mi->model.checksum);
     e.vocabulary = mi->model.vocabulary;
-    if (mi->has_text && !(e.bpe = clip_tokenizer(m))) {
-        if (!images)
-            uc_die_err(&c);
+    if (mi->has_text && !e.bpe) /* --image: the text fields are optional */
         uc_warn(&c, "records get image_emb only (no text fields): %s", uc_errmsg());
-    }
-    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", path, mi->has_text ? "yes" : "no",
+    uc_info(&c, "%s: text %s, vision %s, embed_dim %d", e.u.path, mi->has_text ? "yes" : "no",
             mi->has_vision ? "yes" : "no", mi->embed_dim);
 
     if (images)
@@ -440,7 +426,6 @@ int main(int argc, char **argv)
     else
         encode_prompts(&e, argc - optind, argv + optind, negative);
     uc_stdout_check(&c);
-    uc_bpe_free(e.bpe);
-    clip_free(m);
+    uc_clipuse_close(&e.u);
     return UC_EXIT_OK;
 }

@@ -864,14 +864,31 @@ int clip_encode_text(const clip_model *m, const int32_t *tokens, int B, float *s
         return uc_err("this CLIP model has no text tower");
     if (B < 1)
         return 0;
-    int64_t T = m->info.context_length, W = m->info.transformer_width, D = m->info.embed_dim, M = (int64_t)B * T;
-    for (int64_t i = 0; i < M; i++)
+    int64_t C = m->info.context_length, W = m->info.transformer_width, D = m->info.embed_dim;
+    for (int64_t i = 0; i < (int64_t)B * C; i++)
         if (tokens[i] < 0 || tokens[i] >= m->info.vocab_size)
-            return uc_err("row %lld token %lld: id %d outside the vocabulary (%d)", (long long)(i / T),
-                          (long long)(i % T), tokens[i], m->info.vocab_size);
+            return uc_err("row %lld token %lld: id %d outside the vocabulary (%d)", (long long)(i / C),
+                          (long long)(i % C), tokens[i], m->info.vocab_size);
+    /* Pool at tokens.argmax(-1): the first highest id (EOT). The mask is
+     * causal, so when only the embedding is wanted the positions after the
+     * last pooled one change nothing and are not computed (T <= C). */
+    int64_t *at = uc_alloc((size_t)B, sizeof *at), T = C;
+    for (int64_t r = 0; r < B; r++) {
+        at[r] = 0;
+        for (int64_t t = 1; t < C; t++)
+            if (tokens[r * C + t] > tokens[r * C + at[r]])
+                at[r] = t;
+    }
+    if (!seq) {
+        T = 1;
+        for (int64_t r = 0; r < B; r++)
+            T = at[r] + 1 > T ? at[r] + 1 : T;
+    }
+    int64_t M = (int64_t)B * T;
     float *x = uc_alloc((size_t)M, (size_t)W * sizeof(float));
     for (int64_t i = 0; i < M; i++) {
-        const float *te = m->token_embedding + (int64_t)tokens[i] * W, *pe = m->positional_embedding + (i % T) * W;
+        int64_t r = i / T, t = i % T;
+        const float *te = m->token_embedding + (int64_t)tokens[r * C + t] * W, *pe = m->positional_embedding + t * W;
         for (int64_t j = 0; j < W; j++)
             x[i * W + j] = te[j] + pe[j];
     }
@@ -882,17 +899,12 @@ int clip_encode_text(const clip_model *m, const int32_t *tokens, int B, float *s
     if (seq)
         memcpy(seq, x, (size_t)(M * W) * sizeof *x);
     if (emb) {
-        /* Pool at tokens.argmax(-1): the first highest id (EOT). */
         float *pooled = ws.h;
-        for (int64_t r = 0; r < B; r++) {
-            int64_t at = 0;
-            for (int64_t t = 1; t < T; t++)
-                if (tokens[r * T + t] > tokens[r * T + at])
-                    at = t;
-            memcpy(pooled + r * W, x + (r * T + at) * W, (size_t)W * sizeof *x);
-        }
+        for (int64_t r = 0; r < B; r++)
+            memcpy(pooled + r * W, x + (r * T + at[r]) * W, (size_t)W * sizeof *x);
         uc_matmul(emb, pooled, m->text_projection, B, W, D);
     }
+    uc_free(at);
     uc_free(ws.block);
     uc_free(x);
     return 0;

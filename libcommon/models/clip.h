@@ -99,7 +99,9 @@ uc_bpe *clip_tokenizer(const clip_model *m);
 /* ---- the encoders ---- */
 
 /* tokens[B, ctx] (ids < vocab_size) -> seq[B, ctx, W] after ln_final (NULL
- * to skip) and emb[B, D] (NULL to skip). */
+ * to skip) and emb[B, D] (NULL to skip). Without seq only the positions up
+ * to the last EOT of the batch are computed (the mask is causal): the
+ * embedding is the same, and short texts cost far less. */
 int clip_encode_text(const clip_model *m, const int32_t *tokens, int B, float *seq, float *emb);
 
 /* Normalised pixels px[B, 3, R, R] -> emb[B, D]; optionally seq[B, G*G+1,

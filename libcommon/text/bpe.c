@@ -45,6 +45,8 @@ struct uc_bpe {
     uint32_t *pair_rank;    /* [pair_cap] merge rank (0 = first merge) */
     uint32_t *pair_id;      /* [pair_cap] id of the merged symbol */
     uint32_t pair_cap;      /* power of two */
+    char *vocab;            /* the vocabulary's strings, concatenated in id order */
+    uint32_t *vocab_off;    /* [nvocab + 1] offsets into vocab */
 };
 
 /* ---- bytes_to_unicode ---------------------------------------------------- */
@@ -273,8 +275,8 @@ uc_bpe *uc_bpe_load_text(const char *text, size_t len, int nmerges)
         b->pair_rank[s] = (uint32_t)i;
         b->pair_id[s] = id;
     }
-    uc_free(t.s);
-    uc_free(t.off);
+    b->vocab = t.s; /* kept for uc_bpe_piece */
+    b->vocab_off = t.off;
     uc_free(t.hash);
     uc_free(t.slot);
     uc_free(parts);
@@ -335,10 +337,20 @@ void uc_bpe_free(uc_bpe *b)
     uc_free(b->pair_key);
     uc_free(b->pair_rank);
     uc_free(b->pair_id);
+    uc_free(b->vocab);
+    uc_free(b->vocab_off);
     uc_free(b);
 }
 
 int uc_bpe_vocab_size(const uc_bpe *b) { return b->nvocab; }
+
+const char *uc_bpe_piece(const uc_bpe *b, int32_t id, size_t *len)
+{
+    if (id < 0 || id >= b->nvocab)
+        return NULL;
+    *len = b->vocab_off[id + 1] - b->vocab_off[id];
+    return b->vocab + b->vocab_off[id];
+}
 int32_t uc_bpe_sot(const uc_bpe *b) { return b->nvocab - 2; }
 int32_t uc_bpe_eot(const uc_bpe *b) { return b->nvocab - 1; }
 

@@ -30,6 +30,11 @@ void uc_bpe_free(uc_bpe *b);
 int uc_bpe_vocab_size(const uc_bpe *b);
 int32_t uc_bpe_sot(const uc_bpe *b);
 int32_t uc_bpe_eot(const uc_bpe *b);
+/* The vocabulary string of id (bytes_to_unicode symbols, "</w>" at a word
+ * end, as in the merges file): *len bytes at the returned pointer, not
+ * NUL-terminated, valid while b lives; NULL when id is outside the
+ * vocabulary. */
+const char *uc_bpe_piece(const uc_bpe *b, int32_t id, size_t *len);
 
 /* The vocabulary file: $UNCLIP_VOCAB when set (returned even if missing, so
  * that loading it names the path), else UC_SHARE_DIR/bpe_simple_vocab_16e6.txt.gz,

@@ -353,6 +353,15 @@ static void test_causal_and_pooling(void **state)
     assert_int_equal(clip_encode_text(m, tok + CTX, 1, seq1, emb1), 0);
     for (int i = 0; i < CTX * TW; i++)
         assert_true(fabsf(seq1[i] - seq[CTX * TW + i]) < 1e-5f);
+    /* without seq only the positions up to the last pooled one are run
+     * (rows pooled at 9 and 3): the embeddings are the same */
+    float emb2[2 * EMBED];
+    assert_int_equal(clip_encode_text(m, tok, 2, NULL, emb2), 0);
+    for (int i = 0; i < 2 * EMBED; i++)
+        assert_true(fabsf(emb2[i] - emb[i]) < 1e-6f);
+    assert_int_equal(clip_encode_text(m, tok + CTX, 1, NULL, emb2), 0); /* alone: 4 positions */
+    for (int i = 0; i < EMBED; i++)
+        assert_true(fabsf(emb2[i] - emb[EMBED + i]) < 1e-6f);
     /* ids outside the vocabulary are refused */
     tok[5] = VOCAB;
     assert_int_equal(clip_encode_text(m, tok, 1, seq, emb), -1);
