@@ -72,7 +72,8 @@ static const char *const act_name[NACT] = {"tag", "blank", "drop"};
 #define POLICY_MAX_BYTES (1u << 20)
 #define LABELS_MAX_BYTES (64u << 20)
 #define MAX_RULES 4096
-#define MAX_TERMS 64     /* concepts and contrasts of one rule */
+#define MAX_TERMS 4096 /* texts and files of one rule, braces expanded */
+#define MAX_ALL_TERMS 16384 /* of the policy */
 #define MAX_TERM_LEN 1000
 #define MAX_ITEMS (1 << 20) /* calibration items */
 
@@ -135,9 +136,44 @@ static int add_term(policy *p, const char *s, int line)
     for (int i = 0; i < p->nterms; i++)
         if (p->terms[i].file == file && !strcmp(p->terms[i].text, t))
             return i;
-    p->terms = uc_xrealloc(p->terms, (size_t)p->nterms + 1, sizeof *p->terms);
+    if (p->nterms == MAX_ALL_TERMS)
+        return uc_err("%s line %d: more than %d concepts in the policy", p->path, line, MAX_ALL_TERMS);
+    if (p->nterms % 64 == 0)
+        p->terms = uc_xrealloc(p->terms, (size_t)p->nterms + 64, sizeof *p->terms);
     p->terms[p->nterms] = (term){.text = uc_strdup(t), .file = file, .line = line};
     return p->nterms++;
+}
+
+/* Add the texts a concept stands for: each {x,y,...} is one of its
+ * comma-separated alternatives (several braces: every combination). */
+static int expand(policy *p, const char *t, int line, int *out, int *n)
+{
+    const char *open = strchr(t, '{'), *close = open ? strchr(open, '}') : strchr(t, '}');
+    if (!open && !close) {
+        char buf[MAX_TERM_LEN + 1];
+        snprintf(buf, sizeof buf, "%s", t);
+        char *x = trim(buf);
+        if (!*x)
+            return uc_err("%s line %d: a concept expands to an empty text", p->path, line);
+        if (*n == MAX_TERMS)
+            return uc_err("%s line %d: more than %d concepts in one rule", p->path, line, MAX_TERMS);
+        return (out[(*n)++] = add_term(p, x, line)) < 0 ? -1 : 0;
+    }
+    if (!open || !close || close < open || memchr(open + 1, '{', (size_t)(close - open - 1)))
+        return uc_err("%s line %d: unbalanced or nested braces", p->path, line);
+    size_t pre = (size_t)(open - t);
+    for (const char *a = open + 1;;) {
+        const char *e = a + strcspn(a, ",}");
+        char buf[2 * MAX_TERM_LEN + 2];
+        if (pre + (size_t)(e - a) + strlen(close + 1) > MAX_TERM_LEN)
+            return uc_err("%s line %d: a concept longer than %d bytes", p->path, line, MAX_TERM_LEN);
+        snprintf(buf, sizeof buf, "%.*s%.*s%s", (int)pre, t, (int)(e - a), a, close + 1);
+        if (expand(p, buf, line, out, n))
+            return -1;
+        if (*e == '}')
+            return 0;
+        a = e + 1;
+    }
 }
 
 /* "a|b|c" -> term indices; -1 and uc_err on an empty or too long part. */
@@ -154,11 +190,18 @@ static int parse_terms(policy *p, char *s, int line, int **out, int *n)
             return uc_err("%s line %d: an empty concept (between '|', or after 'vs' or '@')", p->path, line);
         if (strlen(t) > MAX_TERM_LEN)
             return uc_err("%s line %d: a concept longer than %d bytes", p->path, line, MAX_TERM_LEN);
-        if (*n == MAX_TERMS)
-            return uc_err("%s line %d: more than %d concepts", p->path, line, MAX_TERMS);
-        (*out)[(*n)++] = add_term(p, t, line);
-        if (!bar)
+        if (t[0] == '@') {
+            if (*n == MAX_TERMS)
+                return uc_err("%s line %d: more than %d concepts in one rule", p->path, line, MAX_TERMS);
+            if (((*out)[(*n)++] = add_term(p, t, line)) < 0)
+                return -1;
+        } else if (expand(p, t, line, *out, n)) {
+            return -1;
+        }
+        if (!bar) {
+            *out = uc_xrealloc(*out, (size_t)*n, sizeof **out);
             return 0;
+        }
         part = bar + 1;
     }
 }

@@ -98,6 +98,11 @@ pol 'drop text=0 a red cube | a red ball \' '   vs two green circles  # continue
 expect 3 "record 1 'a red cube' dropped" "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 grep -q 'record 2' "$tmp/err" && fail "contrast: record 2 dropped"
 
+# braces: each alternative, every combination; the rule keeps its text
+pol 'drop text=0.99999 a {blue,red} {ball,cube}'
+expect 3 "dropped at text: drop: line 1 'a {blue,red} {ball,cube}' 1.0000" "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
+"$F" $M -v -p "$tmp/p.txt" "$tmp/t.rec" 2>&1 > /dev/null | grep -q '1 rules, 4 concepts' || fail "braces: not 4 concepts"
+
 # the cache: created beside the policy, keyed by the CLIP's checksum
 pol 'tag text=-2 a cube | a ball'
 rm -f "$tmp/p.txt.cache.rec"
@@ -147,7 +152,7 @@ expect 1 'labels3 line 2: .maybe. is not allowed or blocked' "$F" $M -p "$tmp/p.
 # a bad policy line is an error naming the file and the line
 for bad in 'drop text=0.5' 'dorp text=0.5 a cube' 'drop a cube' 'drop text=abc a cube' 'drop text=3 a cube' \
     'drop txt=0.5 a cube' 'drop text=0.1 text=0.2 a cube' 'drop text=0.5 a cube | | a ball' \
-    'drop text=0.5 a vs b vs c'; do
+    'drop text=0.5 a vs b vs c' 'drop text=0.5 a {b,c' 'drop text=0.5 a {b,{c}}' 'drop text=0.5 {,}'; do
     pol '# first line' "$bad"
     expect 1 'p.txt line 2: ' "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 done
