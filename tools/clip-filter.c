@@ -395,7 +395,7 @@ static int cache_load(filter *f, const char *path)
     rec_reader_free(rr);
     close(fd);
     if (bad || stale) {
-        if (bad)
+        if (bad && f->cli.verbose >= 0)
             uc_warn(&f->cli, "%s: damaged cache (%s): encoding the concepts again", path, uc_errmsg());
         else
             uc_info(&f->cli, "%s: made with another CLIP: encoding the concepts again", path);
@@ -440,7 +440,7 @@ static void cache_save(filter *f, const char *path)
         ok = 0;
     if (ok && rename(tmp, path) == 0)
         uc_info(&f->cli, "%s: written", path);
-    else
+    else if (f->cli.verbose >= 0)
         uc_warn(&f->cli, "%s: cannot write the cache: %s", path, strerror(errno));
     if (!ok || access(tmp, F_OK) == 0)
         unlink(tmp);
