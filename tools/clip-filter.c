@@ -55,7 +55,8 @@ static const char usage[] =
     "record is not passed on (one line on standard error); blank: its picture\n"
     "becomes flat black (a record without a picture is dropped); tag: passed on\n"
     "with the hit recorded. Every record passed on gets filter.POINT {policy,\n"
-    "checksum, clip, verdict, line, concept, score, threshold, reason, scores}.\n"
+    "checksum, clip, verdict, line, concept, contrast, score, threshold, reason,\n"
+    "scores}: concept and contrast are the deciding rule's nearest.\n"
     "Exit status: 0 nothing blocked, 3 something dropped or blanked, 1 data\n"
     "error (a record that cannot be scored is one), 2 usage error.\n";
 
@@ -115,6 +116,7 @@ typedef struct {
     policy p;
     float *cos;    /* [nterms] */
     float *scores; /* [nrules] */
+    int *near;     /* [nrules, 2] the nearest concept and contrast (-1: none) */
 } filter;
 
 /* ---- the policy file ---- */
@@ -304,8 +306,11 @@ static int policy_parse(policy *p, const char *path)
         char *t = trim(s);
         size_t tn = strlen(t);
         int more = tn > 0 && t[tn - 1] == '\\';
-        if (more)
+        if (more) {
             t[--tn] = 0;
+            t = trim(t);
+            tn = strlen(t);
+        }
         if (!jn)
             first = line;
         if (tn) {
@@ -541,17 +546,22 @@ static void score(filter *f, int pt, const float *e)
         const rule *r = &p->rules[k];
         if (!r->has[pt])
             continue;
-        float best = -INFINITY, contrast = 0;
+        float best = -INFINITY, contrast = -INFINITY;
+        int *near = f->near + 2 * k;
+        near[0] = near[1] = -1;
         for (int j = 0; j < r->nalt + r->ncon; j++) {
             int ti = j < r->nalt ? r->alt[j] : r->con[j - r->nalt];
             if (isnan(f->cos[ti]))
                 f->cos[ti] = uc_cosine(e, p->terms[ti].emb, f->D);
-            if (j < r->nalt)
-                best = UC_MAX(best, f->cos[ti]);
-            else
-                contrast = j == r->nalt ? f->cos[ti] : UC_MAX(contrast, f->cos[ti]);
+            if (j < r->nalt && f->cos[ti] > best) {
+                best = f->cos[ti];
+                near[0] = ti;
+            } else if (j >= r->nalt && f->cos[ti] > contrast) {
+                contrast = f->cos[ti];
+                near[1] = ti;
+            }
         }
-        f->scores[k] = best - contrast;
+        f->scores[k] = best - (r->ncon ? contrast : 0);
     }
 }
 
@@ -626,12 +636,26 @@ static void record_embedding(filter *f, const rec *r, const char *src, int pt, f
     uc_free(x);
 }
 
+/* A term as the policy names it: the text, or @path. */
+static const char *term_name(const filter *f, int ti, char *buf, size_t n)
+{
+    const term *t = &f->p.terms[ti];
+    snprintf(buf, n, "%s%s", t->file ? "@" : "", t->text);
+    return buf;
+}
+
+/* "drop: line 3 'a red triangle' vs 'a red square' 0.0312 >= 0 (policy
+ * no-triangles.txt fnv1a64:...)": the rule's nearest concept and contrast. */
 static void reason_text(const filter *f, int pt, decision d, char *buf, size_t n)
 {
     const rule *r = &f->p.rules[d.rule];
+    const int *near = f->near + 2 * d.rule;
     double s = f->scores[d.rule], t = r->thr[pt];
-    snprintf(buf, n, "%s: line %d '%s' %.4f %s %g (policy %s %s)", d.verdict < 0 ? "pass" : act_name[d.verdict],
-             r->line, r->concept, s, s >= t ? ">=" : "<", t, f->p.name, f->p.checksum);
+    char a[MAX_TERM_LEN + 2], b[MAX_TERM_LEN + 2];
+    snprintf(buf, n, "%s: line %d '%s'%s%s%s %.4f %s %g (policy %s %s)", d.verdict < 0 ? "pass" : act_name[d.verdict],
+             r->line, term_name(f, near[0], a, sizeof a), near[1] >= 0 ? " vs '" : "",
+             near[1] >= 0 ? term_name(f, near[1], b, sizeof b) : "", near[1] >= 0 ? "'" : "", s, s >= t ? ">=" : "<", t,
+             f->p.name, f->p.checksum);
 }
 
 /* filter.<point> of an output record. */
@@ -645,7 +669,10 @@ static void set_filter_field(const filter *f, rec *out, int pt, decision d, cons
     rec_set_str(m, "clip", f->m->info.checksum);
     rec_set_str(m, "verdict", d.verdict < 0 ? "pass" : act_name[d.verdict]);
     rec_set_u64(m, "line", (uint64_t)r->line);
-    rec_set_str(m, "concept", r->concept);
+    char a[MAX_TERM_LEN + 2];
+    rec_set_str(m, "concept", term_name(f, f->near[2 * d.rule], a, sizeof a));
+    if (f->near[2 * d.rule + 1] >= 0)
+        rec_set_str(m, "contrast", term_name(f, f->near[2 * d.rule + 1], a, sizeof a));
     rec_set_f64(m, "score", f->scores[d.rule]);
     rec_set_f64(m, "threshold", r->thr[pt]);
     rec_set_str(m, "reason", reason);
@@ -677,7 +704,7 @@ static int run_stage(filter *f, int n, char **files)
         record_embedding(f, r, in.src, pt, e);
         score(f, pt, e);
         decision d = decide(f, pt);
-        char reason[MAX_TERM_LEN * 2 + 256];
+        char reason[MAX_TERM_LEN * 2 + 4352];
         reason_text(f, pt, d, reason, sizeof reason);
         int has_picture = rec_has(r, "image");
         if (d.verdict == ACT_DROP || (d.verdict == ACT_BLANK && !has_picture)) {
@@ -1038,6 +1065,7 @@ int main(int argc, char **argv)
         uc_die(&f.cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower (--at image)", path);
     f.cos = uc_alloc((size_t)f.p.nterms, sizeof *f.cos);
     f.scores = uc_alloc((size_t)f.p.nrules, sizeof *f.scores);
+    f.near = uc_alloc((size_t)f.p.nrules * 2, sizeof *f.near);
     encode_terms(&f);
     uc_info(&f.cli, "%s: %d rules, %d concepts, %s; CLIP %s (%s)", f.policy_path, f.p.nrules, f.p.nterms,
             f.p.checksum, f.m->info.id, f.m->info.checksum);
@@ -1046,6 +1074,7 @@ int main(int argc, char **argv)
     uc_stdout_check(&f.cli);
     uc_free(f.cos);
     uc_free(f.scores);
+    uc_free(f.near);
     policy_free(&f.p);
     uc_bpe_free(f.bpe);
     clip_free(f.m);

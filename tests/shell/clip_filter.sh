@@ -95,12 +95,13 @@ expect 1 'p.txt line 1: @missing.png' "$F" $M -p "$tmp/pd/p.txt" "$tmp/pic.png"
 
 # contrasts and continued lines
 pol 'drop text=0 a red cube | a red ball \' '   vs two green circles  # continued'
-expect 3 "record 1 'a red cube' dropped" "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
+expect 3 "record 1 'a red cube' dropped at text: drop: line 1 'a red cube' vs 'two green circles' " "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 grep -q 'record 2' "$tmp/err" && fail "contrast: record 2 dropped"
+"$BIN/rec-dump" "$tmp/out" | grep -q '"concept":"a red [a-z]*","contrast":"two green circles"' || fail "contrast: fields"
 
 # braces: each alternative, every combination; the rule keeps its text
 pol 'drop text=0.99999 a {blue,red} {ball,cube}'
-expect 3 "dropped at text: drop: line 1 'a {blue,red} {ball,cube}' 1.0000" "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
+expect 3 "dropped at text: drop: line 1 'a red cube' 1.0000" "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 "$F" $M -v -p "$tmp/p.txt" "$tmp/t.rec" 2>&1 > /dev/null | grep -q '1 rules, 4 concepts' || fail "braces: not 4 concepts"
 
 # the cache: created beside the policy, keyed by the CLIP's checksum
