@@ -833,24 +833,22 @@ static void print_counts(const char *what, counts c)
 
 /* The threshold with the fewest errors (ties: the widest gap), as the
  * midpoint between neighbouring scores. */
+typedef struct {
+    float s;
+    int b;
+} scored;
+
+static int cmp_scored(const void *a, const void *b) { return cmp_float(&((const scored *)a)->s, &((const scored *)b)->s); }
+
 static double best_threshold(const float *sc, const label *l, int n, int *errors)
 {
-    typedef struct {
-        float s;
-        int b;
-    } pair;
-    pair *v = uc_alloc((size_t)n, sizeof *v);
+    scored *v = uc_alloc((size_t)n, sizeof *v);
     int pos = 0;
     for (int i = 0; i < n; i++) {
-        v[i] = (pair){sc[i], l[i].blocked};
+        v[i] = (scored){sc[i], l[i].blocked};
         pos += l[i].blocked;
     }
-    for (int i = 1; i < n; i++) /* insertion sort: n is small and this keeps it stable */
-        for (int j = i; j > 0 && v[j - 1].s > v[j].s; j--) {
-            pair t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
+    qsort(v, (size_t)n, sizeof *v, cmp_scored); /* equal scores are never split below */
     /* threshold below v[i]: items i.. are blocked */
     int fn = 0, fp = n - pos, best_err = n + 1;
     double best_t = 0, best_gap = -1;

@@ -199,4 +199,20 @@ expect 2 'threads' "$F" $M -p "$tmp/p.txt" -t abc "$tmp/t.rec"
 "$F" $M -p "$tmp/p.txt" "$tmp/t.rec" | "$BIN/rec-dump" | sed 's/"history".*//' > "$tmp/b.json"
 cmp -s "$tmp/a.json" "$tmp/b.json" || fail "-t 1 -s 5 changed the output"
 "$F" $M -v -p "$tmp/p.txt" "$tmp/t.rec" 2>&1 > /dev/null | grep -q 'p.txt: 1 rules, 1 concepts' || fail "-v"
+# the shipped policies with the default model (models/, as default_model.sh
+# finds it): a prompt and a picture with a triangle are stopped, others pass
+[ "$(cd "$BIN/.." && pwd)" = "$(pwd)" ] || export UNCLIP_MODELS="$PWD/models"
+cp examples/policies/no-triangles.txt examples/policies/no-red.txt "$tmp/"
+expect 3 "'a small green triangle' dropped at text: blank: line [0-9]* 'a green triangle' vs" \
+    sh -c "'$BIN/clip-encode' 'a small green triangle' | '$F' -p '$tmp/no-triangles.txt'"
+"$BIN/clip-encode" "a red circle above a blue square" | "$F" -p "$tmp/no-triangles.txt" > /dev/null ||
+    fail "no-triangles: a circle and a square were blocked"
+"$BIN/shapes-render" --size 128 "a blue square to the left of an orange triangle" "three green circles" > "$tmp/nt.png"
+expect 3 'record 1 blanked at image' "$F" -p "$tmp/no-triangles.txt" "$tmp/nt.png"
+"$BIN/rec-dump" "$tmp/out" > "$tmp/nt.json"
+grep -q '"prompt":"a blue square to the left of an orange triangle".*"verdict":"blank"' "$tmp/nt.json" || fail "no-triangles: not blanked"
+grep -q '"prompt":"three green circles".*"verdict":"pass"' "$tmp/nt.json" || fail "no-triangles: circles blanked"
+"$BIN/shapes-render" "a red square" "a blue circle" | "$F" -p "$tmp/no-red.txt" | "$BIN/rec-dump" > "$tmp/nr.json"
+grep -q '"prompt":"a red square".*"verdict":"tag"' "$tmp/nr.json" || fail "no-red: red square not tagged"
+grep -q '"prompt":"a blue circle".*"verdict":"pass"' "$tmp/nr.json" || fail "no-red: blue circle tagged"
 echo "clip_filter.sh: ok"
