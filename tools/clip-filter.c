@@ -400,10 +400,10 @@ static int cache_load(filter *f, const char *path)
     rec_reader_free(rr);
     close(fd);
     if (bad || stale) {
-        if (bad && f->cli.verbose >= 0)
-            uc_warn(&f->cli, "%s: damaged cache (%s): encoding the concepts again", path, uc_errmsg());
-        else
+        if (!bad)
             uc_info(&f->cli, "%s: made with another CLIP: encoding the concepts again", path);
+        else if (f->cli.verbose >= 0)
+            uc_warn(&f->cli, "%s: damaged cache (%s): encoding the concepts again", path, uc_errmsg());
         for (int i = 0; i < f->p.nterms; i++)
             if (!f->p.terms[i].file) {
                 uc_free(f->p.terms[i].emb);
@@ -507,6 +507,8 @@ static void encode_terms(filter *f)
         int *idx = uc_alloc((size_t)need, sizeof *idx), k = 0, truncated;
         for (int i = 0; i < p->nterms; i++)
             if (!p->terms[i].file && !p->terms[i].emb) {
+                if (uc_bpe_encode(f->bpe, p->terms[i].text, NULL, 0) < 0) /* invalid UTF-8 */
+                    uc_die(&f->cli, UC_EXIT_DATA, "%s line %d: %s", p->path, p->terms[i].line, uc_errmsg());
                 idx[k] = i;
                 texts[k++] = p->terms[i].text;
             }
@@ -781,7 +783,8 @@ static label *read_labels(const filter *f, int *n)
                        t);
             if (k == MAX_ITEMS)
                 uc_die(&f->cli, UC_EXIT_DATA, "%s: more than %d items", f->labels, MAX_ITEMS);
-            l = uc_xrealloc(l, (size_t)k + 1, sizeof *l);
+            if (k % 1024 == 0)
+                l = uc_xrealloc(l, (size_t)k + 1024, sizeof *l);
             l[k++] = (label){b, uc_strdup(trim(t + w)), line};
         }
         if (!nl)

@@ -157,6 +157,8 @@ for bad in 'drop text=0.5' 'dorp text=0.5 a cube' 'drop a cube' 'drop text=abc a
     pol '# first line' "$bad"
     expect 1 'p.txt line 2: ' "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 done
+printf '# bad UTF-8\ntag text=0 a \377 cube\n' > "$tmp/p.txt"
+expect 1 'p.txt line 2: .*UTF-8' "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 pol '# nothing but comments'
 expect 1 'no rules' "$F" $M -p "$tmp/p.txt" "$tmp/t.rec"
 expect 1 'nofile' "$F" $M -p "$tmp/nofile" "$tmp/t.rec"
