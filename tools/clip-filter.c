@@ -254,21 +254,20 @@ static int parse_rule(policy *p, char *s, int line)
         return uc_err("%s line %d: no threshold (text=T, emb=T or image=T after the action)", p->path, line);
     if (!*w)
         return uc_err("%s line %d: no concept after the thresholds", p->path, line);
-    r.concept = uc_strdup(w);
+    if (p->nrules == MAX_RULES)
+        return uc_err("%s line %d: more than %d rules", p->path, line, MAX_RULES);
     char *vs = strstr(w, " vs ");
-    if (vs) {
+    if (vs && strstr(vs + 4, " vs "))
+        return uc_err("%s line %d: 'vs' twice", p->path, line);
+    r.concept = uc_strdup(w);
+    if (vs)
         *vs = 0;
-        if (strstr(vs + 4, " vs "))
-            return uc_err("%s line %d: 'vs' twice", p->path, line);
-    }
     if (parse_terms(p, w, line, &r.alt, &r.nalt) || (vs && parse_terms(p, vs + 4, line, &r.con, &r.ncon))) {
         uc_free(r.concept);
         uc_free(r.alt);
         uc_free(r.con);
         return -1;
     }
-    if (p->nrules == MAX_RULES)
-        return uc_err("%s line %d: more than %d rules", p->path, line, MAX_RULES);
     p->rules = uc_xrealloc(p->rules, (size_t)p->nrules + 1, sizeof *p->rules);
     p->rules[p->nrules++] = r;
     return 0;
