@@ -4,6 +4,8 @@
 # Lightning checkpoints and ViT-L-14_stats.th), converted by unclip-convert to
 # F32 and F16 model files, each of which then runs one forward of its stage in
 # its tool, alone in a folder: clip-encode (a prompt and an image),
+# clip-filter (the ViT-L/14 starter policy on the prompt, the image
+# embedding and the picture),
 # prior-sample and decoder-diffuse (2 steps, the fewest they take), upsample
 # (2 steps: one of each UNet). Every output is checked for its fields' types,
 # shapes and finite values, and for the converted file's checksum in
@@ -50,7 +52,7 @@ for p in ${PYTHON:-} /usr/bin/python3 python3; do
     if "$p" -c 'import numpy' 2> /dev/null; then PY=$p && break; fi
 done
 [ -n "$PY" ] || fail "needs Python 3 with numpy (Debian: python3-numpy)"
-for t in unclip-convert unclip-spec clip-encode prior-sample decoder-diffuse upsample rec-dump; do
+for t in unclip-convert unclip-spec clip-encode clip-filter prior-sample decoder-diffuse upsample rec-dump; do
     [ -x "$BIN/$t" ] || fail "$BIN/$t missing (make first)"
 done
 # the key lists of the released files come from the stages' descriptions
@@ -130,6 +132,19 @@ for f in $formats; do
         uncond.text_emb=F32:"$clip_dim" uncond.text_seq=F32:"$ctx","$text_width" models.clip.checksum=="$sum"
     measure "clip-encode --image ($f)" "$W/image-$f.rec" "" "$BIN/clip-encode" ${THREADS:+-t "$THREADS"} -m "$m" --image "$png"
     check "$W/image-$f.rec" image_emb=F32:"$clip_dim" text_emb=F32:"$clip_dim" models.clip.checksum=="$sum"
+    # clip-filter with the ViT-L/14 starter policy (5 tag rules) at the three
+    # points: the prompt, the image embedding, the picture; the concepts are
+    # encoded by the first run and read from the cache by the others
+    cp examples/policies/vit-l14-starter.txt "$W/policy-$f.txt"
+    measure "clip-filter text, concepts encoded ($f)" "$W/filt-text-$f.rec" "$W/policy-$f.txt.cache.rec" \
+        "$BIN/clip-filter" ${THREADS:+-t "$THREADS"} -m "$m" -p "$W/policy-$f.txt" "$W/text-$f.rec"
+    check "$W/filt-text-$f.rec" filter.text.scores=F32:5 filter.text.clip=="$sum" text_emb=F32:"$clip_dim"
+    measure "clip-filter image_emb ($f)" "$W/filt-emb-$f.rec" "" \
+        "$BIN/clip-filter" ${THREADS:+-t "$THREADS"} -m "$m" -p "$W/policy-$f.txt" "$W/image-$f.rec"
+    check "$W/filt-emb-$f.rec" filter.emb.scores=F32:5 filter.emb.clip=="$sum"
+    measure "clip-filter picture ($f)" "$W/filt-png-$f.png" "" \
+        "$BIN/clip-filter" ${THREADS:+-t "$THREADS"} -m "$m" -p "$W/policy-$f.txt" "$png"
+    check "$W/filt-png-$f.png" filter.image.scores=F32:5 filter.image.clip=="$sum"
 done
 [ -n "$keep" ] || rm -rf "$W/clip-f32" "$W/clip-f16"
 

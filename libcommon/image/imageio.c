@@ -265,6 +265,26 @@ static int image_err(const rec *r, const char *fmt, ...)
     return uc_err("field image: %s", msg);
 }
 
+/* The "filter" chunk: "POINT: REASON" for each map of the filter field
+ * that has a reason string (clip-filter writes them), one a line; NULL when
+ * there is none. */
+static char *filter_text(const rec *r)
+{
+    rec *fm = sub_map(r, "filter");
+    if (!fm)
+        return NULL;
+    sbuf b = {0};
+    for (int i = 0; i < rec_count(fm); i++) {
+        const char *point = rec_key_at(fm, i), *reason;
+        rec *p = sub_map(fm, point);
+        if (p && rec_has(p, "reason") && (reason = rec_get_str(p, "reason")) != NULL)
+            sb_add(&b, "%s%s: %s", b.n ? "\n" : "", point, reason);
+        rec_free(p);
+    }
+    rec_free(fm);
+    return b.s;
+}
+
 int uc_write_png_record(FILE *f, const rec *r)
 {
     uc_tensor t;
@@ -290,15 +310,16 @@ int uc_write_png_record(FILE *f, const rec *r)
     if (!enc)
         return image_err(r, "the record (%zu bytes without pixels) is too large for a PNG text chunk", mn);
 
-    uc_png_text text[4];
+    uc_png_text text[5];
     int nt = 0;
-    char *params = parameters_text(r, w, h), seedbuf[32];
+    char *params = parameters_text(r, w, h), seedbuf[32], *filter = filter_text(r);
     const char *prompt = NULL;
     uint64_t seed;
     text[nt++] = (uc_png_text){"parameters", params};
     if (rec_has(r, "prompt") && (prompt = rec_get_str(r, "prompt")) == NULL) {
         free(enc);
         free(params);
+        free(filter);
         return -1;
     }
     if (prompt)
@@ -307,15 +328,19 @@ int uc_write_png_record(FILE *f, const rec *r)
         if (rec_get_u64(r, "seed", &seed)) {
             free(enc);
             free(params);
+            free(filter);
             return -1;
         }
         snprintf(seedbuf, sizeof seedbuf, "%llu", (unsigned long long)seed);
         text[nt++] = (uc_png_text){"seed", seedbuf};
     }
+    if (filter)
+        text[nt++] = (uc_png_text){"filter", filter};
     text[nt++] = (uc_png_text){"unclip-record", enc};
     int rc = uc_png_write(f, t.data, w, h, 3, text, nt);
     free(enc);
     free(params);
+    free(filter);
     return rc;
 }
 
@@ -512,6 +537,8 @@ static int next_png(uc_image_reader *r, rec **out)
     *out = rc;
     return 1;
 }
+
+int uc_image_reader_pngs(const uc_image_reader *r) { return r->mode == PNGS ? 1 : r->mode == RECORDS ? 0 : -1; }
 
 int uc_image_reader_next(uc_image_reader *r, rec **out)
 {

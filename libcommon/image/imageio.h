@@ -3,7 +3,9 @@
  * An unclip PNG carries text chunks: "parameters" (one line in the
  * convention other generators use: the prompt, then "Steps: 25, Sampler:
  * ddpm, CFG scale: 8, Seed: 42, Model: ..."), "prompt", "seed", and
- * "unclip-record": the record without its pixel tensors, msgpack in base64.
+ * "unclip-record": the record without its pixel tensors, msgpack in base64,
+ * and, when the record has a `filter` field (clip-filter), "filter": each
+ * point's reason, one a line ("image: blank: line 3 ...").
  * Reading such a PNG gives the record back with the pixels put in as the
  * `image` field, so a later stage keeps the provenance. */
 #ifndef UNCLIP_IMAGEIO_H
@@ -41,6 +43,9 @@ uc_image_reader *uc_image_reader_open_path(const char *path);
  * (rec_number), so messages name it. */
 int uc_image_reader_next(uc_image_reader *r, rec **out);
 void uc_image_reader_free(uc_image_reader *r);
+/* What the reader found: 1 PNGs, 0 records, -1 not known yet (before the
+ * first uc_image_reader_next) or an empty input. */
+int uc_image_reader_pngs(const uc_image_reader *r);
 
 /* Image conversions: U8 [H,W,3] <-> F32 [3,H,W] in [-1,1]. Forward:
  * x / 127.5 - 1. Back as Karlo's samplers and example.py turn the final
