@@ -255,7 +255,7 @@ static int model_fn(void *ctx, const uc_step *s, const float *x, float *out)
         k->t[i] = (double)s->t_model;
     int rc = uc_decoder_guided(k->d, k->c, k->S, k->S, x, k->t, out);
     if (rc == 0 && k->o->progress)
-        k->o->progress(k->o->progress_ctx, s->index + 1, s->count);
+        k->o->progress(k->o->progress_ctx, s->call + 1, s->calls);
     return rc;
 }
 
@@ -284,6 +284,7 @@ int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_decoder_
         .noise_ctx = o->noise_ctx,
         .trace = o->trace,
         .trace_ctx = o->trace_ctx,
+        .edit = o->edit,
     };
     int rc = uc_diffusion_sample(&diff, &so, x);
     uc_free(k.t);

@@ -109,6 +109,7 @@ typedef struct {
     void *trace_ctx;
     void (*progress)(void *ctx, int done, int total); /* optional, after each step */
     void *progress_ctx;
+    const uc_edit *edit; /* optional: inpainting (diffusion.h) */
 } uc_decoder_sample_opts;
 
 int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_decoder_sample_opts *o, float *x);

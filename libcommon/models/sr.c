@@ -126,7 +126,7 @@ static int model_fn(void *ctx, const uc_step *st, const float *x, float *out)
         k->t[i] = (double)st->t_model;
     int rc = uc_sr_forward(k->s, st->index == st->count - 1, k->B, k->H, k->W, x, k->t, k->low_res, out);
     if (rc == 0 && k->o->progress)
-        k->o->progress(k->o->progress_ctx, st->index + 1, st->count);
+        k->o->progress(k->o->progress_ctx, st->call + 1, st->calls);
     return rc;
 }
 
@@ -154,6 +154,7 @@ int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res
         .noise_ctx = o->noise_ctx,
         .trace = o->trace,
         .trace_ctx = o->trace_ctx,
+        .edit = o->edit,
     };
     int rc = uc_diffusion_sample(&diff, &so, x);
     uc_free(k.t);

@@ -58,6 +58,7 @@ typedef struct {
     void *trace_ctx;
     void (*progress)(void *ctx, int done, int total); /* optional */
     void *progress_ctx;
+    const uc_edit *edit; /* optional: inpainting (diffusion.h) */
 } uc_sr_sample_opts;
 
 /* Sample x [B, 3, H, W] (in [-1, 1] up to the last step's noise-free mean)
