@@ -5,6 +5,7 @@
 #   make bench           benchmarks (never part of check)
 #   make check-real      real-size weights: convert and run each stage (40 min)
 #   make eval            the default model's shapes-eval scores (200 captions)
+#   make eval-edit       the default model's inpainting and outpainting scores (EDIT_N tasks)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -148,6 +149,17 @@ eval: all
 	$(BIN)/shapes-eval $(EVAL)/images.rec > $(EVAL)/scores.txt
 	@cat $(EVAL)/scores.txt
 
+# The default model's edits: EDIT_N tasks of shapes-edit (two thirds
+# inpainting an object changed in colour, shape or both, one third
+# outpainting a half scene to the whole), through the whole pipeline with
+# --image/--mask, judged by shapes-eval; the kept pixels are checked at both
+# stages (scripts/eval-edit.sh). EDIT_OPTS: more decoder-diffuse options.
+EDIT_N    ?= 200
+EDIT_SEED ?= 1
+EDIT_OPTS ?=
+eval-edit: all
+	sh scripts/eval-edit.sh $(BIN) $(BUILD)/eval-edit $(EDIT_N) $(EDIT_SEED) $(EDIT_OPTS)
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(DESTDIR)$(PREFIX)/bin
@@ -168,5 +180,5 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-real bench eval install clean deps fuzz fuzz-run regen layers
+.PHONY: all unit golden shell check check-real bench eval eval-edit install clean deps fuzz fuzz-run regen layers
 .SECONDARY:

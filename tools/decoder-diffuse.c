@@ -465,9 +465,9 @@ static void check_edit(opts *o, int steps)
 {
     int S = o->dec.cfg.image_size;
     uc_edit_in *e = &o->edit;
-    uc_edit_load(&o->cli, o->image, o->mask, 1, o->extend_arg != NULL, e);
     if (o->jump > steps)
         uc_die(&o->cli, UC_EXIT_USAGE, "--jump %ld: more than the %d steps", o->jump, steps);
+    uc_edit_load_image(&o->cli, o->image, e);
     if (!o->extend_arg) {
         if (e->w > S || e->h > S)
             uc_die(&o->cli, UC_EXIT_DATA,
@@ -491,6 +491,7 @@ static void check_edit(opts *o, int steps)
             uc_die(&o->cli, UC_EXIT_DATA, "--extend %s: the canvas %dx%d is larger than %d windows a side",
                    o->extend_arg, cw, ch, 16);
     }
+    uc_edit_load_mask(&o->cli, o->mask, 1, o->extend_arg != NULL, e);
     if (e->nredraw == (int64_t)e->w * e->h && !o->extend_arg)
         uc_info(&o->cli, "--image %s: every pixel is redrawn, so this is plain sampling", o->image);
     else

@@ -145,7 +145,9 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     if (o->image) {
         uc_edit_in *e = &o->edit;
         if (!o->edit_loaded) { /* the first image tells the mask's scale */
-            uc_edit_load(&o->cli, o->image, o->mask, o->scale, 0, e);
+            uc_edit_load_image(&o->cli, o->image, e);
+            if (e->w == W && e->h == H)
+                uc_edit_load_mask(&o->cli, o->mask, o->scale, 0, e);
             o->edit_loaded = 1;
             if (e->nredraw == (int64_t)e->w * e->h)
                 uc_info(&o->cli, "--image %s: every pixel is redrawn, so this is plain upsampling", o->image);

@@ -49,11 +49,10 @@ static void png_rgb(const uc_image *im, unsigned char *rgb, unsigned char *alpha
     }
 }
 
-void uc_edit_load(const uc_cli *c, const char *image, const char *mask, int mask_scale, int extend, uc_edit_in *e)
+void uc_edit_load_image(const uc_cli *c, const char *image, uc_edit_in *e)
 {
     memset(e, 0, sizeof *e);
-    unsigned char *alpha = NULL;
-    int have_alpha = 0;
+    e->image_path = image;
     if (is_png(c, "--image", image)) {
         uc_image im;
         if (uc_png_read_file(image, 0, &im))
@@ -61,9 +60,9 @@ void uc_edit_load(const uc_cli *c, const char *image, const char *mask, int mask
         e->w = im.w, e->h = im.h;
         size_t n = (size_t)im.w * (size_t)im.h;
         e->px = uc_alloc(n, 3);
-        alpha = uc_alloc(n, 1);
-        png_rgb(&im, e->px, alpha);
-        have_alpha = im.channels == 2 || im.channels == 4;
+        e->alpha = uc_alloc(n, 1);
+        png_rgb(&im, e->px, e->alpha);
+        e->has_alpha = im.channels == 2 || im.channels == 4;
         uc_image_free(&im);
     } else {
         uc_image_reader *ir = uc_image_reader_open_path(image);
@@ -83,6 +82,11 @@ void uc_edit_load(const uc_cli *c, const char *image, const char *mask, int mask
         rec_free(r);
         uc_image_reader_free(ir);
     }
+}
+
+void uc_edit_load_mask(const uc_cli *c, const char *mask, int mask_scale, int extend, uc_edit_in *e)
+{
+    const char *image = e->image_path;
     size_t n = (size_t)e->w * (size_t)e->h;
     e->redraw = uc_alloc(n, 1);
     if (mask) {
@@ -114,19 +118,18 @@ void uc_edit_load(const uc_cli *c, const char *image, const char *mask, int mask
         uc_free(ma);
         uc_image_free(&im);
         e->mask_from = "mask";
-    } else if (!have_alpha && extend) { /* outpainting only: every pixel kept */
+    } else if (!e->has_alpha && extend) { /* outpainting only: every pixel kept */
         e->mask_from = "none";
     } else {
-        if (!have_alpha)
+        if (!e->has_alpha)
             uc_die(c, UC_EXIT_DATA,
                    "--image %s has no alpha channel: give --mask (white redraws, black keeps) or a picture whose "
                    "transparent pixels are the ones to redraw",
                    image);
         for (size_t i = 0; i < n; i++)
-            e->redraw[i] = alpha[i] < 255;
+            e->redraw[i] = e->alpha[i] < 255;
         e->mask_from = "alpha";
     }
-    uc_free(alpha);
     for (size_t i = 0; i < n; i++)
         e->nredraw += e->redraw[i];
     if (e->nredraw == 0 && !extend)
@@ -139,6 +142,7 @@ void uc_edit_load(const uc_cli *c, const char *image, const char *mask, int mask
 void uc_edit_in_free(uc_edit_in *e)
 {
     uc_free(e->px);
+    uc_free(e->alpha);
     uc_free(e->redraw);
     memset(e, 0, sizeof *e);
 }

@@ -25,6 +25,9 @@
 typedef struct {
     int w, h;               /* the picture's size */
     unsigned char *px;      /* [h][w][3] its RGB pixels (alpha dropped) */
+    unsigned char *alpha;   /* [h][w] its alpha (255 without) */
+    int has_alpha;          /* the PNG has an alpha channel */
+    const char *image_path; /* for messages */
     unsigned char *redraw;  /* [h][w] 1: redraw, 0: keep */
     int64_t nredraw;        /* pixels to redraw */
     const char *mask_from;  /* "mask", "alpha" or "none" (outpainting a whole picture) */
@@ -33,14 +36,16 @@ typedef struct {
 } uc_edit_in;
 
 /* Read the picture `image` (a PNG, or a record stream whose first record
- * has an image field U8 [H, W, 3]) and the mask `mask` (a PNG; NULL: the
- * picture's alpha channel). The mask must have the picture's size, or
+ * has an image field U8 [H, W, 3]): exits 1 on a file that is neither.
+ * Then (uc_edit_load_mask) the mask `mask` (a PNG; NULL: the picture's
+ * alpha channel). The mask must have the picture's size, or
  * with mask_scale > 1 also 1/mask_scale of it (then each of its pixels
  * covers mask_scale x mask_scale). Exits 1 on a file that is neither, a
  * mask of another size (naming both sizes), a picture without alpha and
  * no mask, and a mask that keeps everything; with extend (outpainting)
  * the last two are allowed: the picture is kept whole. */
-void uc_edit_load(const uc_cli *c, const char *image, const char *mask, int mask_scale, int extend, uc_edit_in *e);
+void uc_edit_load_image(const uc_cli *c, const char *image, uc_edit_in *e);
+void uc_edit_load_mask(const uc_cli *c, const char *mask, int mask_scale, int extend, uc_edit_in *e);
 void uc_edit_in_free(uc_edit_in *e);
 
 /* --extend left=N,right=N,top=N,bottom=N (any of them, each once, N >= 0):
