@@ -494,6 +494,14 @@ static void check_edit(opts *o, int steps)
     uc_edit_load_mask(&o->cli, o->mask, 1, o->extend_arg != NULL, e);
     if (e->nredraw == (int64_t)e->w * e->h && !o->extend_arg)
         uc_info(&o->cli, "--image %s: every pixel is redrawn, so this is plain sampling", o->image);
+    else if (o->extend_arg)
+        uc_info(&o->cli, "outpaint %s (%dx%d) to %dx%d: %lld new pixels and %lld of its own redrawn (%s), resample "
+                "%ld, jump %ld, %lld network calls a window instead of %d",
+                o->image, e->w, e->h, e->w + o->extend[0] + o->extend[1], e->h + o->extend[2] + o->extend[3],
+                (long long)((int64_t)(e->w + o->extend[0] + o->extend[1]) * (e->h + o->extend[2] + o->extend[3]) -
+                            (int64_t)e->w * e->h),
+                (long long)e->nredraw, e->mask_from, o->resample, o->jump,
+                (long long)uc_edit_calls(steps, (int)o->resample, (int)o->jump), steps);
     else
         uc_info(&o->cli, "edit %s (%dx%d): %lld pixels redrawn (%s), resample %ld, jump %ld, %lld network calls a "
                 "window instead of %d",
