@@ -49,7 +49,8 @@ printf 'not a picture\n' > "$tmp/junk.txt"
 
 # kept_same RESULT PICTURE MASK|- [X0 Y0]: every kept pixel of PICTURE (mask
 # below 128, or alpha 255 without a mask; the mask scaled up to the
-# picture) is the same in RESULT at (X0, Y0) on; read back by rec-dump --full
+# picture) is the same in each picture of RESULT at (X0, Y0) on; read back
+# by rec-dump --full
 kept_same() {
     "$BIN/rec-dump" --full "$1" > "$tmp/r.json"
     "$BIN/rec-dump" --full "$2" > "$tmp/k.json"
@@ -57,10 +58,9 @@ kept_same() {
     "$PY" - "$tmp" "$2" "${4:-0}" "${5:-0}" << 'EOF'
 import json, struct, sys, zlib
 d, picpath, x0, y0 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-def img(p):
-    t = json.loads(open(p).readline())["image"]
+def img(p, line=0):
+    t = json.loads(open(p).readlines()[line])["image"]
     return t["shape"], t["values"]
-(rh, rw, _), r = img(f"{d}/r.json")
 (h, w, _), k = img(f"{d}/k.json")
 m = open(f"{d}/m.json").read()
 alpha = None
@@ -72,7 +72,9 @@ if not m:  # the alpha channel: read the PNG itself (RGBA, filter 0, as written 
 else:
     (mh, mw, _), mv = img(f"{d}/m.json")
 kept = bad = 0
-for y in range(h):
+for n in range(len(open(f"{d}/r.json").readlines())):
+  (rh, rw, _), r = img(f"{d}/r.json", n)
+  for y in range(h):
     for x in range(w):
         if m:
             i = (y * mh // h) * mw + x * mw // w
@@ -101,6 +103,12 @@ kept_same "$tmp/uf.png" "$tmp/big.png" "$tmp/mask.png" || fail "upsample --fast 
 $D --image "$tmp/pic.png" --mask "$tmp/soft.png" --resample 2 -f record --float "$tmp/p.rec" > "$tmp/d.rec"
 kept_same "$tmp/d.rec" "$tmp/pic.png" "$tmp/soft.png" || fail "decoder-diffuse -f record: kept pixels changed"
 "$BIN/rec-dump" "$tmp/d.rec" | grep -q '"kept":32,"redrawn":32' || fail "a grey of 127 keeps, 128 redraws: not 32/32"
+# -n 2 --best-of 2: two pictures, each its best of two candidates, both keeping
+$D -n 2 --best-of 2 --clip "$tmp/clip.st" --image "$tmp/pic.png" --mask "$tmp/mask.png" --resample 2 -f record \
+    "$tmp/p.rec" > "$tmp/n2.rec"
+[ "$("$BIN/rec-dump" "$tmp/n2.rec" | grep -c '"best_of":2,"edit"')" -eq 2 ] || fail "-n 2 --best-of 2: not two edits"
+"$BIN/rec-dump" --full "$tmp/n2.rec" | sed -n 2p > "$tmp/second.json"
+kept_same "$tmp/n2.rec" "$tmp/pic.png" "$tmp/mask.png" || fail "-n 2: the first picture changed kept pixels"
 # the alpha channel: transparent pixels redrawn
 $D --image "$tmp/alpha.png" --resample 2 "$tmp/p.rec" > "$tmp/da.png"
 kept_same "$tmp/da.png" "$tmp/alpha.png" - || fail "decoder-diffuse, alpha: kept pixels changed"
