@@ -8,6 +8,7 @@
 #   make eval-clip       CLIP as an instrument: zero-shot classification,
 #                        reranking, the portmanteau probe (about 15 min)
 #   make eval-filter     clip-filter's no-triangles policy at the three points
+#   make eval-edit       the default model's inpainting and outpainting scores (EDIT_N tasks)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -170,6 +171,17 @@ eval-clip: all
 eval-filter: all
 	BIN=$(BIN) SEED=$(EVAL_SEED) N=$(EVAL_N) sh tests/filter-eval.sh $(BUILD)/eval-filter
 
+# The default model's edits: EDIT_N tasks of shapes-edit (two thirds
+# inpainting an object changed in colour, shape or both, one third
+# outpainting a half scene to the whole), through the whole pipeline with
+# --image/--mask, judged by shapes-eval; the kept pixels are checked at both
+# stages (scripts/eval-edit.sh). EDIT_OPTS: more decoder-diffuse options.
+EDIT_N    ?= 200
+EDIT_SEED ?= 1
+EDIT_OPTS ?=
+eval-edit: all
+	sh scripts/eval-edit.sh $(BIN) $(BUILD)/eval-edit $(EDIT_N) $(EDIT_SEED) $(EDIT_OPTS)
+
 install: all $(BIN)/unclip-bench
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(TOOLS:%=$(BIN)/%) $(BIN)/unclip-convert $(BIN)/unclip-bench $(DESTDIR)$(PREFIX)/bin
@@ -190,5 +202,6 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-real bench eval eval-clip eval-filter install clean deps fuzz fuzz-run regen layers
+.PHONY: all unit golden shell check check-real bench eval eval-clip eval-filter eval-edit install clean deps fuzz \
+        fuzz-run regen layers
 .SECONDARY:

@@ -912,11 +912,10 @@ static cJSON *json_of(const rec *r, const char *key, const msgpack_object *o, in
     case MSGPACK_OBJECT_NIL: return cJSON_CreateNull();
     case MSGPACK_OBJECT_BOOLEAN: return cJSON_CreateBool(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        if (o->via.u64 > (1ULL << 53)) {
-            snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
-            return cJSON_CreateRaw(tmp);
-        }
-        return cJSON_CreateNumber((double)o->via.u64);
+        /* digits, exactly: cJSON would print a number of 16 or 17 digits
+         * (a noise key) with an exponent */
+        snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)o->via.u64);
+        return cJSON_CreateRaw(tmp);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: return cJSON_CreateNumber((double)o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: return isfinite(o->via.f64) ? cJSON_CreateNumber(o->via.f64) : cJSON_CreateNull();

@@ -7,7 +7,9 @@
 # clip-filter (the ViT-L/14 starter policy on the prompt, the image
 # embedding and the picture),
 # prior-sample and decoder-diffuse (2 steps, the fewest they take), upsample
-# (2 steps: one of each UNet). Every output is checked for its fields' types,
+# (2 steps: one of each UNet); with the F32 files an edit too (--image the
+# stage's own output, --mask its right half, --resample 2: 3 network calls
+# for 2 steps), its time per network call shown next to plain sampling's. Every output is checked for its fields' types,
 # shapes and finite values, and for the converted file's checksum in
 # models.<stage>.
 # Prints a table of wall time, peak RSS and file size per step, also kept in
@@ -70,6 +72,24 @@ free=$(df -Pk "$DIR" | awk 'NR == 2 { print int($4 / 1048576) }')
 [ "$free" -ge "$need" ] || fail "$DIR: $free GB free, $need GB needed"
 
 mk() { nice -n "$NICE" "$PY" tests/convert/mkinputs.py "$@"; }
+# halfmask SIDE FILE: a SIDE x SIDE gray PNG, its right half white (redraw)
+halfmask() {
+    "$PY" - "$1" "$2" << 'EOF'
+import struct, sys, zlib
+n, path = int(sys.argv[1]), sys.argv[2]
+raw = b"".join(b"\0" + bytes(255 if x >= n // 2 else 0 for x in range(n)) for _ in range(n))
+def chunk(t, b):
+    return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", n, n, 8, 0, 0, 0, 0))
+                       + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+EOF
+}
+# per_call LABEL PLAIN_S PLAIN_CALLS EDIT_S EDIT_CALLS: a table row with both
+per_call() {
+    awk -v l="$1" -v a="$2" -v b="$3" -v c="$4" -v d="$5" 'BEGIN {
+        printf "  %s: %.2f s a call plain, %.2f s a call edit (%d calls), ratio %.2f\n", l, a / b, c / d, d, (c / d) / (a / b) }' |
+        tee -a "$TAB"
+}
 TAB=$W/table
 : > "$TAB"
 # measure LABEL STDOUT SIZEFILE CMD...: run CMD (niced) with stdout to
@@ -177,6 +197,16 @@ for stage in prior decoder sr; do
                     "$BIN/decoder-diffuse" ${THREADS:+-t "$THREADS"} -m "$m" -S 2 -f record "$W/prior-f32.rec"
                 check "$W/decoder-$f.rec" image=U8:"$image","$image",3 image_emb=F32:"$prior_dim" \
                     models.decoder.checksum=="$sum"
+                if [ "$f" = f32 ]; then
+                    read -r t_plain _ < "$W/time"
+                    halfmask "$image" "$W/mask.png"
+                    measure "decoder-diffuse -S 2 edit --resample 2 ($f)" "$W/decoder-edit.rec" "" \
+                        "$BIN/decoder-diffuse" ${THREADS:+-t "$THREADS"} -m "$m" -S 2 --resample 2 \
+                        --image "$W/decoder-f32.rec" --mask "$W/mask.png" -f record "$W/prior-f32.rec"
+                    read -r t_edit _ < "$W/time"
+                    check "$W/decoder-edit.rec" image=U8:"$image","$image",3 models.decoder.checksum=="$sum"
+                    per_call "decoder" "$t_plain" 2 "$t_edit" 3
+                fi
                 ;;
             sr)
                 measure "upsample -S 2 ($f)" "$W/sr-$f.rec" "" \
@@ -184,6 +214,15 @@ for stage in prior decoder sr; do
                 # shellcheck disable=SC2154 # sum_decoder_f32 is set by convert (eval)
                 check "$W/sr-$f.rec" image=U8:"$sr_image","$sr_image",3 models.sr.checksum=="$sum" \
                     models.decoder.checksum=="$sum_decoder_f32"
+                if [ "$f" = f32 ]; then
+                    read -r t_plain _ < "$W/time"
+                    measure "upsample -S 2 edit --resample 2 ($f)" "$W/sr-edit.rec" "" \
+                        "$BIN/upsample" ${THREADS:+-t "$THREADS"} -m "$m" -S 2 --resample 2 \
+                        --image "$W/sr-f32.rec" --mask "$W/mask.png" -f record "$W/decoder-edit.rec"
+                    read -r t_edit _ < "$W/time"
+                    check "$W/sr-edit.rec" image=U8:"$sr_image","$sr_image",3 models.sr.checksum=="$sum"
+                    per_call "upsample" "$t_plain" 2 "$t_edit" 3
+                fi
                 ;;
         esac
     done

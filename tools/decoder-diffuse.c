@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "libcommon/cli/cli.h"
+#include "libcommon/cli/edit.h"
 #include "libcommon/image/preprocess.h"
 #include "libcommon/models/clip.h"
 #include "formats/base.h"
@@ -41,6 +42,16 @@ static const char usage[] =
     "      --sampler S     ddpm or ddim (default: ddim for \"ddim...\" and\n"
     "                      \"fast...\" respacings, else ddpm)\n"
     "      --eta F         DDIM noise (default 0)\n"
+    "      --image FILE    edit this picture (PNG or image record) instead of\n"
+    "                      drawing a new one: inpaint the pixels that --mask\n"
+    "                      marks (or that are transparent), keep the others\n"
+    "                      byte for byte; the picture is the decoder's size\n"
+    "      --mask FILE     PNG of the picture's size: white redraws, black keeps\n"
+    "      --extend SPEC   outpaint: grow the canvas by left=N,right=N,top=N,\n"
+    "                      bottom=N pixels (each up to the picture's side) and\n"
+    "                      draw the new parts window by window\n"
+    "      --resample N    RePaint: take each step N times (default 5)\n"
+    "      --jump J        go back J steps between the takes (default 1)\n"
     "  -f, --format FMT    png (default): PNGs carrying the record, concatenated;\n"
     "                      record: the input record with image added\n"
     "      --float         records also get image_f32, the unquantised sample\n"
@@ -59,15 +70,18 @@ static const char usage[] =
     "\n"
     "Noise is data of the record, not its place in the stream: candidate c\n"
     "of sample i draws from the RNG keyed by (seed, the record's noise_key),\n"
-    "stream i * K + c, so a record gives the same picture in any batch.\n"
+    "stream i * K + c, so a record gives the same picture in any batch; an\n"
+    "edit's window w draws from stream w * N * K + i * K + c.\n"
     "Outputs get image (U8 [H, W, 3]), seed (when absent), noise_key (their\n"
     "own, from the input's and i), params.decoder {steps, guidance, sampler,\n"
-    "eta, best_of, seed, noise_key, index}, models.decoder {id, checksum}\n"
-    "(and models.rank, the CLIP, with K above 1) and a history entry; every\n"
-    "other field passes through.\n"
+    "eta, best_of, seed, noise_key, index, and for an edit, edit {image,\n"
+    "mask, mask_from, resample, jump, kept, redrawn, extend, windows}},\n"
+    "models.decoder {id, checksum} (and models.rank, the CLIP, with K above 1)\n"
+    "and a history entry; every other field passes through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_SAMPLER = 256, OPT_ETA, OPT_BEST_OF, OPT_CLIP, OPT_INDEX };
+enum { OPT_SAMPLER = 256, OPT_ETA, OPT_BEST_OF, OPT_CLIP, OPT_INDEX, OPT_IMAGE, OPT_MASK, OPT_EXTEND, OPT_RESAMPLE,
+       OPT_JUMP };
 
 #define MAX_BATCH 4 /* candidates sampled together (2x rows in the network) */
 
@@ -86,6 +100,10 @@ typedef struct {
     uc_image rank_img; /* a candidate quantised, and as CLIP sees it: */
     float *rank_px;    /* [3, R, R] */
     float *rank_emb;   /* [embed_dim] */
+    const char *image, *mask, *extend_arg; /* --image, --mask, --extend */
+    int extend[4];                         /* left, right, top, bottom */
+    long resample, jump;
+    uc_edit_in edit; /* the picture to edit (with --image) */
 } opts;
 
 /* Cosine between the CLIP image embedding of the picture x [3, S, S] (in
@@ -245,6 +263,192 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     uc_text_in_free(&tu);
 }
 
+/* ---- edits (--image): inpainting and outpainting ---- */
+
+/* One window of an edit: K candidates inpainting known [3, S, S] where
+ * keep [S * S] says, the best by CLIP (K > 1) into best [3, S, S]. */
+static void edit_window(opts *o, const rec *r, uint64_t ordinal, const uc_text_in *tc, const uc_text_in *tu,
+                        const float *img, const float *target, uint64_t key, uint32_t stream0, const float *known,
+                        const unsigned char *keep, float *best)
+{
+    int64_t D = o->info->clip_dim, T = o->info->text_ctx, S = o->info->image_size, per = 3 * S * S, K = o->best_of;
+    int64_t nb_max = UC_MIN(K, MAX_BATCH);
+    float *txt = uc_alloc((size_t)(2 * nb_max * D), sizeof(float));
+    float *seq = uc_alloc((size_t)(2 * nb_max * T * D), sizeof(float));
+    unsigned char *mask = uc_alloc((size_t)(2 * nb_max * T), 1);
+    float *y = uc_alloc((size_t)(2 * nb_max * D), sizeof(float)), *imgs = uc_alloc((size_t)(nb_max * D), sizeof(float));
+    float *x = uc_alloc((size_t)(2 * nb_max * per), sizeof(float)), best_score = 0;
+    uc_rng *rng = uc_alloc((size_t)nb_max, sizeof *rng);
+    float scale = (float)o->guidance;
+    uc_step_progress pg = {.cli = &o->cli};
+    uc_edit ed = {.known = known, .keep = keep, .resample = (int)o->resample, .jump = (int)o->jump};
+    for (int64_t c0 = 0; c0 < K; c0 += nb_max) {
+        int64_t nb = UC_MIN(nb_max, K - c0);
+        for (int64_t j = 0; j < nb; j++) {
+            const uc_text_in *half[2] = {tc, tu};
+            for (int h = 0; h < 2; h++) {
+                int64_t row = h * nb + j;
+                memcpy(txt + row * D, half[h]->emb, (size_t)D * sizeof(float));
+                memcpy(seq + row * T * D, half[h]->seq, (size_t)(T * D) * sizeof(float));
+                memcpy(mask + row * T, half[h]->mask, (size_t)T);
+            }
+            memcpy(imgs + j * D, img, (size_t)D * sizeof(float));
+            uc_rng_init(&rng[j], key, stream0 + (uint32_t)(c0 + j));
+        }
+        uc_decoder_guided_y(o->dec, nb, imgs, y);
+        uc_decoder_cond cond = {nb, T, txt, seq, mask, y, &scale, 1};
+        noise_ctx nc = {rng, nb, per};
+        snprintf(pg.label, sizeof pg.label, "record %llu", (unsigned long long)ordinal);
+        uc_stage_opts so = {.respacing = o->steps,
+                            .sampler = (uc_sampler)o->sampler,
+                            .eta = (float)o->eta,
+                            .noise = draw_noise,
+                            .noise_ctx = &nc,
+                            .progress = uc_step_progress_fn,
+                            .progress_ctx = &pg,
+                            .edit = &ed};
+        if (uc_decoder_sample(o->dec, &cond, &so, x))
+            uc_die(&o->cli, UC_EXIT_DATA, "record %ld: %s", rec_number(r), uc_errmsg());
+        uc_check_finite(&o->cli, "the input", r, "image", x, nb * per);
+        for (int64_t j = 0; j < nb; j++) {
+            float *xj = x + j * per;
+            for (int64_t i = 0; i < per; i++)
+                xj[i] = xj[i] < -1.0f ? -1.0f : xj[i] > 1.0f ? 1.0f : xj[i];
+            float score = K > 1 ? rank_score(o, xj, target) : 0;
+            if (K > 1)
+                uc_info(&o->cli, "record %llu, window stream %u, candidate %lld: cosine %.6f",
+                        (unsigned long long)ordinal, stream0, (long long)(c0 + j), score);
+            if (c0 + j == 0 || score > best_score) {
+                best_score = score;
+                memcpy(best, xj, (size_t)per * sizeof(float));
+            }
+        }
+    }
+    uc_free(txt);
+    uc_free(seq);
+    uc_free(mask);
+    uc_free(y);
+    uc_free(imgs);
+    uc_free(x);
+    uc_free(rng);
+}
+
+/* Every sample of one record edited: the canvas (the picture, grown by
+ * --extend) is inpainted window by window; the kept pixels are pasted back
+ * byte for byte. */
+static void process_edit(opts *o, rec *r, const char *src, uint64_t ordinal)
+{
+    const uc_edit_in *e = &o->edit;
+    int64_t D = o->info->clip_dim, T = o->info->text_ctx, S = o->info->image_size, K = o->best_of;
+    float *img = uc_field_f32(r, src, "", "image_emb", 1, &D, "decoder");
+    if (!img)
+        uc_die_err(&o->cli);
+    uc_text_in tc, tu;
+    uc_text_pair(&o->cli, r, src, "decoder", D, T, D, &tc, &tu);
+    uint64_t seed = uc_record_seed(&o->cli, r, src);
+    uint64_t nkey = uc_record_noise_key(&o->cli, r, src), key = uc_stage_key(seed, nkey, "decoder");
+    int left = o->extend[0], top = o->extend[2];
+    int cw = e->w + o->extend[0] + o->extend[1], ch = e->h + o->extend[2] + o->extend[3];
+    size_t cn = (size_t)cw * (size_t)ch;
+    float *target = uc_alloc((size_t)D, sizeof(float));
+    double norm = 0;
+    for (int64_t i = 0; i < D; i++)
+        norm += (double)img[i] * img[i];
+    for (int64_t i = 0; i < D; i++)
+        target[i] = norm > 0 ? (float)(img[i] / sqrt(norm)) : 0.0f;
+    /* the canvas as floats [3, ch, cw] and which pixels are known */
+    float *pic = uc_alloc((size_t)e->w * (size_t)e->h * 3, sizeof(float));
+    uc_image_u8_to_f32(e->px, e->h, e->w, pic);
+    float *canvas = uc_alloc(cn * 3, sizeof(float)), *known = uc_alloc((size_t)(3 * S * S), sizeof(float));
+    float *best = uc_alloc((size_t)(3 * S * S), sizeof(float));
+    unsigned char *kn = uc_alloc(cn, 1), *keep = uc_alloc((size_t)(S * S), 1);
+    for (long i = o->first; i < o->first + o->nsamples; i++) {
+        memset(kn, 0, cn);
+        memset(canvas, 0, cn * 3 * sizeof(float));
+        for (int yy = 0; yy < e->h; yy++)
+            for (int xx = 0; xx < e->w; xx++) {
+                size_t pi = (size_t)yy * (size_t)e->w + (size_t)xx;
+                size_t ci = (size_t)(yy + top) * (size_t)cw + (size_t)(xx + left);
+                kn[ci] = !e->redraw[pi];
+                for (int c = 0; c < 3; c++)
+                    canvas[c * cn + ci] = pic[c * (size_t)e->w * (size_t)e->h + pi];
+            }
+        int wx, wy, nwin = 0;
+        while (uc_edit_window(kn, cw, ch, (int)S, &wx, &wy)) {
+            int64_t nkeep = 0;
+            for (int64_t yy = 0; yy < S; yy++)
+                for (int64_t xx = 0; xx < S; xx++) {
+                    size_t ci = (size_t)(yy + wy) * (size_t)cw + (size_t)(xx + wx);
+                    keep[yy * S + xx] = kn[ci];
+                    nkeep += kn[ci];
+                    for (int c = 0; c < 3; c++)
+                        known[(c * S + yy) * S + xx] = canvas[c * cn + ci];
+                }
+            if (nkeep == 0)
+                uc_info(&o->cli, "record %llu: window at %d,%d keeps nothing: plain sampling",
+                        (unsigned long long)ordinal, wx, wy);
+            else
+                uc_info(&o->cli, "record %llu, sample %ld: window %d at %d,%d keeps %lld of %lld pixels",
+                        (unsigned long long)ordinal, i, nwin + 1, wx, wy, (long long)nkeep, (long long)(S * S));
+            uint32_t stream0 = (uint32_t)((int64_t)nwin * (o->first + o->nsamples) * K + i * K);
+            edit_window(o, r, ordinal, &tc, &tu, img, target, key, stream0, known, keep, best);
+            for (int64_t yy = 0; yy < S; yy++)
+                for (int64_t xx = 0; xx < S; xx++) {
+                    size_t ci = (size_t)(yy + wy) * (size_t)cw + (size_t)(xx + wx);
+                    if (kn[ci])
+                        continue;
+                    kn[ci] = 1;
+                    for (int c = 0; c < 3; c++)
+                        canvas[c * cn + ci] = best[(c * S + yy) * S + xx];
+                }
+            nwin++;
+        }
+        rec *out = rec_clone(r);
+        uc_rec_set_image(out, canvas, ch, cw, o->out.want_float);
+        uc_edit_paste(&o->cli, out, e, left, top);
+        if (!rec_has(out, "seed"))
+            rec_set_u64(out, "seed", seed);
+        rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "decoder", (uint64_t)i));
+        rec *pp = rec_new();
+        rec_del(pp, "version");
+        rec_set_str(pp, "steps", o->steps);
+        rec_set_f64(pp, "guidance", o->guidance);
+        rec_set_str(pp, "sampler", o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm");
+        if (o->sampler == UC_SAMPLER_DDIM)
+            rec_set_f64(pp, "eta", o->eta);
+        rec_set_u64(pp, "best_of", (uint64_t)K);
+        uc_set_draw(&o->cli, pp, seed, nkey, (uint64_t)i);
+        rec *em = uc_edit_params(e, (int)o->resample, (int)o->jump);
+        if (o->extend_arg) {
+            char ext[96];
+            snprintf(ext, sizeof ext, "left=%d,right=%d,top=%d,bottom=%d", o->extend[0], o->extend[1],
+                     o->extend[2], o->extend[3]);
+            rec_set_str(em, "extend", ext);
+        }
+        rec_set_u64(em, "windows", (uint64_t)nwin);
+        rec_set_map(pp, "edit", em);
+        rec_free(em);
+        rec_set_stage(out, "params", "decoder", pp);
+        rec_free(pp);
+        uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
+        if (K > 1) {
+            const clip_info *ci = clip_get_info(o->clip);
+            uc_set_model(out, "rank", ci->model.id, ci->model.checksum);
+        }
+        uc_image_out_emit(&o->out, &o->cli, out);
+    }
+    uc_free(target);
+    uc_free(pic);
+    uc_free(canvas);
+    uc_free(known);
+    uc_free(best);
+    uc_free(kn);
+    uc_free(keep);
+    uc_free(img);
+    uc_text_in_free(&tc);
+    uc_text_in_free(&tu);
+}
+
 /* The CLIP of --best-of: a vision tower whose embedding is the decoder's. */
 static void open_ranker(opts *o)
 {
@@ -264,9 +468,59 @@ static void open_ranker(opts *o)
     o->rank_emb = uc_alloc((size_t)ci->embed_dim, sizeof(float));
 }
 
+/* --image: read the picture and its mask, and check them against the
+ * model before any work. */
+static void check_edit(opts *o, int steps)
+{
+    int S = o->info->image_size;
+    uc_edit_in *e = &o->edit;
+    if (o->jump > steps)
+        uc_die(&o->cli, UC_EXIT_USAGE, "--jump %ld: more than the %d steps", o->jump, steps);
+    uc_edit_load_image(&o->cli, o->image, e);
+    if (!o->extend_arg) {
+        if (e->w > S || e->h > S)
+            uc_die(&o->cli, UC_EXIT_DATA,
+                   "--image %s is %dx%d, larger than the decoder's %dx%d canvas: crop or shrink it to %dx%d, or "
+                   "extend a %dx%d part with --extend (outpainting)",
+                   o->image, e->w, e->h, S, S, S, S, S, S);
+        if (e->w != S || e->h != S)
+            uc_die(&o->cli, UC_EXIT_DATA,
+                   "--image %s is %dx%d, the decoder draws %dx%d: give a picture of that size, or grow this one "
+                   "with --extend",
+                   o->image, e->w, e->h, S, S);
+    } else {
+        int cw = e->w + o->extend[0] + o->extend[1], ch = e->h + o->extend[2] + o->extend[3];
+        if (o->extend[0] > e->w || o->extend[1] > e->w || o->extend[2] > e->h || o->extend[3] > e->h)
+            uc_die(&o->cli, UC_EXIT_USAGE, "--extend %s: a side grows by at most the picture's %s (%dx%d)",
+                   o->extend_arg, o->extend[0] > e->w || o->extend[1] > e->w ? "width" : "height", e->w, e->h);
+        if (cw < S || ch < S)
+            uc_die(&o->cli, UC_EXIT_DATA, "--extend %s: the canvas %dx%d is smaller than the decoder's %dx%d window",
+                   o->extend_arg, cw, ch, S, S);
+        if (cw > 16 * S || ch > 16 * S)
+            uc_die(&o->cli, UC_EXIT_DATA, "--extend %s: the canvas %dx%d is larger than %d windows a side",
+                   o->extend_arg, cw, ch, 16);
+    }
+    uc_edit_load_mask(&o->cli, o->mask, 1, o->extend_arg != NULL, e);
+    if (e->nredraw == (int64_t)e->w * e->h && !o->extend_arg)
+        uc_info(&o->cli, "--image %s: every pixel is redrawn, so this is plain sampling", o->image);
+    else if (o->extend_arg)
+        uc_info(&o->cli, "outpaint %s (%dx%d) to %dx%d: %lld new pixels and %lld of its own redrawn (%s), resample "
+                "%ld, jump %ld, %lld network calls a window instead of %d",
+                o->image, e->w, e->h, e->w + o->extend[0] + o->extend[1], e->h + o->extend[2] + o->extend[3],
+                (long long)((int64_t)(e->w + o->extend[0] + o->extend[1]) * (e->h + o->extend[2] + o->extend[3]) -
+                            (int64_t)e->w * e->h),
+                (long long)e->nredraw, e->mask_from, o->resample, o->jump,
+                (long long)uc_edit_calls(steps, (int)o->resample, (int)o->jump), steps);
+    else
+        uc_info(&o->cli, "edit %s (%dx%d): %lld pixels redrawn (%s), resample %ld, jump %ld, %lld network calls a "
+                "window instead of %d",
+                o->image, e->w, e->h, (long long)e->nredraw, e->mask_from, o->resample, o->jump,
+                (long long)uc_edit_calls(steps, (int)o->resample, (int)o->jump), steps);
+}
+
 int main(int argc, char **argv)
 {
-    opts o = {.steps = "25", .nsamples = 1, .sampler = -1};
+    opts o = {.steps = "25", .nsamples = 1, .sampler = -1, .resample = 5, .jump = 1};
     uc_cli_init(&o.cli, "decoder-diffuse", usage, argc, argv);
     static const struct option longopts[] = {
         UC_CLI_LONGOPTS,
@@ -278,6 +532,11 @@ int main(int argc, char **argv)
         {"best-of", 1, 0, OPT_BEST_OF},
         {"clip", 1, 0, OPT_CLIP},
         {"index", 1, 0, OPT_INDEX},
+        {"image", 1, 0, OPT_IMAGE},
+        {"mask", 1, 0, OPT_MASK},
+        {"extend", 1, 0, OPT_EXTEND},
+        {"resample", 1, 0, OPT_RESAMPLE},
+        {"jump", 1, 0, OPT_JUMP},
         UC_IMAGE_OUT_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -296,6 +555,14 @@ int main(int argc, char **argv)
             o.first = uc_parse_long(&o.cli, "--index", optarg, 0, 99999);
             o.index_set = 1;
             break;
+        case OPT_IMAGE: o.image = optarg; break;
+        case OPT_MASK: o.mask = optarg; break;
+        case OPT_EXTEND:
+            o.extend_arg = optarg;
+            uc_parse_extend(&o.cli, optarg, o.extend);
+            break;
+        case OPT_RESAMPLE: o.resample = uc_parse_long(&o.cli, "--resample", optarg, 1, UC_EDIT_MAX_RESAMPLE); break;
+        case OPT_JUMP: o.jump = uc_parse_long(&o.cli, "--jump", optarg, 1, 1000); break;
         case OPT_ETA:
             o.eta = uc_parse_double(&o.cli, "--eta", optarg);
             if (!(o.eta >= 0) || o.eta > 1000)
@@ -306,6 +573,8 @@ int main(int argc, char **argv)
     }
     if (o.index_set && o.nsamples != 1)
         uc_die(&o.cli, UC_EXIT_USAGE, "--index draws one sample: drop -n");
+    if (!o.image && (o.mask || o.extend_arg))
+        uc_die(&o.cli, UC_EXIT_USAGE, "%s needs --image, the picture to edit", o.mask ? "--mask" : "--extend");
     uc_image_out_check(&o.out, &o.cli);
     uc_cli_ready(&o.cli);
 
@@ -333,13 +602,15 @@ int main(int argc, char **argv)
     uc_info(&o.cli, "model %s (%s): %dx%d, %d channels, clip_dim %d; %d steps (%s), %s, guidance %g",
             o.info->model.path, o.info->model.id, o.info->image_size, o.info->image_size, o.info->model_channels,
             o.info->clip_dim, steps, o.steps, o.sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm", o.guidance);
+    if (o.image)
+        check_edit(&o, steps);
 
     uc_image_out_open(&o.out, &o.cli);
     uc_inputs in;
     uc_inputs_init(&in, &o.cli, argc - optind, argv + optind, 1);
     rec *r;
     while ((r = uc_inputs_next(&in)))
-        process(&o, r, in.src, in.ordinal);
+        (o.image ? process_edit : process)(&o, r, in.src, in.ordinal);
     uc_image_out_close(&o.out, &o.cli);
     uc_stdout_check(&o.cli);
     uc_decoder_free(o.dec);
@@ -347,5 +618,6 @@ int main(int argc, char **argv)
     uc_free(o.rank_img.px);
     uc_free(o.rank_px);
     uc_free(o.rank_emb);
+    uc_edit_in_free(&o.edit);
     return UC_EXIT_OK;
 }

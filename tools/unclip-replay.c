@@ -324,6 +324,9 @@ int main(int argc, char **argv)
     if (!pd)
         uc_die(&c, UC_EXIT_DATA, "%s: record 1 field params.decoder: missing (not drawn by decoder-diffuse)", src);
 
+    if (rec_has(pd, "edit") || (ps && rec_has(ps, "edit")))
+        uc_die(&c, UC_EXIT_DATA, "%s: record 1 field params.%s.edit: an edit (inpainting or outpainting) needs its "
+               "source picture and mask, which the PNG does not hold", src, rec_has(pd, "edit") ? "decoder" : "sr");
     /* The decoder's input: the record as it was, its noise key the decoder's */
     rec *in = rec_clone(r);
     rec_del(in, "image");

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "libcommon/cli/cli.h"
+#include "libcommon/cli/edit.h"
 #include "formats/base.h"
 #include "libcommon/image/imageio.h"
 #include "libcommon/image/resize.h"
@@ -26,6 +27,14 @@ static const char usage[] =
     "  -S, --steps STR     timestep respacing (default \"7\", the one the model\n"
     "                      was tuned for); the last step uses the second model\n"
     "      --fast          only the bicubic resize, no model\n"
+    "      --image FILE    edit: the picture at the upsampled size (PNG or image\n"
+    "                      record) whose kept pixels the output keeps byte for\n"
+    "                      byte; the model redraws the others (RePaint)\n"
+    "      --mask FILE     PNG of the picture's size or of the input's (then\n"
+    "                      scaled up): white redraws, black keeps (default:\n"
+    "                      the picture's transparent pixels are redrawn)\n"
+    "      --resample N    RePaint: take each step N times (default 5)\n"
+    "      --jump J        go back J steps between the takes (default 1)\n"
     "  -f, --format FMT    png (default): PNGs carrying the record, concatenated;\n"
     "                      record: the input record with image replaced\n"
     "      --float         records also get image_f32, the unquantised sample\n"
@@ -46,12 +55,12 @@ static const char usage[] =
     "decoder sample, which must match image), else its image. Its noise comes\n"
     "from the RNG keyed by (seed, the record's noise_key), not from its place\n"
     "in the stream. Outputs get image (U8 [H, W, 3]), seed (when absent),\n"
-    "params.sr {steps, input, seed, noise_key, index, scale, or fast},\n"
+    "params.sr {steps, input, seed, noise_key, index, scale, or fast; edit},\n"
     "models.sr {id, checksum} and a history entry; every other field passes\n"
     "through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_FAST = 256 };
+enum { OPT_FAST = 256, OPT_IMAGE, OPT_MASK, OPT_RESAMPLE, OPT_JUMP };
 
 #define MAX_SIDE 16384 /* output side */
 #define SR_STREAM 0x80000000u /* RNG stream of this stage, apart from the decoder's */
@@ -64,6 +73,10 @@ typedef struct {
     int have_model, scale;
     const char *steps;
     int fast;
+    const char *image, *mask; /* --image, --mask */
+    long resample, jump;
+    uc_edit_in edit;          /* the picture to edit (with --image) */
+    int edit_loaded;
 } opts;
 
 typedef struct {
@@ -130,6 +143,31 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
 
     float *up = uc_alloc((size_t)n, sizeof *up), *x = uc_alloc((size_t)n, sizeof *x);
     uc_resize_aa(low, 3, h, w, up, H, W);
+    uc_edit ed = {0};
+    float *known = NULL;
+    unsigned char *keep = NULL;
+    if (o->image) {
+        uc_edit_in *e = &o->edit;
+        if (!o->edit_loaded) { /* the first image tells the mask's scale */
+            uc_edit_load_image(&o->cli, o->image, e);
+            if (e->w == W && e->h == H)
+                uc_edit_load_mask(&o->cli, o->mask, o->scale, 0, e);
+            o->edit_loaded = 1;
+            if (e->nredraw == (int64_t)e->w * e->h)
+                uc_info(&o->cli, "--image %s: every pixel is redrawn, so this is plain upsampling", o->image);
+        }
+        if (e->w != W || e->h != H)
+            uc_die(&o->cli, UC_EXIT_DATA,
+                   "%s: record %ld: the picture to edit, %s, is %dx%d; the image %lldx%lld upsampled is %lldx%lld",
+                   src, rec_number(r), o->image, e->w, e->h, (long long)w, (long long)h, (long long)W,
+                   (long long)H);
+        known = uc_alloc((size_t)n, sizeof *known);
+        keep = uc_alloc((size_t)(H * W), 1);
+        uc_image_u8_to_f32(e->px, (int)H, (int)W, known);
+        for (int64_t i = 0; i < H * W; i++)
+            keep[i] = !e->redraw[i];
+        ed = (uc_edit){.known = known, .keep = keep, .resample = (int)o->resample, .jump = (int)o->jump};
+    }
     if (o->fast) {
         memcpy(x, up, (size_t)n * sizeof *x);
     } else {
@@ -142,14 +180,22 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
                             .noise = draw_noise,
                             .noise_ctx = &nc,
                             .progress = uc_step_progress_fn,
-                            .progress_ctx = &pg};
+                            .progress_ctx = &pg,
+                            .edit = o->image ? &ed : NULL};
         if (uc_sr_sample(o->sr, 1, H, W, up, &so, x))
             uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld: %s", src, rec_number(r), uc_errmsg());
     }
     uc_check_finite(&o->cli, src, r, "image", x, n);
 
     rec *out = rec_clone(r);
+    if (o->image && o->fast) /* no model: the kept pixels over the resize */
+        for (int64_t c = 0; c < 3; c++)
+            for (int64_t i = 0; i < H * W; i++)
+                if (keep[i])
+                    x[c * H * W + i] = known[c * H * W + i];
     uc_rec_set_image(out, x, H, W, o->out.want_float);
+    if (o->image)
+        uc_edit_paste(&o->cli, out, &o->edit, 0, 0);
     if (!rec_has(out, "seed") && !o->fast)
         rec_set_u64(out, "seed", seed);
     rec *pp = rec_new();
@@ -162,6 +208,11 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         uc_set_draw(&o->cli, pp, seed, uc_record_noise_key(&o->cli, r, src), 0);
     }
     rec_set_u64(pp, "scale", (uint64_t)o->scale);
+    if (o->image) {
+        rec *em = uc_edit_params(&o->edit, (int)o->resample, (int)o->jump);
+        rec_set_map(pp, "edit", em);
+        rec_free(em);
+    }
     rec_set_stage(out, "params", "sr", pp);
     rec_free(pp);
     if (o->have_model)
@@ -170,16 +221,22 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     uc_free(up);
     uc_free(x);
     uc_free(low);
+    uc_free(known);
+    uc_free(keep);
 }
 
 int main(int argc, char **argv)
 {
-    opts o = {.steps = "7", .scale = 4};
+    opts o = {.steps = "7", .scale = 4, .resample = 5, .jump = 1};
     uc_cli_init(&o.cli, "upsample", usage, argc, argv);
     static const struct option longopts[] = {
         UC_CLI_LONGOPTS,
         {"steps", 1, 0, 'S'},
         {"fast", 0, 0, OPT_FAST},
+        {"image", 1, 0, OPT_IMAGE},
+        {"mask", 1, 0, OPT_MASK},
+        {"resample", 1, 0, OPT_RESAMPLE},
+        {"jump", 1, 0, OPT_JUMP},
         UC_IMAGE_OUT_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -190,9 +247,15 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'S': o.steps = uc_parse_steps(&o.cli, optarg); break;
         case OPT_FAST: o.fast = 1; break;
+        case OPT_IMAGE: o.image = optarg; break;
+        case OPT_MASK: o.mask = optarg; break;
+        case OPT_RESAMPLE: o.resample = uc_parse_long(&o.cli, "--resample", optarg, 1, UC_EDIT_MAX_RESAMPLE); break;
+        case OPT_JUMP: o.jump = uc_parse_long(&o.cli, "--jump", optarg, 1, 1000); break;
         default: uc_die(&o.cli, UC_EXIT_USAGE, "bad option");
         }
     }
+    if (o.mask && !o.image)
+        uc_die(&o.cli, UC_EXIT_USAGE, "--mask needs --image, the picture to edit");
     uc_image_out_check(&o.out, &o.cli);
     uc_cli_ready(&o.cli);
 
@@ -213,6 +276,11 @@ int main(int argc, char **argv)
             uc_die(&o.cli, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
         uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.info->model.id,
                 o.scale, o.info->channels, o.info->levels, steps, o.steps, o.fast ? "; --fast: resize only" : "");
+        if (o.image && o.jump > steps)
+            uc_die(&o.cli, UC_EXIT_USAGE, "--jump %ld: more than the %d steps", o.jump, steps);
+        if (o.image && !o.fast)
+            uc_info(&o.cli, "edit %s: resample %ld, jump %ld: %lld network calls instead of %d", o.image, o.resample,
+                    o.jump, (long long)uc_edit_calls(steps, (int)o.resample, (int)o.jump), steps);
     }
 
     uc_image_out_open(&o.out, &o.cli);
@@ -225,5 +293,6 @@ int main(int argc, char **argv)
     uc_stdout_check(&o.cli);
     if (o.have_model)
         uc_sr_free(o.sr);
+    uc_edit_in_free(&o.edit);
     return UC_EXIT_OK;
 }

@@ -391,7 +391,7 @@ static int model_fn(void *ctx, const uc_step *s, const float *x, float *out)
         k->d->t[i] = (double)s->t_model;
     int rc = uc_decoder_guided(k->d, k->c, k->S, k->S, x, k->d->t, out);
     if (rc == 0 && k->o->progress)
-        k->o->progress(k->o->progress_ctx, s->index + 1, s->count);
+        k->o->progress(k->o->progress_ctx, s->call + 1, s->calls);
     return rc;
 }
 
@@ -424,6 +424,7 @@ int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_stage_op
         .noise_ctx = o->noise_ctx,
         .trace = o->trace,
         .trace_ctx = o->trace_ctx,
+        .edit = o->edit,
     };
     return uc_diffusion_sample(&d->sched, &so, x);
 }

@@ -251,7 +251,7 @@ static int model_fn(void *ctx, const uc_step *st, const float *x, float *out)
         k->s->t[i] = (double)st->t_model;
     int rc = uc_sr_forward(k->s, st->index == st->count - 1, k->B, k->H, k->W, x, k->s->t, k->low_res, out);
     if (rc == 0 && k->o->progress)
-        k->o->progress(k->o->progress_ctx, st->index + 1, st->count);
+        k->o->progress(k->o->progress_ctx, st->call + 1, st->calls);
     return rc;
 }
 
@@ -284,6 +284,7 @@ int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res
         .noise_ctx = o->noise_ctx,
         .trace = o->trace,
         .trace_ctx = o->trace_ctx,
+        .edit = o->edit,
     };
     return uc_diffusion_sample(&s->sched, &so, x);
 }

@@ -396,13 +396,18 @@ int uc_diffusion_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x
         uc_mul_ok(cs, (size_t)o->n, &nel) || uc_mul_ok(nel, learned ? 2 : 1, &onel) || onel > (size_t)INT64_MAX / 4)
         return uc_err("diffusion batch shape %lld x %lld x %lld out of range", (long long)o->n,
                       (long long)o->channels, (long long)o->spatial);
+    if (o->edit) { /* an edit with something to keep has its own loop */
+        for (int64_t i = 0; i < o->spatial; i++)
+            if (o->edit->keep[i])
+                return uc_edit_sample(d, o, x);
+    }
     float *out = uc_alloc(onel, sizeof *out), *mean = uc_alloc(nel, sizeof *mean);
     float *log_var = uc_alloc(nel, sizeof *log_var), *x0 = uc_alloc(nel, sizeof *x0);
     float *noise = uc_alloc(nel, sizeof *noise), *next = uc_alloc(nel, sizeof *next);
     int64_t *t = uc_alloc((size_t)o->n, sizeof *t);
     int rc = o->noise(o->noise_ctx, 0, x, (int64_t)nel) ? uc_err_prefix("initial noise") : 0;
     for (int i = 0; !rc && i < d->steps; i++) {
-        uc_step s = {.index = i, .count = d->steps, .t = d->steps - 1 - i};
+        uc_step s = {.index = i, .count = d->steps, .t = d->steps - 1 - i, .call = i, .calls = d->steps};
         s.t_model = d->timestep_map[s.t];
         for (int64_t r = 0; r < o->n; r++)
             t[r] = s.t;

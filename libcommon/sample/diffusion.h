@@ -134,6 +134,9 @@ typedef struct {
     int count;       /* number of steps (d->steps) */
     int64_t t;       /* spaced timestep: count-1-index */
     int64_t t_model; /* original timestep fed to the network: timestep_map[t] */
+    int call, calls; /* 0-based model evaluation and how many in all: index
+                        and count, except in an edit that resamples
+                        (uc_edit), where a step can be taken again */
 } uc_step;
 
 /* Model output for the whole batch x[n][channels][spatial] at step s into
@@ -151,6 +154,38 @@ typedef int (*uc_noise_fn)(void *ctx, int draw, float *out, int64_t nelem);
 typedef int (*uc_trace_fn)(void *ctx, const uc_step *s, const float *x_in, const float *sample,
                            const float *pred_xstart);
 
+/* An edit (inpainting, RePaint: Lugmayr et al. 2022): the pixels marked
+ * keep are known and the others are drawn to agree with them. Before each
+ * step the kept pixels of its input x_t are replaced by the known picture
+ * noised to that step, q(x_t | x_0) with fresh noise; after the last step
+ * they are the known values exactly. The other pixels are resampled: the
+ * step down to level L is taken `resample` times, going back up `jump`
+ * levels in one draw of q(x_{L+jump} | x_L) between the takes, at the
+ * levels L = 1, 1 + jump, 1 + 2 jump, ... with L + jump <= steps (the last
+ * step, to x_0, is taken once). The network then runs
+ * uc_edit_calls(steps, resample, jump) <= resample * steps times.
+ * Noise draws in order: 0 is x_T; then per step taken: the noise of the
+ * known picture, then the step's own; per jump, its noise. The same
+ * known picture and mask serve every row. A mask with no kept pixel is
+ * plain sampling, bit for bit (uc_diffusion_sample ignores the edit). */
+#define UC_EDIT_MAX_RESAMPLE 100
+typedef struct {
+    const float *known;        /* [channels][spatial]: the picture x_0, in [-1, 1] */
+    const unsigned char *keep; /* [spatial]: nonzero keeps the known pixel, 0 redraws it */
+    int resample;              /* 1..UC_EDIT_MAX_RESAMPLE: takes of each step (1: none again) */
+    int jump;                  /* >= 1: levels gone back up between the takes */
+} uc_edit;
+
+/* Model evaluations of an edit's loop over `steps` steps. */
+int64_t uc_edit_calls(int steps, int resample, int jump);
+
+/* Outpainting: the next s x s window of a cw x ch canvas (cw, ch >= s)
+ * whose pixels are known[ch][cw] (nonzero: known) to inpaint. Candidates
+ * are the positions on a grid of s/2 (and the last row and column); the
+ * one with unknown pixels and the most known ones is taken (ties: top
+ * first, then left). 1 and its corner in *x, *y; 0 when all is known. */
+int uc_edit_window(const unsigned char *known, int cw, int ch, int s, int *x, int *y);
+
 typedef struct {
     int64_t n, channels, spatial; /* batch shape */
     uc_sampler sampler;
@@ -162,6 +197,7 @@ typedef struct {
     void *noise_ctx;
     uc_trace_fn trace;            /* optional */
     void *trace_ctx;
+    const uc_edit *edit;          /* optional: inpainting (NULL: plain sampling) */
 } uc_sample_opts;
 
 /* What every sampling stage (prior, decoder, sr) takes from its caller:
@@ -177,11 +213,15 @@ typedef struct {
     void *trace_ctx;
     void (*progress)(void *ctx, int done, int total); /* optional, after each step */
     void *progress_ctx;
+    const uc_edit *edit; /* optional: inpainting, passed to uc_sample_opts.edit */
 } uc_stage_opts;
 
 /* Run the whole loop from x_T (noise draw 0) down to t = 0; x receives the
- * final sample x_0 (n * channels * spatial floats). Returns 0, or -1 when a
- * callback fails (its message kept, prefixed with the step). */
+ * final sample x_0 (n * channels * spatial floats). With o->edit and at
+ * least one kept pixel, the edit's loop (uc_edit_sample). Returns 0, or -1
+ * when a callback fails (its message kept, prefixed with the step). */
 int uc_diffusion_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x);
+/* The edit's loop itself (repaint.c): o->edit required. */
+int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x);
 
 #endif

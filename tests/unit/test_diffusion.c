@@ -243,12 +243,139 @@ static void test_sample_loop(void **state)
     uc_diffusion_free(&d);
 }
 
+/* ---- edits (RePaint) ---- */
+
+typedef struct {
+    const uc_diffusion *d;
+    int calls, last_calls, bad;
+    int noise_draws;
+    float in[16][8]; /* the inputs of the first calls */
+    int lasts;       /* calls that SR would give its last-step model */
+} edit_ctx;
+
+static int edit_model(void *ctx, const uc_step *s, const float *x, float *out)
+{
+    edit_ctx *c = ctx;
+    if (s->call != c->calls)
+        c->bad = 1;
+    if (c->calls < 16)
+        memcpy(c->in[c->calls], x, 8 * sizeof *x);
+    c->calls++;
+    c->last_calls = s->calls;
+    c->lasts += s->index == s->count - 1;
+    for (int i = 0; i < 8; i++)
+        out[i] = 0.5f * x[i] - 0.1f;
+    return 0;
+}
+
+static int edit_noise(void *ctx, int draw, float *out, int64_t n)
+{
+    edit_ctx *c = ctx;
+    c->noise_draws++;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = sinf((float)(draw * 13 + i));
+    return 0;
+}
+
+static void test_edit_loop(void **state)
+{
+    (void)state;
+    uc_diffusion d;
+    assert_int_equal(uc_diffusion_init(&d, "squaredcos_cap_v2", 1000, "10", UC_MEAN_EPSILON, UC_VAR_FIXED_SMALL), 0);
+    assert_int_equal(uc_edit_calls(25, 5, 1), 121);
+    assert_int_equal(uc_edit_calls(10, 3, 2), 26); /* jumps at levels 1, 3, 5, 7 */
+    assert_int_equal(uc_edit_calls(10, 1, 1), 10);
+    const float known[4] = {0.5f, -0.25f, 1.0f, -1.0f}; /* channels 2, spatial 2 */
+    unsigned char none[2] = {0, 0}, all[2] = {1, 1}, half[2] = {1, 0};
+    for (int s = 0; s < 2; s++) {
+        uc_sampler smp = s ? UC_SAMPLER_DDIM : UC_SAMPLER_DDPM;
+        /* nothing kept: plain sampling bit for bit, whatever resample says */
+        edit_ctx c0 = {.d = &d}, c1 = {.d = &d};
+        uc_edit e = {.known = known, .keep = none, .resample = 3, .jump = 1};
+        uc_sample_opts o = {.n = 2, .channels = 2, .spatial = 2, .sampler = smp, .model = edit_model,
+                            .model_ctx = &c0, .noise = edit_noise, .noise_ctx = &c0};
+        float plain[8], x[8];
+        assert_int_equal(uc_diffusion_sample(&d, &o, plain), 0);
+        o.model_ctx = o.noise_ctx = &c1;
+        o.edit = &e;
+        assert_int_equal(uc_diffusion_sample(&d, &o, x), 0);
+        assert_memory_equal(plain, x, sizeof x);
+        assert_int_equal(c1.calls, 10);
+
+        /* all kept, resample 1: each step's input is the known picture
+         * noised to its level with the draw 2k+1, the output the picture */
+        edit_ctx c2 = {.d = &d};
+        e = (uc_edit){.known = known, .keep = all, .resample = 1, .jump = 1};
+        o.model_ctx = o.noise_ctx = &c2;
+        assert_int_equal(uc_diffusion_sample(&d, &o, x), 0);
+        assert_int_equal(c2.calls, 10);
+        assert_int_equal(c2.noise_draws, 1 + 2 * 10);
+        assert_int_equal(c2.bad, 0);
+        for (int k = 0; k < 10; k++) {
+            double a = d.alphas_cumprod[9 - k];
+            float sa = (float)sqrt(a), sb = (float)sqrt(1.0 - a), nz[8];
+            edit_noise(&c0, 2 * k + 1, nz, 8);
+            for (int i = 0; i < 8; i++)
+                assert_true(c2.in[k][i] == sa * known[i % 4] + sb * nz[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            assert_true(x[i] == known[i % 4]);
+
+        /* half kept, resample 3, jump 2: 26 calls, the last step once, the
+         * kept pixel exact */
+        edit_ctx c3 = {.d = &d};
+        e = (uc_edit){.known = known, .keep = half, .resample = 3, .jump = 2};
+        o.model_ctx = o.noise_ctx = &c3;
+        assert_int_equal(uc_diffusion_sample(&d, &o, x), 0);
+        assert_int_equal(c3.calls, 26);
+        assert_int_equal(c3.last_calls, 26);
+        assert_int_equal(c3.lasts, 1);
+        assert_int_equal(c3.bad, 0);
+        assert_int_equal(c3.noise_draws, 1 + 2 * 26 + 2 * 4); /* x_T, two a call, one a jump */
+        for (int r = 0; r < 2; r++)
+            for (int ch = 0; ch < 2; ch++)
+                assert_true(x[(r * 2 + ch) * 2] == known[ch * 2]);
+    }
+    /* bad settings */
+    edit_ctx c = {.d = &d};
+    uc_edit e = {.known = known, .keep = half, .resample = 0, .jump = 1};
+    uc_sample_opts o = {.n = 1, .channels = 2, .spatial = 2, .model = edit_model, .model_ctx = &c,
+                        .noise = edit_noise, .noise_ctx = &c, .edit = &e};
+    float x[4];
+    assert_int_equal(uc_diffusion_sample(&d, &o, x), -1);
+    e.resample = 2, e.jump = 11;
+    assert_int_equal(uc_diffusion_sample(&d, &o, x), -1);
+    assert_non_null(strstr(uc_errmsg(), "jump"));
+    uc_diffusion_free(&d);
+}
+
+static void test_edit_window(void **state)
+{
+    (void)state;
+    unsigned char kn[32 * 64];
+    int x = -1, y = -1;
+    for (int r = 0; r < 32; r++) /* a 64x32 canvas, its left half known */
+        for (int c = 0; c < 64; c++)
+            kn[r * 64 + c] = c < 32;
+    assert_int_equal(uc_edit_window(kn, 64, 32, 32, &x, &y), 1);
+    assert_int_equal(x, 16);
+    assert_int_equal(y, 0);
+    for (int r = 0; r < 32; r++)
+        memset(kn + r * 64 + 16, 1, 32);
+    assert_int_equal(uc_edit_window(kn, 64, 32, 32, &x, &y), 1);
+    assert_int_equal(x, 32);
+    memset(kn, 1, sizeof kn);
+    assert_int_equal(uc_edit_window(kn, 64, 32, 32, &x, &y), 0);
+    assert_int_equal(uc_edit_window(kn, 16, 32, 32, &x, &y), 0); /* smaller than a window */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_respacing),       cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_respaced_process), cmocka_unit_test(test_from_config),
         cmocka_unit_test(test_p_mean_variance), cmocka_unit_test(test_sample_loop),
+        cmocka_unit_test(test_edit_loop),       cmocka_unit_test(test_edit_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
