@@ -53,28 +53,6 @@ static void add(const char *name, float std, float mean, int ndim, int64_t d0, i
         t->data[i] = uc_f16_to_f32(uc_f32_to_f16(mean + std * t->data[i]));
 }
 
-static void add_blocks(const char *prefix, int layers, int w)
-{
-    char k[128];
-    float s = 1.0f / sqrtf((float)w);
-    for (int l = 0; l < layers; l++) {
-#define K(x) (snprintf(k, sizeof k, "%s%d.%s", prefix, l, x), k)
-        add(K("ln_1.weight"), 0.2f, 1, 1, w, 0, 0, 0);
-        add(K("ln_1.bias"), 0.1f, 0, 1, w, 0, 0, 0);
-        add(K("attn.in_proj_weight"), s, 0, 2, 3 * w, w, 0, 0);
-        add(K("attn.in_proj_bias"), 0.1f, 0, 1, 3 * w, 0, 0, 0);
-        add(K("attn.out_proj.weight"), s, 0, 2, w, w, 0, 0);
-        add(K("attn.out_proj.bias"), 0.05f, 0, 1, w, 0, 0, 0);
-        add(K("ln_2.weight"), 0.2f, 1, 1, w, 0, 0, 0);
-        add(K("ln_2.bias"), 0.1f, 0, 1, w, 0, 0, 0);
-        add(K("mlp.c_fc.weight"), s, 0, 2, 4 * w, w, 0, 0);
-        add(K("mlp.c_fc.bias"), 0.1f, 0, 1, 4 * w, 0, 0, 0);
-        add(K("mlp.c_proj.weight"), s / 2, 0, 2, w, 4 * w, 0, 0);
-        add(K("mlp.c_proj.bias"), 0.1f, 0, 1, w, 0, 0, 0);
-#undef K
-    }
-}
-
 /* The data of tensor `name` of the last make_weights. */
 static const float *tdata(const char *name)
 {
@@ -85,33 +63,62 @@ static const float *tdata(const char *name)
     return NULL;
 }
 
-/* OpenAI state-dict names; `towers`: 1 text, 2 vision, 3 both. */
+static int ends(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* A tensor of the description gets random values of a scale by its kind. */
+static int add_described(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    (void)ctx, (void)dtype;
+    float std = 0.1f, mean = 0;
+    if (!strcmp(name, "logit_scale"))
+        std = 0, mean = 2.5f;
+    else if (strstr(name, "ln_") && ends(name, ".weight"))
+        std = 0.2f, mean = 1;
+    else if (ends(name, "bias"))
+        std = ends(name, "out_proj.bias") ? 0.05f : 0.1f;
+    else if (!strcmp(name, "token_embedding.weight"))
+        std = 0.5f;
+    else if (!strcmp(name, "text_projection") || !strcmp(name, "visual.class_embedding"))
+        std = 0.2f;
+    else if (!strcmp(name, "visual.proj"))
+        std = 0.15f;
+    else if (ends(name, "c_proj.weight")) /* [w, 4w] */
+        std = 0.5f / sqrtf((float)shape[0]);
+    else if (ndim == 2 && strstr(name, "resblocks.")) /* [out, w] */
+        std = 1.0f / sqrtf((float)shape[1]);
+    int64_t d[4] = {0, 0, 0, 0};
+    for (int k = 0; k < ndim && k < 4; k++)
+        d[k] = shape[k];
+    add(name, std, mean, ndim, d[0], d[1], d[2], d[3]);
+    return 0;
+}
+
+/* The tensors CLIP's one description lists for these sizes, OpenAI names;
+ * `towers`: 1 text, 2 vision, 3 both. */
 static void make_weights(int towers)
 {
     for (int i = 0; i < ntens; i++)
         uc_free(tens[i].data);
     ntens = 0;
     uc_rng_init(&rng, 42, 7);
-    if (towers & 1) {
-        add("token_embedding.weight", 0.5f, 0, 2, VOCAB, TW, 0, 0);
-        add("positional_embedding", 0.1f, 0, 2, CTX, TW, 0, 0);
-        add_blocks("transformer.resblocks.", TL, TW);
-        add("ln_final.weight", 0.2f, 1, 1, TW, 0, 0, 0);
-        add("ln_final.bias", 0.1f, 0, 1, TW, 0, 0, 0);
-        add("text_projection", 0.2f, 0, 2, TW, EMBED, 0, 0);
-    }
-    if (towers & 2) {
-        add("visual.conv1.weight", 0.1f, 0, 4, VW, 3, PATCH, PATCH);
-        add("visual.class_embedding", 0.2f, 0, 1, VW, 0, 0, 0);
-        add("visual.positional_embedding", 0.1f, 0, 2, GRID * GRID + 1, VW, 0, 0);
-        add("visual.ln_pre.weight", 0.2f, 1, 1, VW, 0, 0, 0);
-        add("visual.ln_pre.bias", 0.1f, 0, 1, VW, 0, 0, 0);
-        add_blocks("visual.transformer.resblocks.", VL, VW);
-        add("visual.ln_post.weight", 0.2f, 1, 1, VW, 0, 0, 0);
-        add("visual.ln_post.bias", 0.1f, 0, 1, VW, 0, 0, 0);
-        add("visual.proj", 0.15f, 0, 2, VW, EMBED, 0, 0);
-    }
-    add("logit_scale", 0, 2.5f, 0, 0, 0, 0, 0);
+    char cfg[512];
+    int n = snprintf(cfg, sizeof cfg, "{\"embed_dim\": %d", EMBED);
+    if (towers & 1)
+        n += snprintf(cfg + n, sizeof cfg - (size_t)n,
+                      ", \"context_length\": %d, \"vocab_size\": %d, \"transformer_width\": %d, "
+                      "\"transformer_heads\": %d, \"transformer_layers\": %d",
+                      CTX, VOCAB, TW, TH, TL);
+    if (towers & 2)
+        n += snprintf(cfg + n, sizeof cfg - (size_t)n,
+                      ", \"image_resolution\": %d, \"vision_layers\": %d, \"vision_width\": %d, \"vision_heads\": %d, "
+                      "\"vision_patch_size\": %d",
+                      RES, VL, VW, VH, PATCH);
+    snprintf(cfg + n, sizeof cfg - (size_t)n, "}");
+    assert_int_equal(uc_clip_tensors(cfg, add_described, NULL), 0);
 }
 
 /* Write the tensors as stored by OpenAI (matrices F16, as convert_weights

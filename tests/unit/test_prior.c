@@ -48,52 +48,47 @@ static void add(uc_rng *r, const char *name, float std, float mean, int ndim, co
     o->data = bufs[nout++] = x;
 }
 
-#define ADD(name, std, mean, ...)                                                                              \
-    add(&r, name, std, mean, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+static int ends(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
 
-/* Write a prior of the sizes above; width_cfg lets the config disagree
- * with the weights. stage NULL: no metadata at all. */
+/* A tensor of the prior's description gets random values of a scale by its
+ * kind: norms near 1, biases 0.1, matrices 1/sqrt(fan-in). */
+static int add_described(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
+{
+    (void)dtype;
+    float std = 0.1f, mean = 0;
+    if (!strcmp(name, "clip_std"))
+        mean = 1;
+    else if (!strcmp(name, "clip_mean"))
+        std = 0.5f;
+    else if ((strstr(name, "ln_") || strstr(name, "final_ln")) && ends(name, ".weight"))
+        std = 0.2f, mean = 1;
+    else if (strstr(name, "positional_embedding") || strstr(name, "prd_emb"))
+        std = 0.3f;
+    else if (ndim == 2)
+        std = (strstr(name, "c_qkv") ? 2.0f : strstr(name, "mlp.c_proj") ? 0.5f : 1.0f) / sqrtf((float)shape[1]);
+    add(ctx, name, std, mean, ndim, shape);
+    return 0;
+}
+
+/* Write a prior of the sizes above, its tensors those the prior's one
+ * description lists; width_cfg lets the config disagree with the weights.
+ * stage NULL: no metadata at all. */
 static int write_model(const char *path, const char *stage, int width_cfg)
 {
     uc_rng r;
     uc_rng_init(&r, 42, 7);
     nout = 0;
-    float s = 1.0f / sqrtf((float)W);
-    ADD("model.time_embed.0.weight", s, 0, W, W);
-    ADD("model.time_embed.0.bias", 0.1f, 0, W);
-    ADD("model.time_embed.2.weight", s, 0, W, W);
-    ADD("model.time_embed.2.bias", 0.1f, 0, W);
-    ADD("model.text_enc_proj.weight", 1.0f / sqrtf((float)E), 0, W, E);
-    ADD("model.text_enc_proj.bias", 0.1f, 0, W);
-    ADD("model.text_emb_proj.weight", 1.0f / sqrtf((float)D), 0, W, D);
-    ADD("model.text_emb_proj.bias", 0.1f, 0, W);
-    ADD("model.clip_img_proj.weight", 1.0f / sqrtf((float)D), 0, W, D);
-    ADD("model.clip_img_proj.bias", 0.1f, 0, W);
-    ADD("model.out_proj.weight", s, 0, D, W);
-    ADD("model.out_proj.bias", 0.1f, 0, D);
-    ADD("model.positional_embedding", 0.3f, 0, 1, S, W);
-    ADD("model.prd_emb", 0.3f, 0, 1, 1, W);
-    ADD("model.final_ln.weight", 0.2f, 1, W);
-    ADD("model.final_ln.bias", 0.1f, 0, W);
-    char k[128];
-    for (int l = 0; l < L; l++) {
-#define K(x) (snprintf(k, sizeof k, "model.transformer.resblocks.%d.%s", l, x), k)
-        ADD(K("ln_1.weight"), 0.2f, 1, W);
-        ADD(K("ln_1.bias"), 0.1f, 0, W);
-        ADD(K("attn.c_qkv.weight"), 2 * s, 0, 3 * W, W);
-        ADD(K("attn.c_qkv.bias"), 0.1f, 0, 3 * W);
-        ADD(K("attn.c_proj.weight"), s, 0, W, W);
-        ADD(K("attn.c_proj.bias"), 0.1f, 0, W);
-        ADD(K("ln_2.weight"), 0.2f, 1, W);
-        ADD(K("ln_2.bias"), 0.1f, 0, W);
-        ADD(K("mlp.c_fc.weight"), s, 0, 4 * W, W);
-        ADD(K("mlp.c_fc.bias"), 0.1f, 0, 4 * W);
-        ADD(K("mlp.c_proj.weight"), 0.5f * s, 0, W, 4 * W);
-        ADD(K("mlp.c_proj.bias"), 0.1f, 0, W);
-#undef K
-    }
-    ADD("clip_mean", 0.5f, 0, D);
-    ADD("clip_std", 0.1f, 1, D);
+    char desc[400];
+    snprintf(desc, sizeof desc,
+             "{\"model\":{\"hparams\":{\"text_ctx\":%d,\"xf_width\":%d,\"xf_layers\":%d,\"xf_heads\":%d,"
+             "\"xf_final_ln\":true,\"clip_dim\":%d,\"text_dim\":%d}},\"diffusion\":{}}",
+             T, W, L, H, D, E);
+    if (uc_prior_tensors(desc, add_described, &r))
+        return -1;
     char cfg[600];
     snprintf(cfg, sizeof cfg,
              "{\"model\":{\"type\":\"prior\",\"hparams\":{\"text_ctx\":%d,\"xf_width\":%d,\"xf_layers\":%d,"
