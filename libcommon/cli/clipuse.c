@@ -82,8 +82,13 @@ int uc_clipuse_texts_seq(const uc_clipuse *u, const char *const *texts, const ch
 {
     int32_t *tok = tokens ? tokens : uc_alloc((size_t)n * (size_t)u->ctx, sizeof *tok);
     int rc = tokenize(u, texts, labels, n, tok, mask, ntokens);
-    if (!rc)
-        rc = clip_encode_text(u->m, tok, n, seq, emb);
+    /* one text a forward: the products' kernels depend on how many rows
+     * they multiply, so a batch would give a prompt other last bits than it
+     * gets alone, and the picture drawn from it would depend on its batch */
+    size_t ctx = (size_t)u->ctx, W = (size_t)u->W, D = (size_t)u->D;
+    for (int i = 0; i < n && !rc; i++)
+        rc = clip_encode_text(u->m, tok + (size_t)i * ctx, 1, seq ? seq + (size_t)i * ctx * W : NULL,
+                              emb ? emb + (size_t)i * D : NULL);
     if (!tokens)
         uc_free(tok);
     return rc;

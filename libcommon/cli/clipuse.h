@@ -41,7 +41,8 @@ void uc_clipuse_close(uc_clipuse *u);
  * N") name them in errors (invalid UTF-8, and the like). */
 int uc_clipuse_texts(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n, float *emb,
                      int *ntokens);
-/* The same in one forward, with what the prior and decoder read too: the
+/* The same, one text a forward (so a prompt's numbers do not depend on
+ * the others beside it), with what the prior and decoder read too: the
  * token sequences seq[n, ctx, W], tokens[n, ctx] and token masks mask[n,
  * ctx] (any output may be NULL). */
 int uc_clipuse_texts_seq(const uc_clipuse *u, const char *const *texts, const char *const *labels, int n, float *emb,

@@ -110,10 +110,7 @@ struct uc_decoder {
     const float *cf_param;                  /* cf_param: [D], y of unconditional rows */
     cJSON *diffusion;                       /* owned copy of the config's diffusion section */
     st_file *file;                          /* owned when opened from a path, else NULL */
-    /* the schedule of the last respacing asked for */
-    uc_diffusion sched;
-    int have_sched, sched_null; /* built; built for respacing NULL */
-    char *sched_respacing;      /* owned */
+    uc_schedule sched; /* of the last respacing asked for */
     /* buffers of a forward of (B, H, W, ctx) */
     uc_unet_ws *ws;
     int64_t B, H, W, ctx;
@@ -239,9 +236,7 @@ void uc_decoder_free(uc_decoder *d)
     uc_free(d->t);
     uc_unet_free(d->unet);
     cJSON_Delete(d->diffusion);
-    if (d->have_sched)
-        uc_diffusion_free(&d->sched);
-    uc_free(d->sched_respacing);
+    uc_schedule_free(&d->sched);
     if (d->file)
         st_close(d->file);
     uc_free(d);
@@ -251,20 +246,8 @@ const uc_decoder_info *uc_decoder_get_info(const uc_decoder *d) { return &d->inf
 
 int uc_decoder_steps(uc_decoder *d, const char *respacing)
 {
-    if (d->have_sched &&
-        (respacing ? !d->sched_null && !strcmp(d->sched_respacing, respacing) : d->sched_null))
-        return d->sched.steps;
-    uc_diffusion nd;
-    if (uc_diffusion_from_config(&nd, d->diffusion, respacing))
-        return -1;
-    if (d->have_sched)
-        uc_diffusion_free(&d->sched);
-    uc_free(d->sched_respacing);
-    d->sched = nd;
-    d->have_sched = 1;
-    d->sched_null = !respacing;
-    d->sched_respacing = uc_strdup(respacing ? respacing : "");
-    return d->sched.steps;
+    const uc_diffusion *sc = uc_schedule_get(&d->sched, d->diffusion, respacing);
+    return sc ? sc->steps : -1;
 }
 
 /* ---- forward ------------------------------------------------------------ */
@@ -400,7 +383,7 @@ int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_stage_op
     if (uc_decoder_steps(d, o->respacing) < 0)
         return -1;
     int64_t S = d->cfg.image_size;
-    if ((d->sched.var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6))
+    if ((d->sched.d.var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6))
         return uc_err("decoder: the diffusion config does not match the model's outputs (%s learned variance)",
                       d->cfg.unet.out_channels == 6 ? "with" : "without");
     if (c->B < 1 || c->B > 4096)
@@ -426,5 +409,5 @@ int uc_decoder_sample(uc_decoder *d, const uc_decoder_cond *c, const uc_stage_op
         .trace_ctx = o->trace_ctx,
         .edit = o->edit,
     };
-    return uc_diffusion_sample(&d->sched, &so, x);
+    return uc_diffusion_sample(&d->sched.d, &so, x);
 }

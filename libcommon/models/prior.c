@@ -56,9 +56,7 @@ struct uc_prior {
     float *stats;                                   /* owned [2D] after uc_prior_set_stats */
     st_file *file;                                  /* owned when opened by uc_prior_open */
     cJSON *diffusion;                               /* owned copy of the config's section, or NULL */
-    uc_diffusion sched;                             /* the schedule of sched_key, when have_sched */
-    int have_sched;
-    char *sched_key;                                /* its respacing; NULL: the section's own */
+    uc_schedule sched;                              /* of the last respacing asked for */
     step_ws ws;
 };
 
@@ -259,9 +257,7 @@ static void release(uc_prior *p)
     uc_free(p->blocks);
     uc_free(p->stats);
     cJSON_Delete(p->diffusion);
-    if (p->have_sched)
-        uc_diffusion_free(&p->sched);
-    uc_free(p->sched_key);
+    uc_schedule_free(&p->sched);
     uc_free(p->ws.block);
 }
 
@@ -289,11 +285,7 @@ static int load_file(void *model, st_file *f, const cJSON *config)
         return -1;
     if (!p->clip_mean)
         return uc_err("tensors clip_mean and clip_std missing");
-    if (uc_diffusion_from_config(&p->sched, p->diffusion, ""))
-        return -1;
-    p->have_sched = 1;
-    p->sched_key = uc_strdup("");
-    return 0;
+    return uc_schedule_get(&p->sched, p->diffusion, "") ? 0 : -1;
 }
 
 uc_prior *uc_prior_open(const char *path)
@@ -335,23 +327,13 @@ int uc_prior_set_stats(uc_prior *p, const float *mean, const float *std)
 
 int uc_prior_schedule(uc_prior *p, const char *respacing, int *steps)
 {
-    int same = p->have_sched && (respacing && p->sched_key ? strcmp(respacing, p->sched_key) == 0
-                                                           : !respacing && !p->sched_key);
-    if (!same) {
-        if (!p->diffusion)
-            return uc_err("prior config: diffusion section missing");
-        uc_diffusion d;
-        if (uc_diffusion_from_config(&d, p->diffusion, respacing))
-            return -1;
-        if (p->have_sched)
-            uc_diffusion_free(&p->sched);
-        uc_free(p->sched_key);
-        p->sched = d;
-        p->have_sched = 1;
-        p->sched_key = respacing ? uc_strdup(respacing) : NULL;
-    }
+    if (!p->diffusion)
+        return uc_err("prior config: diffusion section missing");
+    const uc_diffusion *d = uc_schedule_get(&p->sched, p->diffusion, respacing);
+    if (!d)
+        return -1;
     if (steps)
-        *steps = p->sched.steps;
+        *steps = d->steps;
     return 0;
 }
 
@@ -670,7 +652,7 @@ int uc_prior_sample(uc_prior *p, const uc_stage_opts *o, const uc_prior_batch *b
 {
     if (uc_prior_schedule(p, o->respacing, NULL))
         return -1;
-    const uc_diffusion *d = &p->sched;
+    const uc_diffusion *d = &p->sched.d;
     if (d->mean_type != UC_MEAN_START_X || d->var_type == UC_VAR_LEARNED || d->var_type == UC_VAR_LEARNED_RANGE)
         return uc_err("prior: the diffusion must predict x_0 with a fixed variance");
     if (!p->clip_mean)

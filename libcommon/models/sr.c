@@ -63,10 +63,7 @@ struct uc_sr {
     uc_unet *last;    /* keys "model_last_step." + UNetModel names */
     cJSON *diffusion; /* owned copy of the config's diffusion section */
     st_file *file;    /* owned when opened from a path, else NULL */
-    /* the schedule of the last respacing asked for */
-    uc_diffusion sched;
-    int have_sched, sched_null;
-    char *sched_respacing;
+    uc_schedule sched; /* of the last respacing asked for */
     /* buffers of a forward of (B, H, W), shared by both models */
     uc_unet_ws *ws;
     int64_t B, H, W;
@@ -173,9 +170,7 @@ void uc_sr_free(uc_sr *s)
     uc_unet_free(s->first);
     uc_unet_free(s->last);
     cJSON_Delete(s->diffusion);
-    if (s->have_sched)
-        uc_diffusion_free(&s->sched);
-    uc_free(s->sched_respacing);
+    uc_schedule_free(&s->sched);
     if (s->file)
         st_close(s->file);
     uc_free(s);
@@ -185,20 +180,8 @@ const uc_sr_info *uc_sr_get_info(const uc_sr *s) { return &s->info; }
 
 int uc_sr_steps(uc_sr *s, const char *respacing)
 {
-    if (s->have_sched &&
-        (respacing ? !s->sched_null && !strcmp(s->sched_respacing, respacing) : s->sched_null))
-        return s->sched.steps;
-    uc_diffusion nd;
-    if (uc_diffusion_from_config(&nd, s->diffusion, respacing))
-        return -1;
-    if (s->have_sched)
-        uc_diffusion_free(&s->sched);
-    uc_free(s->sched_respacing);
-    s->sched = nd;
-    s->have_sched = 1;
-    s->sched_null = !respacing;
-    s->sched_respacing = uc_strdup(respacing ? respacing : "");
-    return s->sched.steps;
+    const uc_diffusion *sc = uc_schedule_get(&s->sched, s->diffusion, respacing);
+    return sc ? sc->steps : -1;
 }
 
 /* The buffers of a forward of B images of HxW (both models share a config). */
@@ -260,7 +243,7 @@ int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res
 {
     if (uc_sr_steps(s, o->respacing) < 0)
         return -1;
-    int learned = s->sched.var_type == UC_VAR_LEARNED || s->sched.var_type == UC_VAR_LEARNED_RANGE;
+    int learned = s->sched.d.var_type == UC_VAR_LEARNED || s->sched.d.var_type == UC_VAR_LEARNED_RANGE;
     if (learned != (s->cfg.unet.out_channels == 6))
         return uc_err("sr: the diffusion config does not match the model's outputs");
     if (B < 1 || B > 4096)
@@ -286,5 +269,5 @@ int uc_sr_sample(uc_sr *s, int64_t B, int64_t H, int64_t W, const float *low_res
         .trace_ctx = o->trace_ctx,
         .edit = o->edit,
     };
-    return uc_diffusion_sample(&s->sched, &so, x);
+    return uc_diffusion_sample(&s->sched.d, &so, x);
 }

@@ -271,6 +271,32 @@ int uc_diffusion_from_config(uc_diffusion *d, const cJSON *j, const char *respac
                              predict_xstart ? UC_MEAN_START_X : UC_MEAN_EPSILON, vt);
 }
 
+const uc_diffusion *uc_schedule_get(uc_schedule *s, const cJSON *diffusion, const char *respacing)
+{
+    if (s->have && (respacing && s->respacing ? !strcmp(respacing, s->respacing) : !respacing && !s->respacing))
+        return &s->d;
+    uc_diffusion d;
+    if (!diffusion) {
+        uc_err("config: diffusion section missing");
+        return NULL;
+    }
+    if (uc_diffusion_from_config(&d, diffusion, respacing))
+        return NULL;
+    uc_schedule_free(s);
+    s->d = d;
+    s->have = 1;
+    s->respacing = respacing ? uc_strdup(respacing) : NULL;
+    return &s->d;
+}
+
+void uc_schedule_free(uc_schedule *s)
+{
+    if (s->have)
+        uc_diffusion_free(&s->d);
+    uc_free(s->respacing);
+    memset(s, 0, sizeof *s);
+}
+
 uc_sampler uc_sampler_for_respacing(const char *r)
 {
     return r && (!strncmp(r, "ddim", 4) || !strncmp(r, "fast", 4)) ? UC_SAMPLER_DDIM : UC_SAMPLER_DDPM;

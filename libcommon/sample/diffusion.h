@@ -101,6 +101,22 @@ void uc_diffusion_free(uc_diffusion *d);
  * "ddim" or "fast", DDPM otherwise. */
 uc_sampler uc_sampler_for_respacing(const char *respacing);
 
+/* A stage's schedule, kept for the respacing it was built with: the
+ * prior, decoder and SR each hold one and rebuild it only when asked for
+ * another respacing. Zero-initialised is empty. */
+typedef struct {
+    uc_diffusion d;   /* valid when have */
+    int have;
+    char *respacing;  /* owned: what d was built with; NULL: the section's own */
+} uc_schedule;
+
+/* The schedule of the config section `diffusion` respaced by respacing
+ * (NULL: the section's own timestep_respacing), from s when it was built
+ * for the same string; NULL and uc_err when the section or the respacing
+ * is bad. */
+const uc_diffusion *uc_schedule_get(uc_schedule *s, const cJSON *diffusion, const char *respacing);
+void uc_schedule_free(uc_schedule *s);
+
 /* Treatment of the predicted x_0 before it is used (Karlo's denoised_fn,
  * then clip_denoised). */
 typedef struct {

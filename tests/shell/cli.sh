@@ -17,7 +17,9 @@ for t in "$BIN"/*; do
     "$t" --help | grep -q -- '--threads' || fail "$name --help lacks --threads"
     expect 2 "^$name: unknown option '--no-such-option'" "$t" --no-such-option
 done
-"$BIN/unclip-convert" --version | grep -q "unclip" || fail "unclip-convert --version"
+"$BIN/unclip-convert" --version | grep -q "^unclip-convert (unclip) " || fail "unclip-convert --version"
+"$BIN/unclip-convert" --help | grep -q -- '--threads' || fail "unclip-convert --help lacks --threads"
+expect 2 "^unclip-convert: unknown option --no-such-option" "$BIN/unclip-convert" --no-such-option a b
 
 # the verbose line names the decoder's own file, not the ranking CLIP's
 "$BIN/clip-encode" "a red circle" | "$BIN/prior-sample" -S 2 > "$tmp/p.rec"

@@ -28,6 +28,14 @@ printf 'a red circle\na blue square\nthree green triangles\na red circle above a
 "$BIN/clip-encode" "a red circle above a blue square" | "$BIN/prior-sample" | "$BIN/decoder-diffuse" > "$tmp/alone.png"
 [ "$(fnv "$tmp/batch-3.png")" = "$(fnv "$tmp/alone.png")" ] || fail "the 4th prompt of a batch draws another picture than alone"
 
+# a prompt's numbers do not depend on the prompts beside it (11 at once: past
+# the row count where the products change kernels)
+for i in 1 2 3 4 5 6 7 8 9 10 11; do echo "a red circle above a blue square"; done | "$BIN/clip-encode" |
+    "$BIN/rec-dump" | python3 -c 'import json, sys; print("\n".join(sorted({json.loads(l)["text_emb"]["fnv1a"] for l in sys.stdin})))' > "$tmp/e11"
+"$BIN/clip-encode" "a red circle above a blue square" | "$BIN/rec-dump" |
+    python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["text_emb"]["fnv1a"])' > "$tmp/e1"
+cmp -s "$tmp/e11" "$tmp/e1" || fail "clip-encode: a prompt in a batch of 11 gets another embedding than alone"
+
 # -n at the prior and at the decoder: six pictures, each stage's index its own
 "$BIN/clip-encode" "two purple triangles" | "$BIN/prior-sample" -n 3 | "$BIN/decoder-diffuse" -n 2 --best-of 1 -o "$tmp/n-%d.png"
 for i in 0 1 2 3 4 5; do
