@@ -49,16 +49,6 @@ static size_t scan_header(const char *json, size_t len, int *stage)
     return need;
 }
 
-static void diffusion(const cJSON *cfg)
-{
-    static const char *respacings[] = {NULL, "", "5", "ddim3", "fast27", "2,1"};
-    for (size_t i = 0; i < sizeof respacings / sizeof *respacings; i++) {
-        uc_diffusion d;
-        if (uc_diffusion_from_config(&d, cfg, respacings[i]) == 0)
-            uc_diffusion_free(&d);
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *nul = memchr(data, 0, size);
