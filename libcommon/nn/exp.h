@@ -26,10 +26,10 @@ static inline float uc_exp_f(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t ti, pi;
+    uint32_t ti, pi; /* unsigned: a NaN's bits must not overflow a signed int */
     memcpy(&ti, &t, sizeof ti);
     memcpy(&pi, &p, sizeof pi);
-    pi += (int32_t)((uint32_t)(ti - 0x4B400000) << 23);
+    pi += (ti - 0x4B400000u) << 23;
     memcpy(&p, &pi, sizeof p);
     return x < -87.0f ? 0.0f : p;
 }

@@ -10,6 +10,8 @@ BIN=${BIN:-bin}
 MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
 G=tests/golden
 PNGS=fuzz/corpus/fuzz_image
+# the default model for the rows that use it (models/ beside bin/, or here)
+[ "$(cd "$BIN/.." && pwd)" = "$(pwd)" ] || export UNCLIP_MODELS="$PWD/models"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() {

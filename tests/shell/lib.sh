@@ -4,6 +4,13 @@
 set -eu
 BIN=${BIN:-bin}
 G=tests/golden
+# bin/ finds the default model in models/ beside it, as a user's build
+# does; the builds under build/ (make check SAN=1) are pointed at it
+if [ "$(cd "$BIN/.." && pwd)" = "$(pwd)" ]; then
+    unset UNCLIP_MODELS
+else
+    export UNCLIP_MODELS="$PWD/models"
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() {
