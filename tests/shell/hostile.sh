@@ -365,9 +365,14 @@ mkfifo "$tmp/fifo.st"
 t 1 'fifo.st: not a safetensors file \(not a regular file\)' "$tmp/p.rec" "$BIN/decoder-diffuse" -m "$tmp/fifo.st"
 cp models/decoder.safetensors "$tmp/shrink.st"
 set +e
-"$BIN/decoder-diffuse" -t 1 --best-of 1 -S 1000 -m "$tmp/shrink.st" "$tmp/p.rec" > "$tmp/out" 2> "$tmp/err" &
+"$BIN/decoder-diffuse" -t 1 --best-of 1 -S 1000 --progress json -m "$tmp/shrink.st" "$tmp/p.rec" > "$tmp/out" \
+    2> "$tmp/err" &
 pid=$!
-sleep 1
+n=0 # until it samples (a step done), however slow the machine
+while ! grep -q '"done"' "$tmp/err" 2> /dev/null && [ "$n" -lt 600 ]; do
+    sleep 0.1
+    n=$((n + 1))
+done
 truncate -s 100000 "$tmp/shrink.st"
 wait "$pid"
 st=$?
