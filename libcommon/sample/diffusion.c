@@ -427,38 +427,58 @@ int uc_diffusion_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x
             if (o->edit->keep[i])
                 return uc_edit_sample(d, o, x);
     }
-    float *out = uc_alloc(onel, sizeof *out), *mean = uc_alloc(nel, sizeof *mean);
-    float *log_var = uc_alloc(nel, sizeof *log_var), *x0 = uc_alloc(nel, sizeof *x0);
-    float *noise = uc_alloc(nel, sizeof *noise), *next = uc_alloc(nel, sizeof *next);
-    int64_t *t = uc_alloc((size_t)o->n, sizeof *t);
+    uc_step_ws w;
+    uc_step_ws_init(&w, d, o);
     int rc = o->noise(o->noise_ctx, 0, x, (int64_t)nel) ? uc_err_prefix("initial noise") : 0;
     for (int i = 0; !rc && i < d->steps; i++) {
         uc_step s = {.index = i, .count = d->steps, .t = d->steps - 1 - i, .call = i, .calls = d->steps};
         s.t_model = d->timestep_map[s.t];
-        for (int64_t r = 0; r < o->n; r++)
-            t[r] = s.t;
-        if (o->model(o->model_ctx, &s, x, out) ||
-            uc_p_mean_variance(d, o->n, o->channels, o->spatial, t, x, out, &o->denoise, mean, NULL, log_var, x0) ||
-            o->noise(o->noise_ctx, i + 1, noise, (int64_t)nel)) {
+        if (uc_denoise_step(d, o, &s, i + 1, x, &w)) {
             rc = uc_err_prefix("step %d of %d (t=%lld)", i + 1, d->steps, (long long)s.t_model);
             break;
         }
-        if (o->sampler == UC_SAMPLER_DDIM)
-            uc_ddim_step(d, o->n, (int64_t)cs, t, x, x0, noise, o->eta, next);
-        else
-            uc_ddpm_step(o->n, (int64_t)cs, t, mean, log_var, noise, next);
-        if (o->trace && o->trace(o->trace_ctx, &s, x, next, x0)) {
-            rc = uc_err_prefix("step %d of %d (t=%lld)", i + 1, d->steps, (long long)s.t_model);
-            break;
-        }
-        memcpy(x, next, nel * sizeof *x);
+        memcpy(x, w.next, nel * sizeof *x);
     }
-    uc_free(out);
-    uc_free(mean);
-    uc_free(log_var);
-    uc_free(x0);
-    uc_free(noise);
-    uc_free(next);
-    uc_free(t);
+    uc_step_ws_free(&w);
     return rc;
+}
+
+void uc_step_ws_init(uc_step_ws *w, const uc_diffusion *d, const uc_sample_opts *o)
+{
+    int learned = d->var_type == UC_VAR_LEARNED || d->var_type == UC_VAR_LEARNED_RANGE;
+    w->nel = (size_t)(o->channels * o->spatial) * (size_t)o->n;
+    w->out = uc_alloc(w->nel * (learned ? 2 : 1), sizeof *w->out);
+    w->mean = uc_alloc(w->nel, sizeof *w->mean);
+    w->log_var = uc_alloc(w->nel, sizeof *w->log_var);
+    w->x0 = uc_alloc(w->nel, sizeof *w->x0);
+    w->noise = uc_alloc(w->nel, sizeof *w->noise);
+    w->next = uc_alloc(w->nel, sizeof *w->next);
+    w->t = uc_alloc((size_t)o->n, sizeof *w->t);
+}
+
+void uc_step_ws_free(uc_step_ws *w)
+{
+    float **f[] = {&w->out, &w->mean, &w->log_var, &w->x0, &w->noise, &w->next};
+    for (size_t i = 0; i < UC_COUNT(f); i++)
+        uc_free(*f[i]);
+    uc_free(w->t);
+    memset(w, 0, sizeof *w);
+}
+
+int uc_denoise_step(const uc_diffusion *d, const uc_sample_opts *o, const uc_step *s, int draw, const float *x,
+                    uc_step_ws *w)
+{
+    int64_t cs = o->channels * o->spatial;
+    for (int64_t r = 0; r < o->n; r++)
+        w->t[r] = s->t;
+    if (o->model(o->model_ctx, s, x, w->out) ||
+        uc_p_mean_variance(d, o->n, o->channels, o->spatial, w->t, x, w->out, &o->denoise, w->mean, NULL, w->log_var,
+                           w->x0) ||
+        o->noise(o->noise_ctx, draw, w->noise, (int64_t)w->nel))
+        return -1;
+    if (o->sampler == UC_SAMPLER_DDIM)
+        uc_ddim_step(d, o->n, cs, w->t, x, w->x0, w->noise, o->eta, w->next);
+    else
+        uc_ddpm_step(o->n, cs, w->t, w->mean, w->log_var, w->noise, w->next);
+    return o->trace && o->trace(o->trace_ctx, s, x, w->next, w->x0) ? -1 : 0;
 }

@@ -232,6 +232,22 @@ typedef struct {
     const uc_edit *edit; /* optional: inpainting, passed to uc_sample_opts.edit */
 } uc_stage_opts;
 
+/* The buffers of one denoising step over a batch, allocated once a loop
+ * (the plain one and an edit's). */
+typedef struct {
+    size_t nel; /* n * channels * spatial */
+    float *out, *mean, *log_var, *x0, *noise, *next;
+    int64_t *t; /* [n] the spaced timestep of every row */
+} uc_step_ws;
+/* For o's batch shape (checked by the caller). */
+void uc_step_ws_init(uc_step_ws *w, const uc_diffusion *d, const uc_sample_opts *o);
+void uc_step_ws_free(uc_step_ws *w);
+/* One step at s from x: the model, the posterior, the noise of draw
+ * `draw`, then DDPM or DDIM into w->next, and the trace. -1 with the
+ * callback's message when one fails; the caller names the step. */
+int uc_denoise_step(const uc_diffusion *d, const uc_sample_opts *o, const uc_step *s, int draw, const float *x,
+                    uc_step_ws *w);
+
 /* Run the whole loop from x_T (noise draw 0) down to t = 0; x receives the
  * final sample x_0 (n * channels * spatial floats). With o->edit and at
  * least one kept pixel, the edit's loop (uc_edit_sample). Returns 0, or -1

@@ -73,12 +73,10 @@ int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x)
         return uc_err("edit: resample %d out of range 1..%d", R, UC_EDIT_MAX_RESAMPLE);
     if (J < 1 || J > T)
         return uc_err("edit: jump %d out of range 1..%d (the steps)", J, T);
-    int learned = d->var_type == UC_VAR_LEARNED || d->var_type == UC_VAR_LEARNED_RANGE;
-    size_t cs = (size_t)(o->channels * o->spatial), nel = cs * (size_t)o->n; /* checked by the caller */
-    float *out = uc_alloc(nel * (learned ? 2 : 1), sizeof *out), *mean = uc_alloc(nel, sizeof *mean);
-    float *log_var = uc_alloc(nel, sizeof *log_var), *x0 = uc_alloc(nel, sizeof *x0);
-    float *noise = uc_alloc(nel, sizeof *noise), *next = uc_alloc(nel, sizeof *next);
-    int64_t *t = uc_alloc((size_t)o->n, sizeof *t);
+    uc_step_ws w;
+    uc_step_ws_init(&w, d, o); /* the shape was checked by the caller */
+    size_t nel = w.nel;
+    float *noise = w.noise;
     int *left = uc_alloc((size_t)T + 1, sizeof *left); /* jumps left at each level */
     for (int L = 0; L <= T; L++)
         left[L] = jump_point(T, J, L) ? R - 1 : 0;
@@ -88,8 +86,6 @@ int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x)
     while (!rc && L > 0) {
         uc_step s = {.index = T - L, .count = T, .t = L - 1, .call = call, .calls = (int)calls};
         s.t_model = d->timestep_map[s.t];
-        for (int64_t r = 0; r < o->n; r++)
-            t[r] = s.t;
         /* the kept pixels of the input: the known picture noised to level L */
         if (o->noise(o->noise_ctx, draw++, noise, (int64_t)nel)) {
             rc = uc_err_prefix("step %d of %d (t=%lld), call %d", s.index + 1, T, (long long)s.t_model, call + 1);
@@ -105,21 +101,11 @@ int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x)
                     if (e->keep[i])
                         x[base + i] = sa * k[i] + sb * noise[base + i];
             }
-        if (o->model(o->model_ctx, &s, x, out) ||
-            uc_p_mean_variance(d, o->n, o->channels, o->spatial, t, x, out, &o->denoise, mean, NULL, log_var, x0) ||
-            o->noise(o->noise_ctx, draw++, noise, (int64_t)nel)) {
+        if (uc_denoise_step(d, o, &s, draw++, x, &w)) {
             rc = uc_err_prefix("step %d of %d (t=%lld), call %d", s.index + 1, T, (long long)s.t_model, call + 1);
             break;
         }
-        if (o->sampler == UC_SAMPLER_DDIM)
-            uc_ddim_step(d, o->n, (int64_t)cs, t, x, x0, noise, o->eta, next);
-        else
-            uc_ddpm_step(o->n, (int64_t)cs, t, mean, log_var, noise, next);
-        if (o->trace && o->trace(o->trace_ctx, &s, x, next, x0)) {
-            rc = uc_err_prefix("step %d of %d (t=%lld), call %d", s.index + 1, T, (long long)s.t_model, call + 1);
-            break;
-        }
-        memcpy(x, next, nel * sizeof *x);
+        memcpy(x, w.next, nel * sizeof *x);
         call++;
         L--;
         if (left[L] > 0) { /* back up J levels, to take the steps down again */
@@ -144,13 +130,7 @@ int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x)
                     if (e->keep[i])
                         xr[i] = k[i];
             }
-    uc_free(out);
-    uc_free(mean);
-    uc_free(log_var);
-    uc_free(x0);
-    uc_free(noise);
-    uc_free(next);
-    uc_free(t);
+    uc_step_ws_free(&w);
     uc_free(left);
     return rc;
 }
