@@ -146,6 +146,35 @@ static int draw_noise(void *ctx, int draw, float *out, int64_t nelem)
     return 0;
 }
 
+/* params.decoder of sample `index` of a record: the settings and the draw. */
+static rec *draw_params(const opts *o, uint64_t seed, uint64_t nkey, uint64_t index)
+{
+    rec *pp = rec_new();
+    rec_del(pp, "version");
+    rec_set_str(pp, "steps", o->steps);
+    rec_set_f64(pp, "guidance", o->guidance);
+    rec_set_str(pp, "sampler", o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm");
+    if (o->sampler == UC_SAMPLER_DDIM)
+        rec_set_f64(pp, "eta", o->eta);
+    rec_set_u64(pp, "best_of", (uint64_t)o->best_of);
+    uc_set_draw(&o->cli, pp, seed, nkey, index);
+    return pp;
+}
+
+/* An output: its params.decoder (freed here), models.decoder (and
+ * models.rank with --best-of), written. */
+static void finish(opts *o, rec *out, rec *pp)
+{
+    rec_set_stage(out, "params", "decoder", pp);
+    rec_free(pp);
+    uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
+    if (o->best_of > 1) {
+        const clip_info *ci = clip_get_info(o->clip);
+        uc_set_model(out, "rank", ci->model.id, ci->model.checksum);
+    }
+    uc_image_out_emit(&o->out, &o->cli, out);
+}
+
 /* Every sample of one record: nsamples * best_of candidates, drawn in
  * batches of MAX_BATCH in stream order; each sample keeps its best. */
 static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
@@ -173,7 +202,6 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     float scale = (float)o->guidance;
     uint64_t nkey = uc_record_noise_key(&o->cli, r, src), key = uc_stage_key(seed, nkey, "decoder");
     uc_step_progress pg = {.cli = &o->cli};
-    const char *sampler_name = o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm";
     double norm = 0;
     for (int64_t i = 0; i < D; i++)
         norm += (double)img[i] * img[i];
@@ -230,23 +258,8 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             if (!rec_has(out, "seed"))
                 rec_set_u64(out, "seed", seed);
             rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "decoder", (uint64_t)sample));
-            rec *pp = rec_new();
-            rec_del(pp, "version");
-            rec_set_str(pp, "steps", o->steps);
-            rec_set_f64(pp, "guidance", o->guidance);
-            rec_set_str(pp, "sampler", sampler_name);
-            if (o->sampler == UC_SAMPLER_DDIM)
-                rec_set_f64(pp, "eta", o->eta);
-            rec_set_u64(pp, "best_of", (uint64_t)K);
-            uc_set_draw(&o->cli, pp, seed, nkey, (uint64_t)sample);
-            rec_set_stage(out, "params", "decoder", pp);
-            rec_free(pp);
-            uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
-            if (K > 1) {
-                const clip_info *ci = clip_get_info(o->clip);
-                uc_set_model(out, "rank", ci->model.id, ci->model.checksum);
-            }
-            uc_image_out_emit(&o->out, &o->cli, out);
+            rec *pp = draw_params(o, seed, nkey, (uint64_t)sample);
+            finish(o, out, pp);
         }
     }
     uc_free(txt);
@@ -409,15 +422,7 @@ static void process_edit(opts *o, rec *r, const char *src, uint64_t ordinal)
         if (!rec_has(out, "seed"))
             rec_set_u64(out, "seed", seed);
         rec_set_u64(out, "noise_key", uc_output_noise_key(nkey, "decoder", (uint64_t)i));
-        rec *pp = rec_new();
-        rec_del(pp, "version");
-        rec_set_str(pp, "steps", o->steps);
-        rec_set_f64(pp, "guidance", o->guidance);
-        rec_set_str(pp, "sampler", o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm");
-        if (o->sampler == UC_SAMPLER_DDIM)
-            rec_set_f64(pp, "eta", o->eta);
-        rec_set_u64(pp, "best_of", (uint64_t)K);
-        uc_set_draw(&o->cli, pp, seed, nkey, (uint64_t)i);
+        rec *pp = draw_params(o, seed, nkey, (uint64_t)i);
         rec *em = uc_edit_params(e, (int)o->resample, (int)o->jump);
         if (o->extend_arg) {
             char ext[96];
@@ -428,14 +433,7 @@ static void process_edit(opts *o, rec *r, const char *src, uint64_t ordinal)
         rec_set_u64(em, "windows", (uint64_t)nwin);
         rec_set_map(pp, "edit", em);
         rec_free(em);
-        rec_set_stage(out, "params", "decoder", pp);
-        rec_free(pp);
-        uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
-        if (K > 1) {
-            const clip_info *ci = clip_get_info(o->clip);
-            uc_set_model(out, "rank", ci->model.id, ci->model.checksum);
-        }
-        uc_image_out_emit(&o->out, &o->cli, out);
+        finish(o, out, pp);
     }
     uc_free(target);
     uc_free(pic);
