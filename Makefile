@@ -139,17 +139,21 @@ check-real: all
 
 # The default model's fidelity: pictures for EVAL_N captions drawn from the
 # grammar (fixed seed) through the whole pipeline at default settings, judged
-# by shapes-eval per caption kind. Each stage's output stays in $(BUILD)/eval.
+# by shapes-eval per caption kind. Each stage's output stays in $(EVAL)
+# ($(BUILD)/eval unless given). EVAL_DECODER_OPTS, EVAL_SR_OPTS: more options
+# of decoder-diffuse and upsample (EVAL_DECODER_OPTS="-S 10 --sampler dpm++2m").
 EVAL_N    ?= 200
 EVAL_SEED ?= 1
-EVAL      := $(BUILD)/eval
+EVAL      ?= $(BUILD)/eval
+EVAL_DECODER_OPTS ?=
+EVAL_SR_OPTS ?=
 eval: all
 	@mkdir -p $(EVAL)
 	$(BIN)/shapes-render --random $(EVAL_N) --seed $(EVAL_SEED) --captions-only > $(EVAL)/captions.txt
 	$(BIN)/clip-encode < $(EVAL)/captions.txt > $(EVAL)/text.rec
 	$(BIN)/prior-sample $(EVAL)/text.rec > $(EVAL)/prior.rec
-	$(BIN)/decoder-diffuse -f record $(EVAL)/prior.rec > $(EVAL)/decoder.rec
-	$(BIN)/upsample -f record $(EVAL)/decoder.rec > $(EVAL)/images.rec
+	$(BIN)/decoder-diffuse -f record $(EVAL_DECODER_OPTS) $(EVAL)/prior.rec > $(EVAL)/decoder.rec
+	$(BIN)/upsample -f record $(EVAL_SR_OPTS) $(EVAL)/decoder.rec > $(EVAL)/images.rec
 	$(BIN)/shapes-eval $(EVAL)/images.rec > $(EVAL)/scores.txt
 	@cat $(EVAL)/scores.txt
 

@@ -39,8 +39,10 @@ static const char usage[] =
     "                      (default: the model's unclip.default_best_of, else 1)\n"
     "      --clip FILE     the CLIP that ranks them (default: clip.safetensors,\n"
     "                      found as the models are)\n"
-    "      --sampler S     ddpm or ddim (default: ddim for \"ddim...\" and\n"
-    "                      \"fast...\" respacings, else ddpm)\n"
+    "      --sampler S     ddpm, ddim or dpm++2m (DPM-Solver++(2M): deterministic,\n"
+    "                      good in 10 steps, -S 10; not for edits) (default:\n"
+    "                      ddim for \"ddim...\" and \"fast...\" respacings, else\n"
+    "                      ddpm)\n"
     "      --eta F         DDIM noise (default 0)\n"
     "      --image FILE    edit this picture (PNG or image record) instead of\n"
     "                      drawing a new one: inpaint the pixels that --mask\n"
@@ -153,7 +155,7 @@ static rec *draw_params(const opts *o, uint64_t seed, uint64_t nkey, uint64_t in
     rec_del(pp, "version");
     rec_set_str(pp, "steps", o->steps);
     rec_set_f64(pp, "guidance", o->guidance);
-    rec_set_str(pp, "sampler", o->sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm");
+    rec_set_str(pp, "sampler", uc_sampler_name((uc_sampler)o->sampler));
     if (o->sampler == UC_SAMPLER_DDIM)
         rec_set_f64(pp, "eta", o->eta);
     rec_set_u64(pp, "best_of", (uint64_t)o->best_of);
@@ -474,6 +476,8 @@ static void check_edit(opts *o, int steps)
     uc_edit_in *e = &o->edit;
     if (o->jump > steps)
         uc_die(&o->cli, UC_EXIT_USAGE, "--jump %ld: more than the %d steps", o->jump, steps);
+    if (o->sampler == UC_SAMPLER_DPMPP_2M)
+        uc_die(&o->cli, UC_EXIT_USAGE, "--sampler dpm++2m: not for edits (--image); use ddpm or ddim");
     uc_edit_load_image(&o->cli, o->image, e);
     if (!o->extend_arg) {
         if (e->w > S || e->h > S)
@@ -599,7 +603,7 @@ int main(int argc, char **argv)
         o.sampler = uc_sampler_for_respacing(o.steps);
     uc_info(&o.cli, "model %s (%s): %dx%d, %d channels, clip_dim %d; %d steps (%s), %s, guidance %g",
             o.info->model.path, o.info->model.id, o.info->image_size, o.info->image_size, o.info->model_channels,
-            o.info->clip_dim, steps, o.steps, o.sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm", o.guidance);
+            o.info->clip_dim, steps, o.steps, uc_sampler_name((uc_sampler)o.sampler), o.guidance);
     if (o.image)
         check_edit(&o, steps);
 

@@ -149,7 +149,7 @@ int main(int argc, char **argv)
         uc_die(&c, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
     if (sampler < 0)
         sampler = uc_sampler_for_respacing(steps);
-    const char *sampler_name = sampler == UC_SAMPLER_DDIM ? "ddim" : "ddpm";
+    const char *sampler_name = uc_sampler_name((uc_sampler)sampler);
     uc_info(&c, "model %s (%s): width %d, %d layers, clip_dim %d; %d steps (%s), %s, guidance %g", path,
             pi->model.id, pi->width, pi->layers, pi->clip_dim, nsteps, steps, sampler_name, guidance);
 

@@ -185,6 +185,10 @@ static void sr_cmd(const uc_cli *c, cmd *u, const char *dir, const rec *p, const
     arg(u, "%llu", (unsigned long long)need_u64(c, p, "sr", "seed"));
     arg(u, "-S");
     arg(u, "%s", need_str(c, p, "sr", "steps"));
+    if (rec_has(p, "sampler")) { /* absent: ddpm, upsample's default */
+        arg(u, "--sampler");
+        arg(u, "%s", need_str(c, p, "sr", "sampler"));
+    }
     if (model) {
         arg(u, "-m");
         arg(u, "%s", model);

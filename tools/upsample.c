@@ -26,6 +26,8 @@ static const char usage[] =
     "\n"
     "  -S, --steps STR     timestep respacing (default \"7\", the one the model\n"
     "                      was tuned for); the last step uses the second model\n"
+    "      --sampler S     ddpm (default, Karlo's), ddim (eta 0) or dpm++2m\n"
+    "                      (DPM-Solver++(2M), deterministic; not for edits)\n"
     "      --fast          only the bicubic resize, no model\n"
     "      --image FILE    edit: the picture at the upsampled size (PNG or image\n"
     "                      record) whose kept pixels the output keeps byte for\n"
@@ -55,12 +57,13 @@ static const char usage[] =
     "decoder sample, which must match image), else its image. Its noise comes\n"
     "from the RNG keyed by (seed, the record's noise_key), not from its place\n"
     "in the stream. Outputs get image (U8 [H, W, 3]), seed (when absent),\n"
-    "params.sr {steps, input, seed, noise_key, index, scale, or fast; edit},\n"
+    "params.sr {steps, sampler (unless ddpm), input, seed, noise_key, index,\n"
+    "scale, or fast; edit},\n"
     "models.sr {id, checksum} and a history entry; every other field passes\n"
     "through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_FAST = 256, OPT_IMAGE, OPT_MASK, OPT_RESAMPLE, OPT_JUMP };
+enum { OPT_FAST = 256, OPT_IMAGE, OPT_MASK, OPT_RESAMPLE, OPT_JUMP, OPT_SAMPLER };
 
 #define MAX_SIDE 16384 /* output side */
 #define SR_STREAM 0x80000000u /* RNG stream of this stage, apart from the decoder's */
@@ -72,6 +75,7 @@ typedef struct {
     uc_image_out out;
     int have_model, scale;
     const char *steps;
+    uc_sampler sampler;
     int fast;
     const char *image, *mask; /* --image, --mask */
     long resample, jump;
@@ -176,7 +180,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         uc_step_progress pg = {.cli = &o->cli};
         snprintf(pg.label, sizeof pg.label, "image %llu", (unsigned long long)ordinal);
         uc_stage_opts so = {.respacing = o->steps,
-                            .sampler = UC_SAMPLER_DDPM, /* Karlo's, whatever the respacing */
+                            .sampler = o->sampler, /* Karlo's DDPM unless told, whatever the respacing */
                             .noise = draw_noise,
                             .noise_ctx = &nc,
                             .progress = uc_step_progress_fn,
@@ -204,6 +208,8 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         rec_set_str(pp, "fast", "bicubic");
     } else {
         rec_set_str(pp, "steps", o->steps);
+        if (o->sampler != UC_SAMPLER_DDPM) /* absent: ddpm, as records written before --sampler */
+            rec_set_str(pp, "sampler", uc_sampler_name(o->sampler));
         rec_set_str(pp, "input", rec_has(r, "image_f32") ? "image_f32" : "image");
         uc_set_draw(&o->cli, pp, seed, uc_record_noise_key(&o->cli, r, src), 0);
     }
@@ -237,6 +243,7 @@ int main(int argc, char **argv)
         {"mask", 1, 0, OPT_MASK},
         {"resample", 1, 0, OPT_RESAMPLE},
         {"jump", 1, 0, OPT_JUMP},
+        {"sampler", 1, 0, OPT_SAMPLER},
         UC_IMAGE_OUT_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -251,11 +258,14 @@ int main(int argc, char **argv)
         case OPT_MASK: o.mask = optarg; break;
         case OPT_RESAMPLE: o.resample = uc_parse_long(&o.cli, "--resample", optarg, 1, UC_EDIT_MAX_RESAMPLE); break;
         case OPT_JUMP: o.jump = uc_parse_long(&o.cli, "--jump", optarg, 1, 1000); break;
+        case OPT_SAMPLER: o.sampler = uc_parse_sampler(&o.cli, optarg); break;
         default: uc_die(&o.cli, UC_EXIT_USAGE, "bad option");
         }
     }
     if (o.mask && !o.image)
         uc_die(&o.cli, UC_EXIT_USAGE, "--mask needs --image, the picture to edit");
+    if (o.image && !o.fast && o.sampler == UC_SAMPLER_DPMPP_2M)
+        uc_die(&o.cli, UC_EXIT_USAGE, "--sampler dpm++2m: not for edits (--image); use ddpm or ddim");
     uc_image_out_check(&o.out, &o.cli);
     uc_cli_ready(&o.cli);
 
@@ -274,8 +284,9 @@ int main(int argc, char **argv)
         int steps = uc_sr_steps(o.sr, o.steps);
         if (steps < 0)
             uc_die(&o.cli, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
-        uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s)%s", path, o.info->model.id,
-                o.scale, o.info->channels, o.info->levels, steps, o.steps, o.fast ? "; --fast: resize only" : "");
+        uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s), %s%s", path, o.info->model.id,
+                o.scale, o.info->channels, o.info->levels, steps, o.steps, uc_sampler_name(o.sampler),
+                o.fast ? "; --fast: resize only" : "");
         if (o.image && o.jump > steps)
             uc_die(&o.cli, UC_EXIT_USAGE, "--jump %ld: more than the %d steps", o.jump, steps);
         if (o.image && !o.fast)

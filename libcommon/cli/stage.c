@@ -32,7 +32,9 @@ uc_sampler uc_parse_sampler(const uc_cli *c, const char *arg)
         return UC_SAMPLER_DDPM;
     if (!strcmp(arg, "ddim"))
         return UC_SAMPLER_DDIM;
-    uc_die(c, UC_EXIT_USAGE, "--sampler: '%s' is not ddpm or ddim", arg);
+    if (!strcmp(arg, "dpm++2m"))
+        return UC_SAMPLER_DPMPP_2M;
+    uc_die(c, UC_EXIT_USAGE, "--sampler: '%s' is not ddpm, ddim or dpm++2m", arg);
 }
 
 /* ---- seeds ---- */

@@ -20,7 +20,7 @@
 const char *uc_parse_steps(const uc_cli *c, const char *arg);
 /* -g/--guidance: a scale in (0, 1e6]. */
 double uc_parse_guidance(const uc_cli *c, const char *arg);
-/* --sampler: ddpm or ddim. */
+/* --sampler: ddpm, ddim or dpm++2m. */
 uc_sampler uc_parse_sampler(const uc_cli *c, const char *arg);
 
 /* ---- seeds ---- */

@@ -297,6 +297,11 @@ void uc_schedule_free(uc_schedule *s)
     memset(s, 0, sizeof *s);
 }
 
+const char *uc_sampler_name(uc_sampler s)
+{
+    return s == UC_SAMPLER_DDIM ? "ddim" : s == UC_SAMPLER_DPMPP_2M ? "dpm++2m" : "ddpm";
+}
+
 uc_sampler uc_sampler_for_respacing(const char *r)
 {
     return r && (!strncmp(r, "ddim", 4) || !strncmp(r, "fast", 4)) ? UC_SAMPLER_DDIM : UC_SAMPLER_DDPM;
@@ -412,6 +417,36 @@ void uc_ddim_step(const uc_diffusion *d, int64_t n, int64_t cs, const int64_t *t
     }
 }
 
+void uc_dpmpp_2m_step(const uc_diffusion *d, int64_t n, int64_t cs, int64_t t, const float *x, const float *x0,
+                      const float *x0_prev, float *x_prev)
+{
+    int64_t nel = n * cs;
+    if (t == 0) { /* to the clean sample: sigma 0, h infinite, x = x_0 */
+        memcpy(x_prev, x0, (size_t)nel * sizeof *x_prev);
+        return;
+    }
+    double as = d->alphas_cumprod[t], at = d->alphas_cumprod_prev[t];
+    double lam_s = 0.5 * log(as / (1 - as)), lam_t = 0.5 * log(at / (1 - at));
+    double h = lam_t - lam_s;
+    double ratio = sqrt((1 - at) / (1 - as));     /* sigma_t / sigma_s */
+    double coef = sqrt(at) * -expm1(-h);           /* alpha_t (1 - e^-h) */
+    double c0 = 1, c1 = 0;                         /* D = c0 x0 + c1 x0_prev */
+    if (x0_prev && t + 1 < d->steps) {
+        double ap = d->alphas_cumprod[t + 1];
+        double h_prev = lam_s - 0.5 * log(ap / (1 - ap));
+        double r = h_prev / h;
+        c0 = 1 + 1 / (2 * r);
+        c1 = -1 / (2 * r);
+    }
+    float fr = (float)ratio, fa = (float)(coef * c0), fb = (float)(coef * c1);
+    if (c1 == 0)
+        for (int64_t i = 0; i < nel; i++)
+            x_prev[i] = fr * x[i] + fa * x0[i];
+    else
+        for (int64_t i = 0; i < nel; i++)
+            x_prev[i] = fr * x[i] + fa * x0[i] + fb * x0_prev[i];
+}
+
 /* ---- the loop ----------------------------------------------------------- */
 
 int uc_diffusion_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x)
@@ -453,12 +488,14 @@ void uc_step_ws_init(uc_step_ws *w, const uc_diffusion *d, const uc_sample_opts 
     w->x0 = uc_alloc(w->nel, sizeof *w->x0);
     w->noise = uc_alloc(w->nel, sizeof *w->noise);
     w->next = uc_alloc(w->nel, sizeof *w->next);
+    w->x0_prev = o->sampler == UC_SAMPLER_DPMPP_2M ? uc_alloc(w->nel, sizeof *w->x0_prev) : NULL;
+    w->prev_t = -1;
     w->t = uc_alloc((size_t)o->n, sizeof *w->t);
 }
 
 void uc_step_ws_free(uc_step_ws *w)
 {
-    float **f[] = {&w->out, &w->mean, &w->log_var, &w->x0, &w->noise, &w->next};
+    float **f[] = {&w->out, &w->mean, &w->log_var, &w->x0, &w->noise, &w->next, &w->x0_prev};
     for (size_t i = 0; i < UC_COUNT(f); i++)
         uc_free(*f[i]);
     uc_free(w->t);
@@ -476,7 +513,14 @@ int uc_denoise_step(const uc_diffusion *d, const uc_sample_opts *o, const uc_ste
                            w->x0) ||
         o->noise(o->noise_ctx, draw, w->noise, (int64_t)w->nel))
         return -1;
-    if (o->sampler == UC_SAMPLER_DDIM)
+    if (o->sampler == UC_SAMPLER_DPMPP_2M) {
+        int second = w->x0_prev && w->prev_t == s->t + 1;
+        uc_dpmpp_2m_step(d, o->n, cs, s->t, x, w->x0, second ? w->x0_prev : NULL, w->next);
+        if (w->x0_prev) { /* keep this step's x_0 for the next */
+            memcpy(w->x0_prev, w->x0, w->nel * sizeof *w->x0_prev);
+            w->prev_t = s->t;
+        }
+    } else if (o->sampler == UC_SAMPLER_DDIM)
         uc_ddim_step(d, o->n, cs, w->t, x, w->x0, w->noise, o->eta, w->next);
     else
         uc_ddpm_step(o->n, cs, w->t, w->mean, w->log_var, w->noise, w->next);

@@ -2,7 +2,9 @@
  * super-resolution): beta schedules, timestep respacing, the posterior
  * q(x_{t-1} | x_t, x_0), the model's p(x_{t-1} | x_t), and the DDPM and DDIM
  * sampling loops, with the semantics of Karlo's (guided-diffusion's)
- * GaussianDiffusion and SpacedDiffusion.
+ * GaussianDiffusion and SpacedDiffusion; and DPM-Solver++(2M) (Lu et al.
+ * 2022), a deterministic multistep solver of the diffusion ODE on the same
+ * respaced timesteps.
  *
  * Numerics, as upstream: every schedule array is computed in double; when a
  * coefficient is used on a tensor it is rounded to float first and all
@@ -49,7 +51,10 @@ typedef enum {
     UC_VAR_LEARNED_RANGE /* extra channels v in [-1,1] interpolate the logs of both */
 } uc_var_type;
 
-typedef enum { UC_SAMPLER_DDPM, UC_SAMPLER_DDIM } uc_sampler;
+typedef enum { UC_SAMPLER_DDPM, UC_SAMPLER_DDIM, UC_SAMPLER_DPMPP_2M } uc_sampler;
+
+/* The sampler's name in options and records: "ddpm", "ddim", "dpm++2m". */
+const char *uc_sampler_name(uc_sampler s);
 
 /* Longest accepted respacing string and largest base process. */
 #define UC_DIFFUSION_MAX_STEPS 100000
@@ -144,6 +149,19 @@ void uc_ddpm_step(int64_t n, int64_t cs, const int64_t *t, const float *mean, co
 void uc_ddim_step(const uc_diffusion *d, int64_t n, int64_t cs, const int64_t *t, const float *x,
                   const float *pred_xstart, const float *noise, float eta, float *x_prev);
 
+/* One step of DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", data
+ * prediction, multistep second order) from spaced timestep t to t - 1 (the
+ * clean sample at t = 0), all rows at t: with alpha = sqrt(acp),
+ * sigma = sqrt(1 - acp), lambda = log(alpha / sigma), s = acp[t], the
+ * target acp_prev[t] and h = lambda_target - lambda_s,
+ *   x_prev = (sigma_target / sigma_s) x + alpha_target (1 - e^-h) D,
+ * D = x0 (first order: x0_prev NULL, or t = 0, where x_prev = x0), else
+ * D = (1 + 1/(2r)) x0 - 1/(2r) x0_prev with r = h_prev / h, h_prev the
+ * previous step's (t + 1 to t). x0 and x0_prev are the treated x_0
+ * predictions at t and t + 1. Coefficients in double, rounded to float. */
+void uc_dpmpp_2m_step(const uc_diffusion *d, int64_t n, int64_t cs, int64_t t, const float *x, const float *x0,
+                      const float *x0_prev, float *x_prev);
+
 /* The sampling loop. */
 typedef struct {
     int index;       /* 0-based position in sampling order */
@@ -204,7 +222,7 @@ int uc_edit_window(const unsigned char *known, int cw, int ch, int s, int *x, in
 
 typedef struct {
     int64_t n, channels, spatial; /* batch shape */
-    uc_sampler sampler;
+    uc_sampler sampler;           /* DPM-Solver++(2M): plain sampling only, no edit */
     float eta;                    /* DDIM only */
     uc_denoise denoise;
     uc_model_fn model;
@@ -237,13 +255,18 @@ typedef struct {
 typedef struct {
     size_t nel; /* n * channels * spatial */
     float *out, *mean, *log_var, *x0, *noise, *next;
-    int64_t *t; /* [n] the spaced timestep of every row */
+    float *x0_prev;  /* DPM-Solver++: the x_0 of the last step taken */
+    int64_t prev_t;  /* its spaced timestep; -1: none yet */
+    int64_t *t;      /* [n] the spaced timestep of every row */
 } uc_step_ws;
 /* For o's batch shape (checked by the caller). */
 void uc_step_ws_init(uc_step_ws *w, const uc_diffusion *d, const uc_sample_opts *o);
 void uc_step_ws_free(uc_step_ws *w);
 /* One step at s from x: the model, the posterior, the noise of draw
- * `draw`, then DDPM or DDIM into w->next, and the trace. -1 with the
+ * `draw` (drawn whatever the sampler), then DDPM, DDIM or DPM-Solver++(2M)
+ * into w->next, and the trace. DPM-Solver++ takes its second-order step
+ * when the last step through this w was at t + 1, first order at the first
+ * and the last step. -1 with the
  * callback's message when one fails; the caller names the step. */
 int uc_denoise_step(const uc_diffusion *d, const uc_sample_opts *o, const uc_step *s, int draw, const float *x,
                     uc_step_ws *w);
@@ -253,7 +276,9 @@ int uc_denoise_step(const uc_diffusion *d, const uc_sample_opts *o, const uc_ste
  * least one kept pixel, the edit's loop (uc_edit_sample). Returns 0, or -1
  * when a callback fails (its message kept, prefixed with the step). */
 int uc_diffusion_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x);
-/* The edit's loop itself (repaint.c): o->edit required. */
+/* The edit's loop itself (repaint.c): o->edit required; DDPM or DDIM (an
+ * error for DPM-Solver++, whose multistep history RePaint's jumps back up
+ * would break). */
 int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x);
 
 #endif

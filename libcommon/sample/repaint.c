@@ -69,6 +69,8 @@ int uc_edit_sample(const uc_diffusion *d, const uc_sample_opts *o, float *x)
 {
     const uc_edit *e = o->edit;
     int T = d->steps, R = e->resample, J = e->jump;
+    if (o->sampler == UC_SAMPLER_DPMPP_2M) /* RePaint goes back up: a multistep ODE solver has no such step */
+        return uc_err("edit: the dpm++2m sampler does not apply to edits (RePaint); use ddpm or ddim");
     if (R < 1 || R > UC_EDIT_MAX_RESAMPLE)
         return uc_err("edit: resample %d out of range 1..%d", R, UC_EDIT_MAX_RESAMPLE);
     if (J < 1 || J > T)

@@ -1,12 +1,14 @@
 /* test_diffusion.c - schedules, respacing, p_mean_variance and the
  * sampling loop (the numbers against upstream live in the golden cases;
  * these check the properties and the edge cases). */
+#define _POSIX_C_SOURCE 200809L /* popen */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "formats/base.h"
@@ -369,6 +371,220 @@ static void test_edit_window(void **state)
     assert_int_equal(uc_edit_window(kn, 16, 32, 32, &x, &y), 0); /* smaller than a window */
 }
 
+
+/* ---- DPM-Solver++(2M) ---- */
+
+/* Data x_0 ~ N(MU, SD^2) in every coordinate: then E[x_0 | x_t] is exact,
+ * mu + a SD^2 / (a^2 SD^2 + s^2) (x_t - a mu) with a = sqrt(acp),
+ * s = sqrt(1 - acp), and the diffusion ODE carries x_t to level acp' by
+ * the affine map that keeps (x - a mu) / sqrt(a^2 SD^2 + s^2). */
+#define MU 0.3
+#define SD 0.5
+#define DPM_ROWS 4
+static const float dpm_xT[DPM_ROWS] = {-2.0f, -0.5f, 0.3f, 1.7f};
+
+typedef struct {
+    const uc_diffusion *d;
+    int gaussian;       /* 1: the exact Gaussian x_0; 0: the nonlinear one of dpm_ref.py */
+    int draws, calls, bad;
+    float at_t0[DPM_ROWS]; /* the sample at the smallest kept timestep */
+    float x0_last[DPM_ROWS];
+} dpm_ctx;
+
+static double dpm_x0(const dpm_ctx *c, double x, int64_t t)
+{
+    if (!c->gaussian) /* dpm_ref.py's denoiser, clipped by the sampler (clip_denoised) */
+        return 1.3 * tanh(0.8 * x + 0.0005 * (double)c->d->timestep_map[t]);
+    double a = sqrt(c->d->alphas_cumprod[t]), s2 = 1 - c->d->alphas_cumprod[t];
+    return MU + a * SD * SD / (a * a * SD * SD + s2) * (x - a * MU);
+}
+
+static int dpm_model(void *ctx, const uc_step *s, const float *x, float *out)
+{
+    dpm_ctx *c = ctx;
+    if (s->call != c->calls++ || s->t != s->count - 1 - s->index)
+        c->bad = 1;
+    double acp = c->d->alphas_cumprod[s->t];
+    for (int i = 0; i < DPM_ROWS; i++) {
+        double x0 = dpm_x0(c, x[i], s->t);
+        out[i] = c->d->mean_type == UC_MEAN_START_X ? (float)x0 : (float)((x[i] - sqrt(acp) * x0) / sqrt(1 - acp));
+    }
+    return 0;
+}
+
+static int dpm_noise(void *ctx, int draw, float *out, int64_t n)
+{
+    dpm_ctx *c = ctx;
+    if (draw != c->draws++ || n != DPM_ROWS)
+        c->bad = 1;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = draw == 0 ? dpm_xT[i] : 1e3f; /* later draws must not reach the sample */
+    return 0;
+}
+
+static int dpm_trace(void *ctx, const uc_step *s, const float *x_in, const float *sample, const float *pred)
+{
+    dpm_ctx *c = ctx;
+    (void)x_in;
+    if (s->t == 1)
+        memcpy(c->at_t0, sample, sizeof c->at_t0);
+    if (s->t == 0)
+        memcpy(c->x0_last, pred, sizeof c->x0_last);
+    return 0;
+}
+
+static int dpm_run(const char *schedule, const char *respacing, uc_mean_type mt, int gaussian, float *x,
+                   dpm_ctx *c)
+{
+    uc_diffusion d;
+    assert_int_equal(uc_diffusion_init(&d, schedule, 1000, respacing, mt, UC_VAR_FIXED_SMALL), 0);
+    *c = (dpm_ctx){.d = &d, .gaussian = gaussian};
+    uc_sample_opts o = {.n = DPM_ROWS, .channels = 1, .spatial = 1, .sampler = UC_SAMPLER_DPMPP_2M,
+                        .denoise = {.clip_denoised = !gaussian}, .model = dpm_model, .model_ctx = c,
+                        .noise = dpm_noise, .noise_ctx = c, .trace = dpm_trace, .trace_ctx = c};
+    int rc = uc_diffusion_sample(&d, &o, x);
+    assert_int_equal(c->bad, 0);
+    assert_int_equal(c->calls, d.steps);     /* one model call a step */
+    assert_int_equal(c->draws, d.steps + 1); /* the noise is drawn as for the others, and unused */
+    for (int i = 0; i < DPM_ROWS; i++)       /* the last step lands on its x_0 */
+        assert_true(x[i] == c->x0_last[i]);
+    c->d = NULL;
+    uc_diffusion_free(&d);
+    return rc;
+}
+
+/* Many steps converge to the exact ODE solution, with second-order error:
+ * doubling the steps divides it by about 4 (a first-order solver: 2). */
+static void test_dpm_converges(void **state)
+{
+    (void)state;
+    const char *scheds[] = {"squaredcos_cap_v2", "linear"};
+    for (int k = 0; k < 2; k++)
+        for (int m = 0; m < 2; m++) {
+            uc_diffusion d;
+            assert_int_equal(uc_diffusion_init(&d, scheds[k], 1000, "", UC_MEAN_START_X, UC_VAR_FIXED_SMALL), 0);
+            double aT = d.alphas_cumprod[999], a0 = d.alphas_cumprod[0];
+            uc_diffusion_free(&d);
+            double err[4];
+            const char *resp[4] = {"25", "50", "100", "200"};
+            for (int j = 0; j < 4; j++) {
+                float x[DPM_ROWS];
+                dpm_ctx c;
+                assert_int_equal(dpm_run(scheds[k], resp[j], m ? UC_MEAN_EPSILON : UC_MEAN_START_X, 1, x, &c), 0);
+                err[j] = 0;
+                for (int i = 0; i < DPM_ROWS; i++) {
+                    double z = (dpm_xT[i] - sqrt(aT) * MU) / sqrt(aT * SD * SD + 1 - aT);
+                    double exact = sqrt(a0) * MU + sqrt(a0 * SD * SD + 1 - a0) * z;
+                    double e = fabs(c.at_t0[i] - exact);
+                    err[j] = e > err[j] ? e : err[j];
+                }
+            }
+            print_message("dpm++2m %s %s: error at 25, 50, 100, 200 steps %.3g %.3g %.3g %.3g\n", scheds[k],
+                          m ? "eps" : "x0", err[0], err[1], err[2], err[3]);
+            assert_true(err[0] < 0.25);
+            assert_true(err[3] < 4e-3);
+            for (int j = 0; j < 3; j++) { /* the linear schedule's first doubling: 3.2 */
+                double ratio = err[j] / err[j + 1];
+                assert_true(ratio > 3.0 && ratio < 5.0);
+            }
+        }
+}
+
+/* Against dpm_ref.py (float64, written from the paper), with a nonlinear
+ * clipped denoiser, both schedules, x_0 and eps models; skipped (with a
+ * message) only where python3 with numpy is missing. */
+static void test_dpm_reference(void **state)
+{
+    (void)state;
+    /* as tests/realsize.sh: $PYTHON, Debian's python3, then the one on PATH */
+    const char *cands[] = {getenv("PYTHON"), "/usr/bin/python3", "python3"}, *py = NULL;
+    for (int i = 0; i < 3 && !py; i++) {
+        char probe[300];
+        if (!cands[i] || !*cands[i] || strlen(cands[i]) > 200)
+            continue;
+        snprintf(probe, sizeof probe, "%s -c 'import numpy' >/dev/null 2>&1", cands[i]);
+        if (system(probe) == 0)
+            py = cands[i];
+    }
+    if (!py) {
+        print_message("python3 with numpy missing: the dpm_ref.py comparison is skipped\n");
+        return;
+    }
+    const char *scheds[] = {"squaredcos_cap_v2", "linear"};
+    const char *resp[] = {"10", "7", "25"};
+    int compared = 0;
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < 3; r++) {
+            char cmd[512];
+            snprintf(cmd, sizeof cmd, "%s tests/unit/dpm_ref.py %s %s %.9g %.9g %.9g %.9g", py, scheds[k], resp[r],
+                     dpm_xT[0], dpm_xT[1], dpm_xT[2], dpm_xT[3]);
+            FILE *p = popen(cmd, "r");
+            assert_non_null(p);
+            double want[DPM_ROWS], want0[DPM_ROWS];
+            for (int i = 0; i < DPM_ROWS; i++)
+                assert_int_equal(fscanf(p, "%lf %lf", &want[i], &want0[i]), 2);
+            assert_int_equal(pclose(p), 0);
+            for (int m = 0; m < 2; m++) {
+                float x[DPM_ROWS];
+                dpm_ctx c;
+                assert_int_equal(dpm_run(scheds[k], resp[r], m ? UC_MEAN_EPSILON : UC_MEAN_START_X, 0, x, &c), 0);
+                /* an eps model's x_0 = sqrt(1/acp) x - sqrt(1/acp - 1) eps
+                 * loses about 3 digits in float at the cosine schedule's
+                 * noisiest step (acp 2.4e-9), as upstream's float32 does */
+                double tol = m ? 1e-3 : 2e-5;
+                for (int i = 0; i < DPM_ROWS; i++) {
+                    if (fabs(x[i] - want[i]) > tol || fabs(c.at_t0[i] - want0[i]) > tol)
+                        fail_msg("%s -S %s %s row %d: %.9g / %.9g, dpm_ref.py %.9g / %.9g", scheds[k], resp[r],
+                                 m ? "eps" : "x0", i, x[i], c.at_t0[i], want[i], want0[i]);
+                    compared++;
+                }
+            }
+        }
+    assert_int_equal(compared, 2 * 3 * 2 * DPM_ROWS);
+}
+
+/* The first and the last step are first order; edits refuse the sampler. */
+static void test_dpm_steps(void **state)
+{
+    (void)state;
+    uc_diffusion d;
+    assert_int_equal(uc_diffusion_init(&d, "squaredcos_cap_v2", 1000, "10", UC_MEAN_START_X, UC_VAR_FIXED_SMALL), 0);
+    assert_string_equal(uc_sampler_name(UC_SAMPLER_DPMPP_2M), "dpm++2m");
+    assert_string_equal(uc_sampler_name(UC_SAMPLER_DDIM), "ddim");
+    assert_string_equal(uc_sampler_name(UC_SAMPLER_DDPM), "ddpm");
+    float x[2] = {0.5f, -1.5f}, x0[2] = {0.25f, -0.75f}, prev[2] = {9.0f, 9.0f}, out[2], out1[2];
+    /* t = 0: the clean sample is x_0, whatever the history */
+    uc_dpmpp_2m_step(&d, 2, 1, 0, x, x0, prev, out);
+    assert_true(out[0] == 0.25f && out[1] == -0.75f);
+    /* first order is DDIM with eta 0 */
+    int64_t t[2] = {5, 5};
+    uc_dpmpp_2m_step(&d, 2, 1, 5, x, x0, NULL, out);
+    float nz[2] = {0, 0};
+    uc_ddim_step(&d, 2, 1, t, x, x0, nz, 0.0f, out1);
+    for (int i = 0; i < 2; i++)
+        assert_float_equal(out[i], out1[i], 1e-5);
+    /* second order: equal x_0 predictions give the first-order step */
+    uc_dpmpp_2m_step(&d, 2, 1, 5, x, x0, x0, out1);
+    for (int i = 0; i < 2; i++)
+        assert_float_equal(out[i], out1[i], 1e-6);
+    /* and a different history moves it */
+    uc_dpmpp_2m_step(&d, 2, 1, 5, x, x0, prev, out1);
+    assert_true(fabsf(out1[0] - out[0]) > 1e-3f);
+
+    /* an edit with kept pixels refuses it */
+    unsigned char keep[2] = {1, 0};
+    float known[2] = {0, 0};
+    uc_edit e = {.known = known, .keep = keep, .resample = 1, .jump = 1};
+    dpm_ctx c = {.d = &d, .gaussian = 1};
+    uc_sample_opts o = {.n = 2, .channels = 1, .spatial = 2, .sampler = UC_SAMPLER_DPMPP_2M, .model = dpm_model,
+                        .model_ctx = &c, .noise = dpm_noise, .noise_ctx = &c, .edit = &e};
+    float xs[4];
+    assert_int_equal(uc_diffusion_sample(&d, &o, xs), -1);
+    assert_non_null(strstr(uc_errmsg(), "dpm++2m"));
+    assert_int_equal(c.calls, 0);
+    uc_diffusion_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +592,8 @@ int main(void)
         cmocka_unit_test(test_respaced_process), cmocka_unit_test(test_from_config),
         cmocka_unit_test(test_p_mean_variance), cmocka_unit_test(test_sample_loop),
         cmocka_unit_test(test_edit_loop),       cmocka_unit_test(test_edit_window),
+        cmocka_unit_test(test_dpm_converges),   cmocka_unit_test(test_dpm_reference),
+        cmocka_unit_test(test_dpm_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
