@@ -287,6 +287,15 @@ const char *st_meta(const st_file *f, const char *key)
     return NULL;
 }
 
+/* madvise(DONTNEED) the pages wholly inside [at, at + n). */
+static void drop_pages(const void *at, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)at;
+    uintptr_t lo = (a + page - 1) & ~(page - 1), hi = (a + (uintptr_t)n) & ~(page - 1);
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 const float *st_f32(st_file *f, const char *name, int ndim, const int64_t *shape)
 {
     const uc_tensor *t = st_get(f, name);
@@ -313,13 +322,18 @@ const float *st_f32(st_file *f, const char *name, int ndim, const int64_t *shape
     /* The widened copy serves from now on: give back the pages of the stored
      * bytes (read from the file again if anyone touches them), so that an
      * F16 file does not cost its own size on top of the F32 copies. */
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), at = (uintptr_t)t->data;
-    uintptr_t lo = (at + page - 1) & ~(page - 1), hi = (at + (uintptr_t)t->nbytes) & ~(page - 1);
-    if (hi > lo)
-        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    drop_pages(t->data, t->nbytes);
     f->owned = uc_xrealloc(f->owned, (size_t)f->nowned + 1, sizeof *f->owned);
     f->owned[f->nowned++] = w;
     return w;
+}
+
+void st_release(st_file *f, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    for (int i = 0; i < f->n; i++)
+        if (!strncmp(f->entries[i].name, prefix, len))
+            drop_pages(f->entries[i].t.data, f->entries[i].t.nbytes);
 }
 
 const float *st_f32f(st_file *f, int ndim, const int64_t *shape, const char *fmt, ...)

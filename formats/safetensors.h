@@ -42,6 +42,13 @@ const float *st_f32(st_file *f, const char *name, int ndim, const int64_t *shape
 const float *st_f32f(st_file *f, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Give back the resident pages of the stored bytes of every tensor whose
+ * name starts with prefix (the pages wholly inside them): the mapping stays
+ * valid and a later read faults them in from the file again. A model of two
+ * networks (SR) holds one in memory at a time this way. Widened copies
+ * (st_f32 of F16 data) are not affected. */
+void st_release(st_file *f, const char *prefix);
+
 /* Writing. Entries are written in the given order, data 8-byte aligned;
  * metadata is pairs of strings. The file is written to a temporary name and
  * renamed, so a failure leaves nothing behind. */

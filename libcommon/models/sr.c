@@ -63,6 +63,8 @@ struct uc_sr {
     uc_unet *last;    /* keys "model_last_step." + UNetModel names */
     cJSON *diffusion; /* owned copy of the config's diffusion section */
     st_file *file;    /* owned when opened from a path, else NULL */
+    st_file *wf;      /* the file the weights are bound in (file or borrowed) */
+    int held;         /* the UNet whose pages were read last: 0 first, 1 last, -1 none */
     uc_schedule sched; /* of the last respacing asked for */
     /* buffers of a forward of (B, H, W), shared by both models */
     uc_unet_ws *ws;
@@ -121,6 +123,8 @@ static int load(void *sv, st_file *f, const cJSON *config)
     if (parse_stage(config, &s->cfg, &diff) || walk(&w, s))
         return -1;
     s->diffusion = cJSON_Duplicate(diff, 1);
+    s->wf = f;
+    s->held = -1;
     s->info.scale = s->cfg.scale;
     s->info.channels = s->cfg.unet.model_channels;
     s->info.levels = s->cfg.unet.nlevels;
@@ -204,6 +208,11 @@ int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const flo
     uc_unet *u = last ? s->last : s->first;
     if (fit(s, B, H, W))
         return -1;
+    /* one UNet in memory at a time: the other's weights (mapped F32) go
+     * back to the page cache before this one's are read */
+    if (s->held >= 0 && s->held != last)
+        st_release(s->wf, s->held ? "model_last_step." : "model_first_steps.");
+    s->held = last;
     int64_t img = 3 * H * W;
     float *in = s->in, *emb = s->emb;
     for (int64_t b = 0; b < B; b++) { /* cat[x, low_res] on channels */

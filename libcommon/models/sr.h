@@ -57,7 +57,9 @@ int uc_sr_steps(uc_sr *s, const char *respacing);
 
 /* One network: x [B, 3, H, W], t [B] original timesteps, low_res
  * [B, 3, H, W] -> out [B, out_channels, H, W]; last picks model_last_step.
- * Buffers are made for the first shape and kept until another comes. */
+ * Buffers are made for the first shape and kept until another comes. When
+ * the other network ran before, its weights' pages are given back first
+ * (st_release), so an F32 file costs one UNet of memory, not two. */
 int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                   const float *low_res, float *out);
 /* 2 * multiply-adds of one forward of B images of HxW, for benchmarks. */

@@ -109,6 +109,20 @@ grep -q '"prompt":"two green circles"' "$tmp/v.json" || fail "upsample: provenan
 grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/v.json" || fail "upsample --fast: not x4"
 "$BIN/upsample" -m "$tmp/sr.st" "$tmp/d.png" > "$tmp/u1.png"
 "$BIN/upsample" -m "$tmp/sr.st" "$tmp/d.png" | cmp -s - "$tmp/u1.png" || fail "upsample is not deterministic"
+# DPM-Solver++(2M) at both stages: deterministic, named in params, and
+# not the DDPM picture; a sampler it does not know is a usage error
+"$BIN/decoder-diffuse" -m "$tmp/dec.st" -S 4 --sampler dpm++2m -f record "$tmp/p.rec" > "$tmp/dpm.rec"
+"$BIN/rec-dump" "$tmp/dpm.rec" | grep -q '"decoder":{"steps":"4","guidance":8,"sampler":"dpm++2m","best_of"' ||
+    fail "decoder-diffuse: params.decoder does not name dpm++2m"
+"$BIN/upsample" -m "$tmp/sr.st" -S 4 --sampler dpm++2m "$tmp/d.png" > "$tmp/u-dpm.png"
+"$BIN/upsample" -m "$tmp/sr.st" -S 4 --sampler dpm++2m "$tmp/d.png" | cmp -s - "$tmp/u-dpm.png" ||
+    fail "upsample --sampler dpm++2m is not deterministic"
+"$BIN/upsample" -m "$tmp/sr.st" -S 4 -s 77 --sampler dpm++2m "$tmp/d.png" | cmp -s - "$tmp/u-dpm.png" &&
+    fail "upsample --sampler dpm++2m: the seed (x_T) changes nothing"
+"$BIN/upsample" -m "$tmp/sr.st" -S 4 "$tmp/d.png" | cmp -s - "$tmp/u-dpm.png" && fail "dpm++2m draws the DDPM picture"
+"$BIN/rec-dump" "$tmp/u-dpm.png" | grep -q '"sr":{"steps":"4","sampler":"dpm++2m","input"' ||
+    fail "upsample: params.sr does not name dpm++2m"
+expect 2 "\-\-sampler: 'euler' is not ddpm, ddim or dpm++2m" "$BIN/upsample" -m "$tmp/sr.st" --sampler euler "$tmp/d.png"
 
 # bad input: clear one-line messages naming record and field, exit 1 / 2
 expect 1 "record 1 field image_emb: missing" "$BIN/decoder-diffuse" -m "$tmp/dec.st" "$tmp/a.rec"

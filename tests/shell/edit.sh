@@ -173,5 +173,8 @@ expect 2 "\-\-mask needs \-\-image" $D --mask "$tmp/mask.png" "$tmp/p.rec"
 expect 2 "\-\-mask needs \-\-image" $U --mask "$tmp/mask.png" "$tmp/d.png"
 expect 2 "\-\-resample" $D --image "$tmp/pic.png" --mask "$tmp/mask.png" --resample 0 "$tmp/p.rec"
 expect 2 "\-\-jump 9: more than the 4 steps" $D --image "$tmp/pic.png" --mask "$tmp/mask.png" --jump 9 "$tmp/p.rec"
+# DPM-Solver++ is a plain sampler: an edit refuses it before any work
+expect 2 "\-\-sampler dpm++2m: not for edits" $D --image "$tmp/pic.png" --mask "$tmp/mask.png" --sampler dpm++2m "$tmp/p.rec"
+expect 2 "\-\-sampler dpm++2m: not for edits" $U --image "$tmp/pic.png" --sampler dpm++2m "$tmp/d.png"
 [ ! -e "$tmp/x.png" ] || fail "an output written despite an error"
 echo "edit.sh: ok"

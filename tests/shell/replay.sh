@@ -5,9 +5,10 @@
 # draws the same picture alone or 4th in a batch; stages that write N
 # records keep their indices apart; interpolation frames between one record
 # and itself are the same picture, and between two records they move less
-# than frames with fresh noise; every stage reads unclip PNGs; and 30
+# than frames with fresh noise; every stage reads unclip PNGs; and 31
 # pictures made in batches (prompts on stdin, -n at the prior and the
-# decoder, upsampled ones, interpolation, text-diff and variation frames)
+# decoder, upsampled ones, interpolation, text-diff and variation frames,
+# DPM-Solver++ at the decoder and the upsampler)
 # are each redrawn byte for byte by unclip-replay from the PNG alone.
 . tests/shell/lib.sh
 fnv() { "$BIN/rec-dump" "$@" | sed 's/.*"image":{[^}]*"fnv1a":"\([0-9a-f]*\)".*/\1/'; }
@@ -72,7 +73,7 @@ awk -v s="$s" -v f="$f" 'BEGIN { exit !(s < f) }' ||
     fail "interpolation frames with shared noise move $s a step, fresh noise $f: not less"
 echo "replay.sh: frames move $s per step with shared noise, $f with fresh noise"
 
-# 33 pictures, each redrawn from its PNG alone
+# 31 pictures, each redrawn from its PNG alone
 "$BIN/emb-interp" -n 5 "$tmp/A.rec" "$tmp/B.rec" | "$BIN/decoder-diffuse" -o "$tmp/interp-%d.png"
 "$BIN/clip-encode" "a red square" "a blue square" > "$tmp/cur-tgt.rec"
 "$BIN/clip-encode" "a blue square" > "$tmp/tgt.rec"
@@ -84,14 +85,21 @@ for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; don
 "$BIN/decoder-diffuse" -t 1 -S ddim10 --eta 0.5 "$tmp/A.rec" | "$BIN/upsample" -t 1 -S 3 -s 9 > "$tmp/t1.png"
 "$BIN/decoder-diffuse" -f record --float "$tmp/B.rec" | "$BIN/upsample" > "$tmp/float.png"
 "$BIN/upsample" --fast "$tmp/alone.png" > "$tmp/fast.png"
+# DPM-Solver++ at both stages: the records name it, and replay redraws it
+"$BIN/decoder-diffuse" -S 10 --sampler dpm++2m "$tmp/A.rec" | "$BIN/upsample" -S 5 --sampler dpm++2m > "$tmp/dpm.png"
+"$BIN/rec-dump" "$tmp/dpm.png" | grep -q '"decoder":{"steps":"10","guidance":[0-9.]*,"sampler":"dpm++2m"' ||
+    fail "params.decoder does not name the dpm++2m sampler"
+"$BIN/rec-dump" "$tmp/dpm.png" | grep -q '"sr":{"steps":"5","sampler":"dpm++2m"' ||
+    fail "params.sr does not name the dpm++2m sampler"
+"$BIN/rec-dump" "$tmp/up-0.png" | grep -q '"sr":{[^}]*"sampler"' && fail "params.sr names the default sampler"
 n=0
 for f in "$tmp"/batch-?.png "$tmp"/n-?.png "$tmp"/interp-?.png "$tmp"/textdiff-?.png "$tmp"/variation-?.png \
-    "$tmp"/up-?.png "$tmp/alone.png" "$tmp/t1.png" "$tmp/float.png" "$tmp/fast.png"; do
+    "$tmp"/up-?.png "$tmp/alone.png" "$tmp/t1.png" "$tmp/float.png" "$tmp/fast.png" "$tmp/dpm.png"; do
     "$BIN/unclip-replay" "$f" > "$tmp/again.png" 2> "$tmp/err" || { cat "$tmp/err" >&2; fail "unclip-replay ${f##*/} failed"; }
     cmp -s "$tmp/again.png" "$f" || fail "unclip-replay ${f##*/}: not the same PNG bytes"
     n=$((n + 1))
 done
-[ "$n" -ge 30 ] || fail "only $n pictures replayed"
+[ "$n" -ge 31 ] || fail "only $n pictures replayed"
 
 # replay refuses what it cannot redraw, and another model
 "$BIN/shapes-render" "a red circle" > "$tmp/render.png"
