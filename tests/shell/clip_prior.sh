@@ -43,6 +43,12 @@ nohist() { "$BIN/rec-dump" --full "$@" | sed 's/"history".*//'; }
 # DDIM respacing and best-of
 "$BIN/prior-sample" -m "$tmp/prior.st" --steps ddim5 --best-of 3 "$tmp/a.rec" | "$BIN/rec-dump" | grep -q '"image_emb"' ||
     fail "prior-sample --steps ddim5 --best-of 3 gave no image_emb"
+# DPM-Solver++(2M) at the prior: deterministic, named in params.prior
+"$BIN/prior-sample" -m "$tmp/prior.st" -S 6 --sampler dpm++2m "$tmp/a.rec" > "$tmp/dpm.rec"
+"$BIN/prior-sample" -m "$tmp/prior.st" -S 6 --sampler dpm++2m "$tmp/a.rec" | cmp -s - "$tmp/dpm.rec" ||
+    fail "prior-sample --sampler dpm++2m is not deterministic"
+"$BIN/rec-dump" "$tmp/dpm.rec" | grep -q '"prior":{"steps":"6","guidance":[0-9.]*,"sampler":"dpm++2m"' ||
+    fail "prior-sample: params.prior does not name dpm++2m"
 
 # bad input: exit 1 with one line naming the problem, exit 2 for usage
 expect 1 'a clip model, not a prior model' "$BIN/prior-sample" -m "$tmp/clip.st" "$tmp/a.rec"
