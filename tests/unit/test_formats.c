@@ -81,6 +81,59 @@ static void test_st_roundtrip(void **state)
     st_close(f);
 }
 
+/* Resident pages of this process (/proc/self/statm), or -1. */
+static long resident_pages(void)
+{
+    long size, res;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    int n = fscanf(f, "%ld %ld", &size, &res);
+    fclose(f);
+    return n == 2 ? res : -1;
+}
+
+/* st_release gives back the pages of the tensors under a prefix (the
+ * process's RSS drops) and the values read back the same afterwards. */
+static void test_st_release(void **state)
+{
+    (void)state;
+    char path[256];
+    path_in_tmp(path, sizeof path, "rel.safetensors");
+    enum { N = 4 << 20 }; /* 16 MB */
+    float *big = malloc(N * sizeof *big), small[4] = {7, 8, 9, 10};
+    assert_non_null(big);
+    for (int i = 0; i < N; i++)
+        big[i] = (float)(i % 1000);
+    st_out t[2] = {{.name = "first.w", .dtype = UC_F32, .ndim = 1, .shape = {N}, .data = big},
+                   {.name = "last.w", .dtype = UC_F32, .ndim = 1, .shape = {4}, .data = small}};
+    assert_int_equal(st_write(path, t, 2, NULL, 0), 0);
+    free(big);
+    st_file *f = st_open(path);
+    assert_non_null(f);
+    const float *a = st_f32(f, "first.w", 1, (int64_t[]){N}), *b = st_f32(f, "last.w", 1, (int64_t[]){4});
+    assert_non_null(a);
+    assert_non_null(b);
+    double sum = 0;
+    for (int i = 0; i < N; i++) /* fault every page in */
+        sum += a[i];
+    long before = resident_pages();
+    st_release(f, "last.");  /* nothing big under it */
+    st_release(f, "nomatch."); /* no tensor: nothing */
+    st_release(f, "first.");
+    long after = resident_pages(), page = sysconf(_SC_PAGESIZE);
+    assert_true(before > 0 && after > 0);
+    if ((before - after) * page < 12L << 20)
+        fail_msg("st_release gave back %ld bytes of a 16 MB tensor", (before - after) * page);
+    double again = 0; /* read from the file again */
+    for (int i = 0; i < N; i++)
+        again += a[i];
+    assert_true(again == sum);
+    assert_true(a[N - 1] == (float)((N - 1) % 1000));
+    assert_true(b[0] == 7.0f && b[3] == 10.0f);
+    st_close(f);
+}
+
 static void expect_bad(const char *header, size_t ndata, const char *needle)
 {
     char path[256];
@@ -317,7 +370,7 @@ int main(void)
         cmocka_unit_test(test_f16_roundtrip),   cmocka_unit_test(test_st_roundtrip),
         cmocka_unit_test(test_st_rejects),      cmocka_unit_test(test_rec_roundtrip),
         cmocka_unit_test(test_rec_truncated_everywhere), cmocka_unit_test(test_rec_rejects),
-        cmocka_unit_test(test_png_roundtrip),
+        cmocka_unit_test(test_png_roundtrip),   cmocka_unit_test(test_st_release),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
