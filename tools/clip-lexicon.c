@@ -52,6 +52,8 @@ static const char usage[] =
     "                      column its id; text, prior, image: a neighbour and its\n"
     "                      cosine); record: one record per line with the fields\n"
     "                      kind, query, rank, entry, and id or score\n"
+    "      --any-clip      use embeddings from records that another CLIP made\n"
+    "                      (models.clip.checksum not this CLIP's)\n"
     "  -m, --model FILE    CLIP model (default: clip.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        the prior's seed (default 0)\n"
@@ -492,7 +494,7 @@ int main(int argc, char **argv)
     uc_cli *c = &L.cli;
     uc_cli_init(c, "clip-lexicon", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT,
         {"lexicon", 1, 0, 'L'},
         {"top", 1, 0, 'k'},
         {"prior", 0, 0, OPT_PRIOR},
