@@ -136,12 +136,12 @@ static void read_images(ranker *R, const char *path)
                     if (!rec_has(r, "image"))
                         uc_die(c, UC_EXIT_DATA, "%s: record %ld: --to-emb needs pixels (field image)", src,
                                rec_number(r));
-                    if ((!c->any_clip && uc_clip_check_record(R->u.m, r, src, "image_emb")) ||
-                        !(te = uc_field_f32(r, src, "", "image_emb", 1, &tD, "CLIP")))
+                    if (!(te = uc_field_f32(r, src, "", "image_emb", 1, &tD, "CLIP")) ||
+                        (!c->any_clip && uc_clip_check_record(R->u.m, r, src, "image_emb")))
                         uc_die_err(c);
                 } else if (rec_has(r, "text_emb") &&
-                           ((!c->any_clip && uc_clip_check_record(R->u.m, r, src, "text_emb")) ||
-                            !(te = uc_field_f32(r, src, "", "text_emb", 1, &tD, "CLIP")))) {
+                           (!(te = uc_field_f32(r, src, "", "text_emb", 1, &tD, "CLIP")) ||
+                            (!c->any_clip && uc_clip_check_record(R->u.m, r, src, "text_emb")))) {
                     uc_die_err(c);
                 }
                 if (uc_clipuse_bank_add(&R->texts, &R->u, p, te, -1))

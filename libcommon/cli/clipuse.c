@@ -134,11 +134,13 @@ int uc_clipuse_record_image(const uc_clipuse *u, const rec *r, const char *src, 
     }
     if (!rec_has(r, "image_emb"))
         return uc_err("%s: record %ld: no field image (pixels) or image_emb to rank", src, rec_number(r));
-    if (!u->any_clip && uc_clip_check_record(u->m, r, src, "image_emb"))
-        return -1;
     float *x = uc_field_f32(r, src, "", "image_emb", 1, &D, "CLIP");
     if (!x)
         return -1;
+    if (!u->any_clip && uc_clip_check_record(u->m, r, src, "image_emb")) {
+        uc_free(x);
+        return -1;
+    }
     memcpy(emb, x, (size_t)D * sizeof *emb);
     uc_free(x);
     if (uc_clipuse_cosine(emb, emb, D) == 0)
@@ -149,11 +151,13 @@ int uc_clipuse_record_image(const uc_clipuse *u, const rec *r, const char *src, 
 int uc_clipuse_record_text(const uc_clipuse *u, const rec *r, const char *src, float *emb)
 {
     int64_t D = u->D;
-    if (!u->any_clip && uc_clip_check_record(u->m, r, src, "text_emb"))
-        return -1;
     float *x = uc_field_f32(r, src, "", "text_emb", 1, &D, "CLIP");
     if (!x)
         return -1;
+    if (!u->any_clip && uc_clip_check_record(u->m, r, src, "text_emb")) {
+        uc_free(x);
+        return -1;
+    }
     memcpy(emb, x, (size_t)D * sizeof *emb);
     uc_free(x);
     if (uc_clipuse_cosine(emb, emb, D) == 0)
