@@ -34,9 +34,7 @@ static const char usage[] =
     "                       one record per image with image_emb and source, the\n"
     "                       empty prompt's text fields and uncond (for variations)\n"
     "      --seq-f16        store text_seq as F16 instead of F32\n"
-    "      --verify        recompute the SHA-256 of the model's tensor data at\n"
-    "                      open and compare it with its unclip.checksum (reads\n"
-    "                      all the weights); the record then says verified\n"
+    UC_VERIFY_HELP
     "  -m, --model FILE     CLIP model (safetensors, OpenAI or Hugging Face key\n"
     "                       names, or a Hugging Face model directory); default:\n"
     "                       clip.safetensors in $UNCLIP_MODELS or the models\n"

@@ -37,9 +37,7 @@ static const char usage[] =
     "      --any-clip      take records whose embeddings were made by a CLIP\n"
     "                      the model does not pair with (unclip.clip), or by\n"
     "                      an unknown one (no models.clip)\n"
-"      --verify        recompute the SHA-256 of the model's tensor data at\n"
-    "                      open and compare it with its unclip.checksum (reads\n"
-    "                      all the weights); the record then says verified\n"
+UC_VERIFY_HELP
     "  -m, --model FILE    prior model (default: prior.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        random seed (default 0)\n"

@@ -41,9 +41,7 @@ static const char usage[] =
     "  -o, --output PATH   write to PATH instead of standard output; for png a\n"
     "                      pattern with one %d, the output number (img-%d.png),\n"
     "                      or a plain name when there is one picture\n"
-    "      --verify        recompute the SHA-256 of the model's tensor data at\n"
-    "                      open and compare it with its unclip.checksum (reads\n"
-    "                      all the weights); the record then says verified\n"
+    UC_VERIFY_HELP
     "  -m, --model FILE    sr model (default: sr.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        random seed (default: the record's seed, else 0)\n"

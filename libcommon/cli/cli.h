@@ -44,6 +44,15 @@ typedef struct {
  * them); uc_cli_common handles both. */
 #define UC_VERIFY_LONGOPT {"verify", 0, 0, UC_OPT_VERIFY}
 #define UC_ANY_CLIP_LONGOPT {"any-clip", 0, 0, UC_OPT_ANY_CLIP}
+/* Their lines in --help. */
+#define UC_VERIFY_HELP                                                                                       \
+    "      --verify        recompute the SHA-256 of the model's tensor data at\n"                                \
+    "                      open and compare it with its unclip.checksum (reads\n"                              \
+    "                      all the weights); the record then says verified\n"
+#define UC_ANY_CLIP_PAIR_HELP                                                                                \
+    "      --any-clip      take records whose embeddings were made by a CLIP\n"                                \
+    "                      the model does not pair with (unclip.clip), or by\n"                                \
+    "                      an unknown one (no models.clip)\n"
 
 void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char **argv);
 /* Handle a common option; returns 1 when it was one (exits for -h, -V and
