@@ -472,6 +472,10 @@ t 1 "pB.rec: record 1 field image_emb: made by another CLIP" "$tmp/empty" "$BIN/
 t 1 "pU.rec: record 1 field image_emb: no models.clip, so the CLIP that made it is unknown" \
     "$tmp/empty" "$BIN/clip-rank" -m "$tmp/clipA.st" -p cube "$tmp/pU.rec"
 t 0 '' "$tmp/empty" "$BIN/clip-rank" -m "$tmp/clipA.st" --any-clip -T "$tmp/B.rec" "$tmp/pB.rec"
+printf 'tag text=0 a red cube vs a blue cube\n' > "$tmp/policy.txt"
+t 1 "stdin: record 1 field text_emb: made by another CLIP \(models.clip.checksum $sumB, this one $sumA\)" \
+    "$tmp/B.rec" "$BIN/clip-filter" -m "$tmp/clipA.st" -p "$tmp/policy.txt"
+t 0 '' "$tmp/B.rec" "$BIN/clip-filter" -m "$tmp/clipA.st" -p "$tmp/policy.txt" --any-clip
 # the shipped prior and decoder pair with the shipped CLIP (by checksum):
 # a CLIP of its shapes that claims another checksum is refused
 sumS=$(field "$tmp/p.rec" models.clip.checksum)
