@@ -295,10 +295,14 @@ void uc_get_record_clip(const uc_cli *c, const rec *r, const char *src, uc_recor
     rec_free(models);
 }
 
-/* "ID (CHECKSUM)" of a record's CLIP, for messages. */
+/* "ID (CHECKSUM)" of a record's CLIP, for messages (one line: control
+ * characters shown as '?'). */
 static const char *clip_name(const uc_record_clip *k, char *buf, size_t n)
 {
     snprintf(buf, n, "%.100s (%.80s)", *k->id ? k->id : "no id", *k->checksum ? k->checksum : "no checksum");
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     return buf;
 }
 
