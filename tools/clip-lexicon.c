@@ -374,6 +374,9 @@ static void prior_open(prior_ctx *P, const uc_cli *c, const uc_clipuse *u, const
         uc_die(c, UC_EXIT_DATA,
                "%s: the prior reads CLIP embeddings of %d, token sequences [%d, %d]; %s gives %d and [%d, %d]", path,
                pi->clip_dim, pi->text_ctx, pi->text_dim, u->path, u->D, u->ctx, u->W);
+    if (!c->any_clip && !uc_model_pairs(&pi->model, u->info->model.id, u->info->model.checksum))
+        uc_die(c, UC_EXIT_DATA, "%s: the prior pairs with %.200s, not with this CLIP, %.100s (%s) (--any-clip to use it "
+               "anyway)", path, pi->model.clip, u->info->model.id, u->info->model.checksum);
     P->guidance = guidance ? guidance : pi->model.default_guidance ? pi->model.default_guidance : 4.0;
     int nsteps;
     if (uc_prior_schedule(P->p, steps, &nsteps))

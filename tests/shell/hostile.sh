@@ -476,6 +476,8 @@ printf 'tag text=0 a red cube vs a blue cube\n' > "$tmp/policy.txt"
 t 1 "stdin: record 1 field text_emb: made by another CLIP \(models.clip.checksum $sumB, this one $sumA\)" \
     "$tmp/B.rec" "$BIN/clip-filter" -m "$tmp/clipA.st" -p "$tmp/policy.txt"
 t 0 '' "$tmp/B.rec" "$BIN/clip-filter" -m "$tmp/clipA.st" -p "$tmp/policy.txt" --any-clip
+t 1 "priorA.st: the prior pairs with $sumA, not with this CLIP, test/clip-b \($sumB\)" "$tmp/empty" \
+    "$BIN/clip-lexicon" -m "$tmp/clipB.st" --prior --prior-model "$tmp/priorA.st" cube
 # the shipped prior and decoder pair with the shipped CLIP (by checksum):
 # a CLIP of its shapes that claims another checksum is refused
 sumS=$(field "$tmp/p.rec" models.clip.checksum)
