@@ -57,6 +57,19 @@ int uc_read_file(const char *path, size_t limit, char **data, size_t *len);
 uint64_t uc_fnv1a(const void *data, size_t n, uint64_t h);
 #define UC_FNV_INIT 0xcbf29ce484222325ULL
 
+/* SHA-256 (FIPS 180-4), streamed: init, update any number of times, final
+ * writes the 32-byte digest. Model files' unclip.checksum is "sha256:" and
+ * the hex digest of their tensor data (formats/MODEL.md). */
+typedef struct {
+    uint32_t h[8];
+    uint64_t len;           /* bytes so far */
+    unsigned char buf[64];  /* a partial block */
+    size_t n;               /* bytes in buf */
+} uc_sha256;
+void uc_sha256_init(uc_sha256 *s);
+void uc_sha256_update(uc_sha256 *s, const void *data, size_t n);
+void uc_sha256_final(uc_sha256 *s, unsigned char out[32]);
+
 double uc_now(void); /* monotonic seconds */
 
 #define UC_MIN(a, b) ((a) < (b) ? (a) : (b))

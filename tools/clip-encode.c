@@ -34,6 +34,7 @@ static const char usage[] =
     "                       one record per image with image_emb and source, the\n"
     "                       empty prompt's text fields and uncond (for variations)\n"
     "      --seq-f16        store text_seq as F16 instead of F32\n"
+    UC_VERIFY_HELP
     "  -m, --model FILE     CLIP model (safetensors, OpenAI or Hugging Face key\n"
     "                       names, or a Hugging Face model directory); default:\n"
     "                       clip.safetensors in $UNCLIP_MODELS or the models\n"
@@ -63,8 +64,7 @@ typedef struct {
     const uc_bpe *bpe;
     int ctx, W, D;
     int seq_f16;
-    const char *model_id;
-    char checksum[80];
+    const uc_model_info *model;
     const char *vocabulary; /* the model's words, space-separated, or NULL */
 } encoder;
 
@@ -234,11 +234,7 @@ static void emit(const encoder *e, const text_enc *t, const text_enc *unc, const
     }
     rec_set_stage(r, "params", "clip", p);
     rec_free(p);
-    rec *mo = new_map();
-    rec_set_str(mo, "id", e->model_id);
-    rec_set_str(mo, "checksum", e->checksum);
-    rec_set_stage(r, "models", "clip", mo);
-    rec_free(mo);
+    uc_set_model_info(r, "clip", e->model); /* the CLIP that made the embeddings; later stages pass it on */
     rec_history_add(r, e->cli->tool, e->cli->argc, e->cli->argv);
     if (rec_write(r, stdout))
         uc_die_err(e->cli);
@@ -385,7 +381,7 @@ int main(int argc, char **argv)
     uc_cli c;
     uc_cli_init(&c, "clip-encode", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_VERIFY_LONGOPT,
         {"negative", 1, 0, 'N'},
         {"image", 0, 0, 'i'},
         {"seq-f16", 0, 0, OPT_SEQ_F16},
@@ -413,8 +409,7 @@ int main(int argc, char **argv)
     const clip_info *mi = clip_get_info(m);
     e.bpe = e.u.bpe;
     e.ctx = e.u.ctx, e.W = e.u.W, e.D = e.u.D;
-    e.model_id = mi->model.id;
-    snprintf(e.checksum, sizeof e.checksum, "%s", mi->model.checksum);
+    e.model = &mi->model;
     e.vocabulary = mi->model.vocabulary;
     if (mi->has_text && !e.bpe) /* --image: the text fields are optional */
         uc_warn(&c, "records get image_emb only (no text fields): %s", uc_errmsg());

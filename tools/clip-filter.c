@@ -43,6 +43,8 @@ static const char usage[] =
     "                        'blocked TEXT' per item: with FILEs the i-th line\n"
     "                        labels the i-th record, without them TEXT is a prompt\n"
     "      --no-cache        neither read nor write the concept cache\n"
+    "      --any-clip        score embeddings of records that another CLIP made\n"
+    "                        (models.clip.checksum not this CLIP's)\n"
     "  -m, --model FILE      CLIP model (default: clip.safetensors)\n"
     "  -t, --threads N       threads (default: all cores)\n"
     "  -s, --seed N          accepted for uniformity; nothing random is drawn\n"
@@ -475,7 +477,7 @@ static int load_file_term(filter *f, term *t)
         } else {
             const char *field = rec_has(r, "image_emb") ? "image_emb" : "text_emb";
             float *e = NULL;
-            if (!uc_clip_check_record(f->m, r, path, field) &&
+            if ((f->cli.any_clip || !uc_clip_check_record(f->m, r, path, field)) &&
                 (e = uc_field_f32(r, path, "", field, 1, &D, "CLIP"))) {
                 memcpy(t->emb, e, (size_t)D * sizeof *e);
                 rc = 0;
@@ -632,7 +634,7 @@ static void record_embedding(filter *f, const rec *r, const char *src, int pt, f
     }
     int64_t D = f->D;
     float *x = NULL;
-    if (uc_clip_check_record(f->m, r, src, pt_field[pt]) ||
+    if ((!f->cli.any_clip && uc_clip_check_record(f->m, r, src, pt_field[pt])) ||
         !(x = uc_field_f32(r, src, "", pt_field[pt], 1, &D, "CLIP")))
         uc_die_err(&f->cli);
     memcpy(e, x, (size_t)D * sizeof *x);
@@ -1011,7 +1013,7 @@ int main(int argc, char **argv)
     filter f = {.at = PT_AUTO, .format = -1};
     uc_cli_init(&f.cli, "clip-filter", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT,
         {"policy", 1, 0, 'p'},
         {"at", 1, 0, OPT_AT},
         {"format", 1, 0, 'f'},

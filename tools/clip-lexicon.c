@@ -52,6 +52,8 @@ static const char usage[] =
     "                      column its id; text, prior, image: a neighbour and its\n"
     "                      cosine); record: one record per line with the fields\n"
     "                      kind, query, rank, entry, and id or score\n"
+    "      --any-clip      use embeddings from records that another CLIP made\n"
+    "                      (models.clip.checksum not this CLIP's)\n"
     "  -m, --model FILE    CLIP model (default: clip.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        the prior's seed (default 0)\n"
@@ -372,6 +374,9 @@ static void prior_open(prior_ctx *P, const uc_cli *c, const uc_clipuse *u, const
         uc_die(c, UC_EXIT_DATA,
                "%s: the prior reads CLIP embeddings of %d, token sequences [%d, %d]; %s gives %d and [%d, %d]", path,
                pi->clip_dim, pi->text_ctx, pi->text_dim, u->path, u->D, u->ctx, u->W);
+    if (!c->any_clip && !uc_model_pairs(&pi->model, u->info->model.id, u->info->model.checksum))
+        uc_die(c, UC_EXIT_DATA, "%s: the prior pairs with %.200s, not with this CLIP, %.100s (%s) (--any-clip to use it "
+               "anyway)", path, pi->model.clip, u->info->model.id, u->info->model.checksum);
     P->guidance = guidance ? guidance : pi->model.default_guidance ? pi->model.default_guidance : 4.0;
     int nsteps;
     if (uc_prior_schedule(P->p, steps, &nsteps))
@@ -492,7 +497,7 @@ int main(int argc, char **argv)
     uc_cli *c = &L.cli;
     uc_cli_init(c, "clip-lexicon", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT,
         {"lexicon", 1, 0, 'L'},
         {"top", 1, 0, 'k'},
         {"prior", 0, 0, OPT_PRIOR},

@@ -9,6 +9,7 @@
 
 #include "formats/base.h"
 #include "libcommon/cli/cli.h"
+#include "libcommon/cli/clipfilter.h"
 #include "libcommon/cli/clipuse.h"
 #include "libcommon/cli/stage.h"
 #include "libcommon/image/imageio.h"
@@ -44,6 +45,8 @@ static const char usage[] =
     "      --to-emb        with no -T or -p: score each picture against the\n"
     "                      image_emb its record carries (the embedding it was\n"
     "                      decoded from), decoder-diffuse --best-of's criterion\n"
+    "      --any-clip      use embeddings from records that another CLIP made\n"
+    "                      (models.clip.checksum not this CLIP's)\n"
     "  -m, --model FILE    CLIP model (default: clip.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        accepted for uniformity; nothing random is drawn\n"
@@ -133,9 +136,12 @@ static void read_images(ranker *R, const char *path)
                     if (!rec_has(r, "image"))
                         uc_die(c, UC_EXIT_DATA, "%s: record %ld: --to-emb needs pixels (field image)", src,
                                rec_number(r));
-                    if (!(te = uc_field_f32(r, src, "", "image_emb", 1, &tD, "CLIP")))
+                    if (!(te = uc_field_f32(r, src, "", "image_emb", 1, &tD, "CLIP")) ||
+                        (!c->any_clip && uc_clip_check_record(R->u.m, r, src, "image_emb")))
                         uc_die_err(c);
-                } else if (rec_has(r, "text_emb") && !(te = uc_field_f32(r, src, "", "text_emb", 1, &tD, "CLIP"))) {
+                } else if (rec_has(r, "text_emb") &&
+                           (!(te = uc_field_f32(r, src, "", "text_emb", 1, &tD, "CLIP")) ||
+                            (!c->any_clip && uc_clip_check_record(R->u.m, r, src, "text_emb")))) {
                     uc_die_err(c);
                 }
                 if (uc_clipuse_bank_add(&R->texts, &R->u, p, te, -1))
@@ -209,7 +215,7 @@ int main(int argc, char **argv)
     uc_cli *c = &R.cli;
     uc_cli_init(c, "clip-rank", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT,
         {"texts", 1, 0, 'T'},
         {"prompt", 1, 0, 'p'},
         {"by-text", 0, 0, 'b'},

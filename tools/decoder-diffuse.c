@@ -60,6 +60,10 @@ static const char usage[] =
     "  -o, --output PATH   write to PATH instead of standard output; for png a\n"
     "                      pattern with one %d, the output number (img-%d.png),\n"
     "                      or a plain name when there is one picture\n"
+    "      --any-clip      take records whose embeddings were made by a CLIP\n"
+    "                      the model does not pair with (unclip.clip), or by\n"
+    "                      an unknown one (no models.clip)\n"
+UC_VERIFY_HELP
     "  -m, --model FILE    decoder model (default: decoder.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        random seed (default: the record's seed, else 0)\n"
@@ -169,11 +173,9 @@ static void finish(opts *o, rec *out, rec *pp)
 {
     rec_set_stage(out, "params", "decoder", pp);
     rec_free(pp);
-    uc_set_model(out, "decoder", o->info->model.id, o->info->model.checksum);
-    if (o->best_of > 1) {
-        const clip_info *ci = clip_get_info(o->clip);
-        uc_set_model(out, "rank", ci->model.id, ci->model.checksum);
-    }
+    uc_set_model_info(out, "decoder", &o->info->model);
+    if (o->best_of > 1)
+        uc_set_model_info(out, "rank", &clip_get_info(o->clip)->model);
     uc_image_out_emit(&o->out, &o->cli, out);
 }
 
@@ -190,6 +192,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
         uc_die_err(&o->cli);
     uc_text_in tc, tu;
     uc_text_pair(&o->cli, r, src, "decoder", D, T, D, &tc, &tu);
+    uc_check_pairing(&o->cli, r, src, &o->info->model);
     uint64_t seed = uc_record_seed(&o->cli, r, src);
 
     /* the guided batch: nb candidates, rows [cond x nb, uncond x nb] */
@@ -360,6 +363,7 @@ static void process_edit(opts *o, rec *r, const char *src, uint64_t ordinal)
         uc_die_err(&o->cli);
     uc_text_in tc, tu;
     uc_text_pair(&o->cli, r, src, "decoder", D, T, D, &tc, &tu);
+    uc_check_pairing(&o->cli, r, src, &o->info->model);
     uint64_t seed = uc_record_seed(&o->cli, r, src);
     uint64_t nkey = uc_record_noise_key(&o->cli, r, src), key = uc_stage_key(seed, nkey, "decoder");
     int left = o->extend[0], top = o->extend[2];
@@ -459,6 +463,11 @@ static void open_ranker(opts *o)
     const clip_info *ci = clip_get_info(o->clip);
     if (!ci->has_vision)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: this CLIP model has no vision tower to rank candidates with", o->clip_path);
+    if (!o->cli.any_clip && !uc_model_pairs(&o->info->model, ci->model.id, ci->model.checksum))
+        uc_die(&o->cli, UC_EXIT_DATA,
+               "%s: the CLIP that ranks the candidates, %.100s (%s), is not one the decoder %s pairs with "
+               "(unclip.clip %.200s; --any-clip to rank with it anyway)",
+               o->clip_path, ci->model.id, ci->model.checksum, o->info->model.path, o->info->model.clip);
     if (ci->embed_dim != o->info->clip_dim)
         uc_die(&o->cli, UC_EXIT_DATA, "%s: CLIP embed_dim %d is not the decoder's clip_dim %d", o->clip_path,
                ci->embed_dim, o->info->clip_dim);
@@ -525,7 +534,7 @@ int main(int argc, char **argv)
     opts o = {.steps = "25", .nsamples = 1, .sampler = -1, .resample = 5, .jump = 1};
     uc_cli_init(&o.cli, "decoder-diffuse", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT, UC_VERIFY_LONGOPT,
         {"steps", 1, 0, 'S'},
         {"guidance", 1, 0, 'g'},
         {"samples", 1, 0, 'n'},

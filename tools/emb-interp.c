@@ -27,6 +27,7 @@ static const char usage[] =
     "      --fresh-noise   give each record a noise key of its own (default:\n"
     "                      every record keeps A's, so the frames a decoder\n"
     "                      draws differ only as the embedding does)\n"
+    "      --any-clip      mix records whose embeddings two CLIPs made\n"
     "  -m, --model FILE    accepted for uniformity; no model is used\n"
     "  -t, --threads N     accepted for uniformity\n"
     "  -s, --seed N        accepted for uniformity; nothing random is drawn\n"
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
     uc_cli c;
     uc_cli_init(&c, "emb-interp", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,     {"from", 1, 0, 'a'}, {"to", 1, 0, 'b'}, {"steps", 1, 0, 'n'},
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT,     {"from", 1, 0, 'a'}, {"to", 1, 0, 'b'}, {"steps", 1, 0, 'n'},
         {"lerp", 0, 0, OPT_LERP}, {"text", 1, 0, OPT_TEXT}, {"fresh-noise", 0, 0, OPT_FRESH}, {0, 0, 0, 0},
     };
     const char *pa = NULL, *pb = NULL;
@@ -125,6 +126,7 @@ int main(int argc, char **argv)
     if (da != db)
         uc_die(&c, UC_EXIT_DATA, "%s: record %ld field image_emb: %lld values, but A (%s record %ld) has %lld", lb,
                rec_number(rb), (long long)db, la, rec_number(ra), (long long)da);
+    uc_check_same_clip(&c, ra, la, rb, lb);
     uc_info(&c, "%s from %s to %s, %ld steps, %lld dimensions", lerp ? "lerp" : "slerp", la, lb, steps,
             (long long)da);
 

@@ -31,6 +31,7 @@ static const char usage[] =
     "      --fresh-noise   give each record a noise key of its own (default:\n"
     "                      IMAGE's, so the pictures differ only as the\n"
     "                      embedding does)\n"
+    "      --any-clip      mix records whose embeddings two CLIPs made\n"
     "  -m, --model FILE    accepted for uniformity; no model is used\n"
     "  -t, --threads N     accepted for uniformity\n"
     "  -s, --seed N        accepted for uniformity; nothing random is drawn\n"
@@ -66,7 +67,7 @@ int main(int argc, char **argv)
     uc_cli c;
     uc_cli_init(&c, "emb-textdiff", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,         {"theta", 1, 0, OPT_THETA}, {"steps", 1, 0, 'n'},
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT,         {"theta", 1, 0, OPT_THETA}, {"steps", 1, 0, 'n'},
         {"max-theta", 1, 0, OPT_MAX}, {"text", 1, 0, OPT_TEXT},  {"fresh-noise", 0, 0, OPT_FRESH},
         {0, 0, 0, 0},
     };
@@ -131,6 +132,8 @@ int main(int argc, char **argv)
         uc_die(&c, UC_EXIT_DATA, "%s: record %ld field text_emb: %lld values, but the image embedding (%s record %ld) has %lld",
                dc != di ? label[1] : label[2], rec_number(dc != di ? r[1] : r[2]), (long long)(dc != di ? dc : dt),
                label[0], rec_number(r[0]), (long long)di);
+    uc_check_same_clip(&c, r[0], label[0], r[1], label[1]);
+    uc_check_same_clip(&c, r[0], label[0], r[2], label[2]);
     const char *pc = rec_has(r[1], "prompt") ? rec_get_str(r[1], "prompt") : NULL;
     const char *pt = rec_has(r[2], "prompt") ? rec_get_str(r[2], "prompt") : NULL;
 

@@ -35,6 +35,10 @@ static const char usage[] =
     "      --sampler S     ddpm, ddim or dpm++2m (DPM-Solver++(2M), deterministic)\n"
     "                      (default: ddim for \"ddim...\" and \"fast...\"\n"
     "                      respacings, else ddpm)\n"
+    "      --any-clip      take records whose embeddings were made by a CLIP\n"
+    "                      the model does not pair with (unclip.clip), or by\n"
+    "                      an unknown one (no models.clip)\n"
+UC_VERIFY_HELP
     "  -m, --model FILE    prior model (default: prior.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        random seed (default 0)\n"
@@ -104,7 +108,7 @@ int main(int argc, char **argv)
     uc_cli c;
     uc_cli_init(&c, "prior-sample", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_ANY_CLIP_LONGOPT, UC_VERIFY_LONGOPT,
         {"steps", 1, 0, 'S'},
         {"guidance", 1, 0, 'g'},
         {"samples", 1, 0, 'n'},
@@ -184,6 +188,7 @@ int main(int argc, char **argv)
         /* check everything before computing */
         uc_text_in tc, tu;
         uc_text_pair(&c, r, src, "prior", D, (int)T, (int)E, &tc, &tu);
+        uc_check_pairing(&c, r, src, &pi->model);
 
         float *emb2 = uc_alloc(2 * (size_t)D, sizeof *emb2);
         memcpy(emb2, tc.emb, (size_t)D * sizeof *emb2);
@@ -253,7 +258,7 @@ int main(int argc, char **argv)
                 uc_set_draw(&c, pp, seed, nkey, index);
                 rec_set_stage(out, "params", "prior", pp);
                 rec_free(pp);
-                uc_set_model(out, "prior", pi->model.id, pi->model.checksum);
+                uc_set_model_info(out, "prior", &pi->model);
                 uc_emit_record(&c, out);
             }
         }

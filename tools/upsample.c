@@ -43,6 +43,7 @@ static const char usage[] =
     "  -o, --output PATH   write to PATH instead of standard output; for png a\n"
     "                      pattern with one %d, the output number (img-%d.png),\n"
     "                      or a plain name when there is one picture\n"
+    UC_VERIFY_HELP
     "  -m, --model FILE    sr model (default: sr.safetensors, see unclip-model(5))\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -s, --seed N        random seed (default: the record's seed, else 0)\n"
@@ -222,7 +223,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
     rec_set_stage(out, "params", "sr", pp);
     rec_free(pp);
     if (o->have_model)
-        uc_set_model(out, "sr", o->info->model.id, o->info->model.checksum);
+        uc_set_model_info(out, "sr", &o->info->model);
     uc_image_out_emit(&o->out, &o->cli, out);
     uc_free(up);
     uc_free(x);
@@ -236,7 +237,7 @@ int main(int argc, char **argv)
     opts o = {.steps = "7", .scale = 4, .resample = 5, .jump = 1};
     uc_cli_init(&o.cli, "upsample", usage, argc, argv);
     static const struct option longopts[] = {
-        UC_CLI_LONGOPTS,
+        UC_CLI_LONGOPTS, UC_VERIFY_LONGOPT,
         {"steps", 1, 0, 'S'},
         {"fast", 0, 0, OPT_FAST},
         {"image", 1, 0, OPT_IMAGE},

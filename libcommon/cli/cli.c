@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "formats/base.h"
+#include "libcommon/models/model.h"
 #include "libcommon/nn/ops.h"
 
 #ifndef UC_SHARE_DIR
@@ -160,6 +161,11 @@ int uc_cli_common(uc_cli *c, int opt, const char *arg)
         return 1;
     }
     case 'q': c->verbose = -1; return 1;
+    case UC_OPT_VERIFY:
+        c->verify = 1;
+        uc_model_verify(1);
+        return 1;
+    case UC_OPT_ANY_CLIP: c->any_clip = 1; return 1;
     case UC_OPT_PROGRESS:
         if (!strcmp(arg, "auto"))
             c->progress = UC_PROGRESS_AUTO;

@@ -14,7 +14,7 @@ enum { UC_EXIT_OK = 0, UC_EXIT_DATA = 1, UC_EXIT_USAGE = 2 };
 /* --progress: a bar on a terminal (auto), a JSON object a step on stderr,
  * or nothing. */
 enum { UC_PROGRESS_AUTO, UC_PROGRESS_JSON, UC_PROGRESS_NONE };
-enum { UC_OPT_PROGRESS = 0x2000 };
+enum { UC_OPT_PROGRESS = 0x2000, UC_OPT_VERIFY, UC_OPT_ANY_CLIP };
 
 typedef struct {
     const char *tool;
@@ -25,6 +25,8 @@ typedef struct {
     int seed_set;
     int verbose;          /* -q: -1, default 0, -v: 1 */
     int progress;         /* --progress: UC_PROGRESS_* */
+    int verify;           /* --verify: model files' tensor data hashed at open */
+    int any_clip;         /* --any-clip: embeddings of any CLIP accepted */
     int argc;
     char **argv;
 } uc_cli;
@@ -35,6 +37,22 @@ typedef struct {
 #define UC_CLI_LONGOPTS                                                                                      \
     {"model", 1, 0, 'm'}, {"threads", 1, 0, 't'}, {"seed", 1, 0, 's'}, {"quiet", 0, 0, 'q'},            \
         {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {"progress", 1, 0, UC_OPT_PROGRESS}
+
+/* Options of the tools that open model files (--verify: recompute each
+ * file's SHA-256 at open, uc_model_verify) and of those that take CLIP
+ * embeddings from records (--any-clip: accept them whatever CLIP made
+ * them); uc_cli_common handles both. */
+#define UC_VERIFY_LONGOPT {"verify", 0, 0, UC_OPT_VERIFY}
+#define UC_ANY_CLIP_LONGOPT {"any-clip", 0, 0, UC_OPT_ANY_CLIP}
+/* Their lines in --help. */
+#define UC_VERIFY_HELP                                                                                       \
+    "      --verify        recompute the SHA-256 of the model's tensor data at\n"                                \
+    "                      open and compare it with its unclip.checksum (reads\n"                              \
+    "                      all the weights); the record then says verified\n"
+#define UC_ANY_CLIP_PAIR_HELP                                                                                \
+    "      --any-clip      take records whose embeddings were made by a CLIP\n"                                \
+    "                      the model does not pair with (unclip.clip), or by\n"                                \
+    "                      an unknown one (no models.clip)\n"
 
 void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char **argv);
 /* Handle a common option; returns 1 when it was one (exits for -h, -V and

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "formats/base.h"
+#include "libcommon/cli/clipfilter.h"
 #include "libcommon/cli/clipuse.h"
 #include "libcommon/cli/stage.h"
 #include "libcommon/image/imageio.h"
@@ -18,6 +19,7 @@
 void uc_clipuse_open(uc_clipuse *u, const uc_cli *c, int need)
 {
     memset(u, 0, sizeof *u);
+    u->any_clip = c->any_clip;
     u->path = uc_model_path(c, "clip");
     if (!(u->m = clip_open(u->path)))
         uc_die_err(c);
@@ -135,6 +137,10 @@ int uc_clipuse_record_image(const uc_clipuse *u, const rec *r, const char *src, 
     float *x = uc_field_f32(r, src, "", "image_emb", 1, &D, "CLIP");
     if (!x)
         return -1;
+    if (!u->any_clip && uc_clip_check_record(u->m, r, src, "image_emb")) {
+        uc_free(x);
+        return -1;
+    }
     memcpy(emb, x, (size_t)D * sizeof *emb);
     uc_free(x);
     if (uc_clipuse_cosine(emb, emb, D) == 0)
@@ -148,6 +154,10 @@ int uc_clipuse_record_text(const uc_clipuse *u, const rec *r, const char *src, f
     float *x = uc_field_f32(r, src, "", "text_emb", 1, &D, "CLIP");
     if (!x)
         return -1;
+    if (!u->any_clip && uc_clip_check_record(u->m, r, src, "text_emb")) {
+        uc_free(x);
+        return -1;
+    }
     memcpy(emb, x, (size_t)D * sizeof *emb);
     uc_free(x);
     if (uc_clipuse_cosine(emb, emb, D) == 0)

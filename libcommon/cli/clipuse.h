@@ -27,6 +27,9 @@ typedef struct {
     int D;            /* embed_dim */
     int ctx;          /* context_length */
     int W;            /* text width: the columns of a token sequence */
+    int any_clip;     /* 1 (--any-clip): take embeddings from records whatever CLIP made them;
+                         0: a record's models.clip.checksum must be this CLIP's
+                         (uc_clip_check_record) */
 } uc_clipuse;
 
 /* Open -m (or clip.safetensors by the default search) with its tokenizer.

@@ -254,6 +254,104 @@ void uc_set_model(rec *out, const char *stage, const char *id, const char *check
     rec_free(m);
 }
 
+void uc_set_model_info(rec *out, const char *stage, const uc_model_info *m)
+{
+    rec *x = rec_new();
+    rec_del(x, "version");
+    rec_set_str(x, "id", m->id);
+    rec_set_str(x, "checksum", m->checksum);
+    if (m->verified)
+        rec_set_str(x, "verified", "sha256");
+    rec_set_stage(out, "models", stage, x);
+    rec_free(x);
+}
+
+/* ---- the CLIP that made a record's embeddings ---- */
+
+void uc_get_record_clip(const uc_cli *c, const rec *r, const char *src, uc_record_clip *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!rec_has(r, "models"))
+        return;
+    rec *models = rec_get_map(r, "models"), *clip = NULL;
+    if (!models)
+        uc_die(c, UC_EXIT_DATA, "%s: %s", src, uc_errmsg());
+    if (rec_has(models, "clip") && !(clip = rec_get_map(models, "clip")))
+        uc_die(c, UC_EXIT_DATA, "%s: record %ld field models.clip: not a map", src, rec_number(r));
+    if (clip) {
+        static const char *const keys[2] = {"id", "checksum"};
+        char *dst[2] = {out->id, out->checksum};
+        size_t cap[2] = {sizeof out->id, sizeof out->checksum};
+        for (int k = 0; k < 2; k++) {
+            if (!rec_has(clip, keys[k]))
+                continue;
+            const char *v = rec_get_str(clip, keys[k]);
+            if (!v || strlen(v) >= cap[k])
+                uc_die(c, UC_EXIT_DATA, "%s: record %ld field models.clip.%s: not a string of at most %zu bytes", src,
+                       rec_number(r), keys[k], cap[k] - 1);
+            memcpy(dst[k], v, strlen(v) + 1);
+        }
+        out->known = 1;
+    }
+    rec_free(clip);
+    rec_free(models);
+}
+
+/* "ID (CHECKSUM)" of a record's CLIP, for messages (one line: control
+ * characters shown as '?'). */
+static const char *clip_name(const uc_record_clip *k, char *buf, size_t n)
+{
+    snprintf(buf, n, "%.100s (%.80s)", *k->id ? k->id : "no id", *k->checksum ? k->checksum : "no checksum");
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return buf;
+}
+
+void uc_check_pairing(const uc_cli *c, const rec *r, const char *src, const uc_model_info *m)
+{
+    if (c->any_clip || !m->clip)
+        return;
+    uc_record_clip k;
+    uc_get_record_clip(c, r, src, &k);
+    char a[200];
+    if (!k.known)
+        uc_die(c, UC_EXIT_DATA,
+               "%s: record %ld field models.clip: missing, so the CLIP that made its embeddings is unknown; %s pairs "
+               "with %.200s (--any-clip to use it anyway)",
+               src, rec_number(r), m->path, m->clip);
+    if (!uc_model_pairs(m, *k.id ? k.id : NULL, *k.checksum ? k.checksum : NULL))
+        uc_die(c, UC_EXIT_DATA,
+               "%s: record %ld field models.clip: made by CLIP %s, but %s pairs with %.200s (--any-clip to use it "
+               "anyway)",
+               src, rec_number(r), clip_name(&k, a, sizeof a), m->path, m->clip);
+}
+
+void uc_check_same_clip(const uc_cli *c, const rec *a, const char *src_a, const rec *b, const char *src_b)
+{
+    if (c->any_clip)
+        return;
+    uc_record_clip ka, kb;
+    uc_get_record_clip(c, a, src_a, &ka);
+    uc_get_record_clip(c, b, src_b, &kb);
+    if (!ka.known && !kb.known)
+        return;
+    char na[200], nb[200];
+    if (!ka.known || !kb.known) {
+        int miss_b = !kb.known;
+        uc_die(c, UC_EXIT_DATA,
+               "%s: record %ld field models.clip: missing, so the CLIP that made its embeddings is unknown; %s "
+               "record %ld is from CLIP %s (--any-clip to mix them anyway)",
+               miss_b ? src_b : src_a, rec_number(miss_b ? b : a), miss_b ? src_a : src_b, rec_number(miss_b ? a : b),
+               clip_name(miss_b ? &ka : &kb, na, sizeof na));
+    }
+    if (strcmp(ka.checksum, kb.checksum))
+        uc_die(c, UC_EXIT_DATA,
+               "%s: record %ld field models.clip: made by CLIP %s, but %s record %ld by CLIP %s: embeddings of two "
+               "CLIPs do not mix (--any-clip to mix them anyway)",
+               src_b, rec_number(b), clip_name(&kb, nb, sizeof nb), src_a, rec_number(a), clip_name(&ka, na, sizeof na));
+}
+
 void uc_check_finite(const uc_cli *c, const char *src, const rec *r, const char *field, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)

@@ -13,6 +13,7 @@
 #include "libcommon/cli/cli.h"
 #include "libcommon/sample/diffusion.h"
 #include "libcommon/image/imageio.h"
+#include "libcommon/models/model.h"
 
 /* ---- options ---- */
 
@@ -99,6 +100,34 @@ void uc_check_finite(const uc_cli *c, const char *src, const rec *r, const char 
 
 /* models.<stage> = {id, checksum}; checksum NULL: none. */
 void uc_set_model(rec *out, const char *stage, const char *id, const char *checksum);
+/* models.<stage> of an open model file: {id, checksum}, and verified =
+ * "sha256" when --verify recomputed the checksum from the tensor data. */
+void uc_set_model_info(rec *out, const char *stage, const uc_model_info *m);
+
+/* ---- the CLIP that made a record's embeddings ---- */
+
+/* A record's models.clip, stamped by clip-encode and passed on by every
+ * later stage: the CLIP whose embeddings the record carries. */
+typedef struct {
+    int known;         /* 0: the record has no models.clip */
+    char id[256];      /* models.clip.id ("" when absent) */
+    char checksum[80]; /* models.clip.checksum ("" when absent) */
+} uc_record_clip;
+
+/* Read r's models.clip; exits 1 naming the field when models or
+ * models.clip is not a map, or id or checksum not a string. */
+void uc_get_record_clip(const uc_cli *c, const rec *r, const char *src, uc_record_clip *out);
+/* Unless --any-clip, exits 1 when the model m declares the CLIPs it pairs
+ * with (unclip.clip) and r's CLIP is not one of them, or r has no
+ * models.clip; the one line names the input, the record, the field
+ * models.clip, the record's CLIP and the model's. */
+void uc_check_pairing(const uc_cli *c, const rec *r, const char *src, const uc_model_info *m);
+/* Unless --any-clip, exits 1 when the embeddings of records a and b come
+ * from two CLIPs (their models.clip checksums differ) or from a known and
+ * an unknown one; two records that both lack models.clip pass (the output
+ * stays without one, which a stage whose model declares its CLIP refuses). */
+void uc_check_same_clip(const uc_cli *c, const rec *a, const char *src_a, const rec *b, const char *src_b);
+
 /* An output record carrying a new image embedding e [n]: base with the text
  * fields of `text` (NULL: base's own), without the fields that describe
  * base's picture (image, image_f32, source). */

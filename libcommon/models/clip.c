@@ -666,11 +666,11 @@ clip_model *clip_load(st_file *f, const char *config_json)
         goto fail;
     }
     if (m->info.has_text && infer_text(&s, cfg)) {
-        uc_err_prefix("CLIP text tower");
+        uc_err_prefix("%s: CLIP text tower", st_path(f));
         goto fail;
     }
     if (m->info.has_vision && infer_vision(&s, cfg)) {
-        uc_err_prefix("CLIP vision tower");
+        uc_err_prefix("%s: CLIP vision tower", st_path(f));
         goto fail;
     }
     walker w = {m, &s, NULL, NULL, 0};

@@ -193,10 +193,27 @@ static int load(void *dv, st_file *f, const cJSON *config)
     return 0;
 }
 
+/* load for a model file, which is for sampling: its diffusion section
+ * must hold and match its outputs, found at open rather than at the first
+ * record. */
+static int load_file(void *dv, st_file *f, const cJSON *config)
+{
+    uc_decoder *d = dv;
+    if (load(dv, f, config))
+        return -1;
+    const uc_diffusion *sc = uc_schedule_get(&d->sched, d->diffusion, "");
+    if (!sc)
+        return -1;
+    if ((sc->var_type == UC_VAR_LEARNED_RANGE) != (d->cfg.unet.out_channels == 6))
+        return uc_err("decoder config: diffusion.learn_sigma is %s, but the model has %d output channels",
+                      sc->var_type == UC_VAR_LEARNED_RANGE ? "true" : "false", d->cfg.unet.out_channels);
+    return 0;
+}
+
 uc_decoder *uc_decoder_open(const char *path)
 {
     uc_decoder *d = uc_alloc(1, sizeof *d);
-    if (!(d->file = uc_model_open(path, "decoder", "a decoder", load, d, &d->info.model))) {
+    if (!(d->file = uc_model_open(path, "decoder", "a decoder", load_file, d, &d->info.model))) {
         uc_decoder_free(d);
         return NULL;
     }

@@ -32,7 +32,9 @@ st_file *uc_model_open(const char *path, const char *stage, const char *what, uc
                got ? "" : " (no unclip.stage)", what);
     } else if (!text || !(cfg = cJSON_Parse(text))) {
         uc_err("%s: metadata unclip.config missing or not JSON", path);
-    } else if (uc_model_info_fill(f, stage, &got_info) == 0 && load(model, f, cfg) == 0) {
+    } else if (uc_model_info_fill(f, stage, &got_info)) {
+        /* the message names the file and the key */
+    } else if (load(model, f, cfg) == 0) {
         cJSON_Delete(cfg);
         *info = got_info; /* after load, which may clear the model holding info */
         return f;
@@ -62,6 +64,68 @@ static int meta_number(const st_file *f, const char *key, double lo, int open, d
     return 0;
 }
 
+static int verify_on;
+
+void uc_model_verify(int on) { verify_on = on; }
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(const st_entry *const *)a)->name, (*(const st_entry *const *)b)->name);
+}
+
+/* The SHA-256 of f's tensor data in name order, as "sha256:" + hex. */
+static void data_digest(const st_file *f, char *out, size_t n)
+{
+    int k = st_count(f);
+    const st_entry **e = uc_alloc((size_t)k + 1, sizeof *e);
+    for (int i = 0; i < k; i++)
+        e[i] = st_at(f, i);
+    qsort(e, (size_t)k, sizeof *e, by_name);
+    uc_sha256 s;
+    uc_sha256_init(&s);
+    for (int i = 0; i < k; i++)
+        uc_sha256_update(&s, e[i]->t.data, e[i]->t.nbytes);
+    uc_free(e);
+    unsigned char d[32];
+    uc_sha256_final(&s, d);
+    size_t at = (size_t)snprintf(out, n, "sha256:");
+    for (int i = 0; i < 32 && at + 2 < n; i++, at += 2)
+        snprintf(out + at, n - at, "%02x", d[i]);
+}
+
+/* unclip.clip: 1 to 16 entries of 1 to 200 printable ASCII characters,
+ * separated by single spaces. */
+static int check_pairing(const st_file *f, const char *v)
+{
+    int entries = 0;
+    const char *p = v;
+    while (*p) {
+        const char *q = p;
+        while (*q > ' ' && *q < 127)
+            q++;
+        if (q == p || q - p > 200 || (*q && (*q != ' ' || !q[1])) || ++entries > 16)
+            return uc_err("%s: metadata unclip.clip '%.64s': not 1 to 16 CLIP model ids or checksums (printable, "
+                          "at most 200 characters each) separated by single spaces",
+                          st_path(f), v);
+        p = *q ? q + 1 : q;
+    }
+    return entries ? 0 : uc_err("%s: metadata unclip.clip: empty (leave the key out to declare no CLIP)", st_path(f));
+}
+
+int uc_model_pairs(const uc_model_info *m, const char *clip_id, const char *clip_checksum)
+{
+    if (!m->clip)
+        return 1;
+    for (const char *p = m->clip; *p;) {
+        size_t n = strcspn(p, " ");
+        if ((clip_id && strlen(clip_id) == n && !strncmp(p, clip_id, n)) ||
+            (clip_checksum && strlen(clip_checksum) == n && !strncmp(p, clip_checksum, n)))
+            return 1;
+        p += n + (p[n] == ' ');
+    }
+    return 0;
+}
+
 int uc_model_info_fill(const st_file *f, const char *stage, uc_model_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -85,6 +149,18 @@ int uc_model_info_fill(const st_file *f, const char *stage, uc_model_info *info)
         return -1;
     info->default_best_of = (int)k;
     info->vocabulary = st_meta(f, "unclip.vocabulary");
+    info->clip = st_meta(f, "unclip.clip");
+    if (info->clip && check_pairing(f, info->clip))
+        return -1;
+    if (verify_on) {
+        char got[80];
+        data_digest(f, got, sizeof got);
+        if (meta && strcmp(meta, got))
+            return uc_err("%s: metadata unclip.checksum %.80s, but the SHA-256 of the tensor data is %s", st_path(f),
+                          meta, got);
+        snprintf(info->checksum, sizeof info->checksum, "%s", got);
+        info->verified = 1;
+    }
     return 0;
 }
 

@@ -3,8 +3,9 @@
  *
  * A model file is safetensors whose metadata names the stage
  * (unclip.stage), carries the stage config as JSON (unclip.config) and
- * optionally an id (unclip.model_id), a checksum (unclip.checksum) and
- * sampling defaults (unclip.default_guidance, unclip.default_best_of).
+ * optionally an id (unclip.model_id), a checksum (unclip.checksum), the
+ * CLIPs it pairs with (unclip.clip) and sampling defaults
+ * (unclip.default_guidance, unclip.default_best_of).
  * Every stage opener (clip, prior, decoder, sr) goes through
  * uc_model_open and exposes the same uc_model_info. */
 #ifndef UNCLIP_MODEL_H
@@ -21,13 +22,35 @@ typedef struct {
     const char *stage;       /* "clip", "prior", "decoder" or "sr" */
     const char *path;        /* as opened */
     const char *id;          /* unclip.model_id, else the file name */
-    char checksum[80];       /* unclip.checksum, else "fnv1a64:" + 16 hex digits of
-                                FNV-1a 64 over the safetensors header (length + JSON) */
+    char checksum[80];       /* what the file claims, unclip.checksum (not recomputed), else
+                                "fnv1a64:" + 16 hex digits of FNV-1a 64 over the safetensors
+                                header (length + JSON: names, shapes, metadata, not the
+                                weights); with uc_model_verify(1), "sha256:" + the digest
+                                of the tensor data, recomputed at open */
+    int verified;            /* 1: checksum was recomputed from the tensor data at open
+                                (and equals unclip.checksum where the file has one) */
+    const char *clip;        /* unclip.clip: the CLIPs whose embeddings this model takes,
+                                model ids or checksums separated by single spaces; NULL
+                                when the file declares none */
     double default_guidance; /* unclip.default_guidance in (0, 1000], 0 when absent */
     int default_best_of;     /* unclip.default_best_of in [1, 64], 0 when absent */
     const char *vocabulary;  /* unclip.vocabulary: the words the model was trained on,
                                 separated by spaces, or NULL when it does not say */
 } uc_model_info;
+
+/* Whether every later open (of any stage) recomputes the SHA-256 of the
+ * file's tensor data, in name order (the digest the converter and the
+ * trainer write as unclip.checksum): off by default, since it reads every
+ * byte of the weights (seconds for a released model; the open is
+ * otherwise milliseconds). A file whose unclip.checksum differs is then
+ * refused ("PATH: metadata unclip.checksum ..."). Tools turn it on with
+ * --verify. */
+void uc_model_verify(int on);
+
+/* 1 when a record's CLIP (its models.clip id and checksum, either may be
+ * NULL) is one m pairs with: an entry of m->clip equals the id or the
+ * checksum; also 1 when m declares no CLIP. */
+int uc_model_pairs(const uc_model_info *m, const char *clip_id, const char *clip_checksum);
 
 /* ---- the one description of each stage's weights ---- */
 

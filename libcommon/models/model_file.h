@@ -27,8 +27,11 @@ typedef int (*uc_model_load_fn)(void *model, st_file *f, const cJSON *config);
 st_file *uc_model_open(const char *path, const char *stage, const char *what, uc_model_load_fn load, void *model,
                        uc_model_info *info);
 
-/* info of an open file: stage, path (st_path), id, checksum and sampling
- * defaults from its metadata. -1 and uc_err on a bad default. */
+/* info of an open file: stage, path (st_path), id, checksum, the CLIPs it
+ * pairs with and sampling defaults from its metadata (with
+ * uc_model_verify on, the checksum recomputed). -1 and uc_err naming the
+ * file and the metadata key on a bad default, a malformed unclip.clip or a
+ * checksum that the data does not have. */
 int uc_model_info_fill(const st_file *f, const char *stage, uc_model_info *info);
 
 /* An integer list as configs write it: a JSON array of numbers, one

@@ -285,7 +285,13 @@ static int load_file(void *model, st_file *f, const cJSON *config)
         return -1;
     if (!p->clip_mean)
         return uc_err("tensors clip_mean and clip_std missing");
-    return uc_schedule_get(&p->sched, p->diffusion, "") ? 0 : -1;
+    const uc_diffusion *d = uc_schedule_get(&p->sched, p->diffusion, "");
+    if (!d)
+        return -1;
+    if (d->mean_type != UC_MEAN_START_X || d->var_type == UC_VAR_LEARNED || d->var_type == UC_VAR_LEARNED_RANGE)
+        return uc_err("prior config: the diffusion must predict x_0 with a fixed variance (predict_xstart true, "
+                      "learn_sigma false)");
+    return 0;
 }
 
 uc_prior *uc_prior_open(const char *path)

@@ -132,10 +132,28 @@ static int load(void *sv, st_file *f, const cJSON *config)
     return 0;
 }
 
+/* load for a model file, which is for sampling: its diffusion section
+ * must hold and match its outputs, found at open rather than at the first
+ * image. */
+static int load_file(void *sv, st_file *f, const cJSON *config)
+{
+    uc_sr *s = sv;
+    if (load(sv, f, config))
+        return -1;
+    const uc_diffusion *sc = uc_schedule_get(&s->sched, s->diffusion, "");
+    if (!sc)
+        return -1;
+    int learned = sc->var_type == UC_VAR_LEARNED || sc->var_type == UC_VAR_LEARNED_RANGE;
+    if (learned != (s->cfg.unet.out_channels == 6))
+        return uc_err("sr config: diffusion.learn_sigma is %s, but the model has %d output channels",
+                      learned ? "true" : "false", s->cfg.unet.out_channels);
+    return 0;
+}
+
 uc_sr *uc_sr_open(const char *path)
 {
     uc_sr *s = uc_alloc(1, sizeof *s);
-    if (!(s->file = uc_model_open(path, "sr", "an sr", load, s, &s->info.model))) {
+    if (!(s->file = uc_model_open(path, "sr", "an sr", load_file, s, &s->info.model))) {
         uc_sr_free(s);
         return NULL;
     }

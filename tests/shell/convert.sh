@@ -82,6 +82,41 @@ mk meta "$tmp/hf-clip.st" unclip.config | grep -q '"transformer_heads": 2' || fa
 mk verify "$tmp/hf-clip.st" "$G/layouts/hf-clip" --like="$tmp/hf-clip.st" --derive="$tmp/cases/layouts-hf-clip"
 ncases=$((ncases + 1))
 
+# ---- unclip.clip: a prior or decoder declares the CLIPs it pairs with (ids,
+# checksums, or a CLIP file's checksum); an unclip file keeps its own;
+# --meta-only changes the metadata alone, every data byte as it was
+datasum() { "$PY" -c 'import hashlib, struct, sys; b = open(sys.argv[1], "rb").read()
+print(hashlib.sha256(b[8 + struct.unpack("<Q", b[:8])[0]:]).hexdigest())' "$1"; }
+[ -z "$(mk meta "$tmp/decoder-forward.st" unclip.clip)" ] || fail "a decoder of another config than Karlo's release declares a CLIP"
+conv --clip "test/clip-a sha256:12" "$tmp/decoder-forward.st" "$tmp/paired.st"
+[ "$(mk meta "$tmp/paired.st" unclip.clip)" = "test/clip-a sha256:12" ] || fail "--clip: unclip.clip not written"
+conv "$tmp/paired.st" "$tmp/again.st"
+[ "$(mk meta "$tmp/again.st" unclip.clip)" = "test/clip-a sha256:12" ] || fail "re-converting lost unclip.clip"
+conv --clip "$tmp/hf-clip.st" "$tmp/prior-forward.st" "$tmp/paired.st"
+[ "$(mk meta "$tmp/paired.st" unclip.clip)" = "$(mk meta "$tmp/hf-clip.st" unclip.checksum)" ] ||
+    fail "--clip FILE: not the CLIP file's checksum"
+cp "$tmp/decoder-forward.st" "$tmp/meta.st"
+chmod 640 "$tmp/meta.st"
+conv --meta-only --clip "openai/ViT-L-14" --model-id test/renamed "$tmp/meta.st" "$tmp/meta.st"
+[ "$(mk meta "$tmp/meta.st" unclip.clip)" = openai/ViT-L-14 ] && [ "$(mk meta "$tmp/meta.st" unclip.model_id)" = test/renamed ] ||
+    fail "--meta-only: metadata not rewritten"
+[ "$(mk meta "$tmp/meta.st" unclip.checksum)" = "$(mk meta "$tmp/decoder-forward.st" unclip.checksum)" ] &&
+    [ "$(mk meta "$tmp/meta.st" unclip.config)" = "$(mk meta "$tmp/decoder-forward.st" unclip.config)" ] ||
+    fail "--meta-only: changed other metadata"
+[ "$(datasum "$tmp/meta.st")" = "$(datasum "$tmp/decoder-forward.st")" ] || fail "--meta-only: the data bytes changed"
+[ "sha256:$(datasum "$tmp/meta.st")" = "$(mk meta "$tmp/meta.st" unclip.checksum)" ] || fail "unclip.checksum is not the data's SHA-256"
+[ "$(stat -c %a "$tmp/meta.st")" = 640 ] || fail "--meta-only: the mode of the file it replaced was not kept"
+mk compare "$tmp/meta.st" "$tmp/decoder-forward.st" --dtypes || fail "--meta-only: the tensors differ"
+conv --meta-only --clip none "$tmp/meta.st" "$tmp/unpaired.st"
+[ -z "$(mk meta "$tmp/unpaired.st" unclip.clip)" ] || fail "--clip none: unclip.clip kept"
+expect 2 'not 1 to 16 CLIP model ids or checksums' "$BIN/unclip-convert" --clip "a  b" "$tmp/decoder-forward.st" "$tmp/x.st"
+expect 2 'belongs to a prior or decoder' "$BIN/unclip-convert" --meta-only --clip x "$tmp/sr-forward.st" "$tmp/x.st"
+expect 2 'belongs to a prior or decoder' "$BIN/unclip-convert" --clip x "$tmp/sr-forward.st" "$tmp/x.st"
+expect 2 'changes metadata only' "$BIN/unclip-convert" --meta-only --f16 "$tmp/decoder-forward.st" "$tmp/x.st"
+expect 1 'not an unclip CLIP model file' "$BIN/unclip-convert" --clip "$tmp/decoder-forward.st" "$tmp/prior-forward.st" "$tmp/x.st"
+expect 1 'not an unclip model file' "$BIN/unclip-convert" --meta-only "$G/layouts/hf-clip/model.safetensors" "$tmp/x.st"
+[ ! -e "$tmp/x.st" ] || fail "a refused --clip or --meta-only wrote its output"
+
 # ---- every derived case reproduces the golden numbers
 "$BIN/golden-check" "$tmp/cases" > "$tmp/gc.txt" || { cat "$tmp/gc.txt" >&2; fail "golden cases fail with converted models"; }
 tail -1 "$tmp/gc.txt" | grep -qx "$ncases passed, 0 failed" || { cat "$tmp/gc.txt" >&2; fail "expected $ncases passing cases"; }

@@ -381,6 +381,153 @@ rows=$((rows + 1))
 [ "$st" -eq 1 ] && grep -q 'a model file changed or shrank while in use' "$tmp/err" ||
     { cat "$tmp/err" >&2; fail "a model file shrunk under decoder-diffuse: status $st"; }
 
+# stmeta SRC DST KEY=VALUE...: a copy of the model file SRC whose
+# __metadata__ KEY is VALUE (VALUE empty: KEY removed); config:A.B=JSON sets
+# field A.B of unclip.config. The tensor data is copied as it is.
+stmeta() {
+    python3 - "$@" << 'PY'
+import json, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+b = open(src, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+m = h.setdefault("__metadata__", {})
+for kv in sys.argv[3:]:
+    k, v = kv.split("=", 1)
+    if k.startswith("config:"):
+        c = json.loads(m["unclip.config"])
+        *path, last = k[7:].split(".")
+        o = c
+        for p in path:
+            o = o[p]
+        o[last] = json.loads(v)
+        m["unclip.config"] = json.dumps(c)
+    elif v:
+        m[k] = v
+    else:
+        m.pop(k, None)
+hb = json.dumps(h).encode()
+hb += b" " * (-len(hb) % 8)
+open(dst, "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+}
+# field RECORD A.B: the string at A.B of the first record (rec-dump's JSON)
+field() { "$BIN/rec-dump" "$1" | python3 -c 'import json, sys; r = json.loads(sys.stdin.readline())
+for k in sys.argv[1].split("."): r = r[k]
+print(r)' "$2"; }
+
+# class 2: records of another CLIP. Two CLIPs of the same shapes (the
+# second differs in its metadata, so in its header checksum); the test
+# prior and decoder declare the first (unclip.clip = its checksum). A
+# record of the second, or one that does not say (no models.clip), is
+# refused naming the record, the field and both CLIPs; --any-clip takes it.
+# emb-interp and emb-textdiff refuse to mix the two; clip-rank refuses
+# embeddings of another CLIP than its own.
+"$MKMODEL" clip "$tmp/clipA.st" # embed_dim 32, as the test prior and decoder
+stmeta "$tmp/clipA.st" "$tmp/clipB.st" unclip.model_id=test/clip-b
+"$BIN/clip-encode" -m "$tmp/clipA.st" "a red cube" > "$tmp/A.rec"
+"$BIN/clip-encode" -m "$tmp/clipB.st" "a red cube" > "$tmp/B.rec"
+"$BIN/clip-encode" -m "$tmp/clipB.st" "a blue cube" > "$tmp/B2.rec"
+python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); k = b"\xa6models\x81\xa4clip"; assert k in b
+open(sys.argv[2], "wb").write(b.replace(k, b"\xa6models\x81\xa4clap"))' "$tmp/A.rec" "$tmp/U.rec" # no models.clip
+sumA=$(field "$tmp/A.rec" models.clip.checksum)
+sumB=$(field "$tmp/B.rec" models.clip.checksum)
+[ "$sumA" != "$sumB" ] || fail "the two test CLIPs have one checksum"
+"$MKMODEL" prior "$tmp/priorA.st" $G/karlo/prior-sample "unclip.clip=$sumA"
+"$MKMODEL" decoder "$tmp/decA.st" $G/karlo/decoder-forward "unclip.clip=test/clip-x $sumA"
+"$BIN/prior-sample" -m "$tmp/prior.st" -S 2 "$tmp/A.rec" > "$tmp/pA.rec"
+"$BIN/prior-sample" -m "$tmp/prior.st" -S 2 "$tmp/B.rec" > "$tmp/pB.rec"
+"$BIN/prior-sample" -m "$tmp/prior.st" -S 2 "$tmp/U.rec" > "$tmp/pU.rec"
+t 0 '' "$tmp/A.rec" "$BIN/prior-sample" -m "$tmp/priorA.st" -S 2
+t 1 "^prior-sample: stdin: record 1 field models.clip: made by CLIP test/clip-b \($sumB\), but .*/priorA.st pairs with $sumA \(--any-clip" \
+    "$tmp/B.rec" "$BIN/prior-sample" -m "$tmp/priorA.st" -S 2
+[ ! -s "$tmp/out" ] || fail "prior-sample wrote a record of another CLIP"
+t 0 '' "$tmp/B.rec" "$BIN/prior-sample" -m "$tmp/priorA.st" -S 2 --any-clip
+[ "$(field "$tmp/out" models.clip.checksum)" = "$sumB" ] || fail "prior-sample --any-clip: models.clip not passed on"
+t 1 'stdin: record 1 field models.clip: missing, so the CLIP that made its embeddings is unknown; .*/priorA.st pairs with' \
+    "$tmp/U.rec" "$BIN/prior-sample" -m "$tmp/priorA.st" -S 2
+t 0 '' "$tmp/pA.rec" "$BIN/decoder-diffuse" -m "$tmp/decA.st" -S 2
+t 1 "stdin: record 1 field models.clip: made by CLIP test/clip-b \($sumB\), but .*/decA.st pairs with test/clip-x $sumA" \
+    "$tmp/pB.rec" "$BIN/decoder-diffuse" -m "$tmp/decA.st" -S 2
+t 1 'stdin: record 1 field models.clip: missing' "$tmp/pU.rec" "$BIN/decoder-diffuse" -m "$tmp/decA.st" -S 2
+t 1 'stdin: record 1 field models.clip: missing' "$tmp/pU.rec" "$BIN/decoder-diffuse" -m "$tmp/decA.st" -S 2 \
+    --image "$PNGS/rgb8.png" --extend right=4,bottom=4
+t 0 '' "$tmp/pB.rec" "$BIN/decoder-diffuse" -m "$tmp/decA.st" -S 2 --any-clip
+t 1 "clipB.st: the CLIP that ranks the candidates, test/clip-b \($sumB\), is not one the decoder .*/decA.st pairs with" \
+    "$tmp/pA.rec" "$BIN/decoder-diffuse" -m "$tmp/decA.st" -S 2 --best-of 2 --clip "$tmp/clipB.st"
+# a model that declares no CLIP (the test prior, an older converted file) takes any
+t 0 '' "$tmp/B.rec" "$BIN/prior-sample" -m "$tmp/prior.st" -S 2
+t 1 "pB.rec: record 1 field models.clip: made by CLIP test/clip-b \($sumB\), but .*/pA.rec record 1 by CLIP test/clip-random \($sumA\): embeddings of two CLIPs do not mix" \
+    "$tmp/empty" "$BIN/emb-interp" "$tmp/pA.rec" "$tmp/pB.rec"
+t 0 '' "$tmp/empty" "$BIN/emb-interp" --any-clip "$tmp/pA.rec" "$tmp/pB.rec"
+t 1 'pU.rec: record 1 field models.clip: missing, so the CLIP that made its embeddings is unknown; .*/pA.rec record 1 is from CLIP test/clip-random' \
+    "$tmp/empty" "$BIN/emb-interp" "$tmp/pA.rec" "$tmp/pU.rec"
+t 0 '' "$tmp/empty" "$BIN/emb-interp" "$tmp/pU.rec" "$tmp/pU.rec" # neither says: nothing to compare
+t 1 'B2.rec: record 1 field models.clip: made by CLIP test/clip-b .*embeddings of two CLIPs do not mix' \
+    "$tmp/empty" "$BIN/emb-textdiff" "$tmp/pA.rec" "$tmp/A.rec" "$tmp/B2.rec"
+t 0 '' "$tmp/empty" "$BIN/emb-textdiff" --any-clip "$tmp/pA.rec" "$tmp/A.rec" "$tmp/B2.rec"
+t 1 "B.rec: record 1 field text_emb: made by another CLIP \(models.clip.checksum $sumB, this one $sumA\)" \
+    "$tmp/empty" "$BIN/clip-rank" -m "$tmp/clipA.st" -T "$tmp/B.rec" "$tmp/pA.rec"
+t 1 "pB.rec: record 1 field image_emb: made by another CLIP" "$tmp/empty" "$BIN/clip-rank" -m "$tmp/clipA.st" -p cube "$tmp/pB.rec"
+t 1 "pU.rec: record 1 field image_emb: no models.clip, so the CLIP that made it is unknown" \
+    "$tmp/empty" "$BIN/clip-rank" -m "$tmp/clipA.st" -p cube "$tmp/pU.rec"
+t 0 '' "$tmp/empty" "$BIN/clip-rank" -m "$tmp/clipA.st" --any-clip -T "$tmp/B.rec" "$tmp/pB.rec"
+printf 'tag text=0 a red cube vs a blue cube\n' > "$tmp/policy.txt"
+t 1 "stdin: record 1 field text_emb: made by another CLIP \(models.clip.checksum $sumB, this one $sumA\)" \
+    "$tmp/B.rec" "$BIN/clip-filter" -m "$tmp/clipA.st" -p "$tmp/policy.txt"
+t 0 '' "$tmp/B.rec" "$BIN/clip-filter" -m "$tmp/clipA.st" -p "$tmp/policy.txt" --any-clip
+t 1 "priorA.st: the prior pairs with $sumA, not with this CLIP, test/clip-b \($sumB\)" "$tmp/empty" \
+    "$BIN/clip-lexicon" -m "$tmp/clipB.st" --prior --prior-model "$tmp/priorA.st" cube
+# the shipped prior and decoder pair with the shipped CLIP (by checksum):
+# a CLIP of its shapes that claims another checksum is refused
+sumS=$(field "$tmp/p.rec" models.clip.checksum)
+stmeta models/clip.safetensors "$tmp/clipS.st" unclip.model_id=test/clip-s unclip.checksum=sha256:0
+"$BIN/clip-encode" -m "$tmp/clipS.st" "a red circle" > "$tmp/S.rec"
+t 1 "stdin: record 1 field models.clip: made by CLIP test/clip-s \(sha256:0\), but .*prior.safetensors pairs with $sumS" \
+    "$tmp/S.rec" "$BIN/prior-sample" -S 2
+"$BIN/prior-sample" -S 2 --any-clip "$tmp/S.rec" > "$tmp/pS.rec"
+t 1 "stdin: record 1 field models.clip: made by CLIP test/clip-s \(sha256:0\), but .*decoder.safetensors pairs with $sumS" \
+    "$tmp/pS.rec" "$BIN/decoder-diffuse" -S 2
+# a malformed declaration is the model's fault, found before the input is read
+stmeta "$tmp/priorA.st" "$tmp/bad.st" "unclip.clip=$sumA  test/x"
+t 1 '^prior-sample: .*/bad.st: metadata unclip.clip .*not 1 to 16 CLIP model ids or checksums' "$tmp/cut" \
+    "$BIN/prior-sample" -m "$tmp/bad.st"
+
+# class 3: a checksum is what the file claims (unclip.checksum), unless
+# --verify recomputes the SHA-256 of the tensor data at open: then the
+# record says verified, and a file whose data differ is refused
+cp models/prior.safetensors "$tmp/flip.st"
+printf '\001' | dd of="$tmp/flip.st" bs=1 seek=$(($(wc -c < "$tmp/flip.st") - 5)) conv=notrunc 2> /dev/null
+claim=$(field "$tmp/p.rec" models.prior.checksum)
+t 0 '' "$tmp/p.rec" "$BIN/prior-sample" -m "$tmp/flip.st" -S 2
+[ "$(field "$tmp/out" models.prior.checksum)" = "$claim" ] || fail "prior-sample: models.prior.checksum is not the file's claim"
+"$BIN/rec-dump" "$tmp/out" | grep -q '"verified"' && fail "prior-sample: verified without --verify"
+t 1 "flip.st: metadata unclip.checksum $claim, but the SHA-256 of the tensor data is sha256:[0-9a-f]{64}\$" \
+    "$tmp/cut" "$BIN/prior-sample" -m "$tmp/flip.st" --verify
+t 0 '' "$tmp/p.rec" "$BIN/prior-sample" -S 2 --verify
+[ "$(field "$tmp/out" models.prior.verified)" = sha256 ] && [ "$(field "$tmp/out" models.prior.checksum)" = "$claim" ] ||
+    fail "prior-sample --verify: models.prior not verified"
+t 0 '' "$tmp/empty" "$BIN/clip-encode" --verify "a red circle"
+[ "$(field "$tmp/out" models.clip.verified)" = sha256 ] || fail "clip-encode --verify: models.clip not verified"
+# a file that claims nothing: its checksum is a hash of its header, or with --verify its data's SHA-256
+t 0 '' "$tmp/A.rec" "$BIN/prior-sample" -m "$tmp/priorA.st" -S 2 --verify
+field "$tmp/out" models.prior.checksum | grep -Eq '^sha256:[0-9a-f]{64}$' || fail "--verify: no SHA-256 for a file without a claim"
+
+# class 10: a model's config faults are the model's, named with its file
+# and field at open, before any input is read (a cut stream on stdin)
+stmeta "$tmp/prior.st" "$tmp/bad.st" config:diffusion.predict_xstart=false
+t 1 '^prior-sample: .*/bad.st: prior config: the diffusion must predict x_0 with a fixed variance' "$tmp/cut" \
+    "$BIN/prior-sample" -m "$tmp/bad.st"
+stmeta "$tmp/dec.st" "$tmp/bad.st" config:diffusion.learn_sigma=false
+t 1 '^decoder-diffuse: .*/bad.st: decoder config: diffusion.learn_sigma is false, but the model has 6 output channels$' \
+    "$tmp/cut" "$BIN/decoder-diffuse" -m "$tmp/bad.st"
+stmeta "$tmp/prior.st" "$tmp/bad.st" unclip.default_guidance=abc
+t 1 "^prior-sample: [^ ]*/bad.st: metadata unclip.default_guidance 'abc' is not a number" "$tmp/cut" \
+    "$BIN/prior-sample" -m "$tmp/bad.st"
+stmeta "$tmp/clipA.st" "$tmp/bad.st" config:vision_heads=3
+t 1 '^clip-encode: .*/bad.st: CLIP vision tower: vision_heads: 3 heads do not divide width' "$tmp/empty" \
+    "$BIN/clip-encode" -m "$tmp/bad.st" --image "$PNGS/rgb8.png"
+
 # options: an empty respacing, a seed with a blank before its sign, an
 # unknown option reported once, --help to a full disk
 t 2 '^prior-sample: --steps: empty$' "$tmp/a.rec" "$BIN/prior-sample" -m "$tmp/prior.st" -S ""

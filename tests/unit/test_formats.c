@@ -350,6 +350,54 @@ static void test_png_roundtrip(void **state)
     assert_int_equal(uc_png_read_file(path, 0, &img), -1);
 }
 
+/* ---- SHA-256: FIPS 180-4's examples, and any split of the input ---- */
+
+static void hex32(const unsigned char d[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static void test_sha256(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *hex;
+    } cases[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    unsigned char d[32];
+    char hex[65];
+    uc_sha256 s;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t n = strlen(cases[i].in);
+        for (size_t cut = 0; cut <= n; cut++) { /* two updates, split anywhere */
+            uc_sha256_init(&s);
+            uc_sha256_update(&s, cases[i].in, cut);
+            uc_sha256_update(&s, cases[i].in + cut, n - cut);
+            uc_sha256_final(&s, d);
+            hex32(d, hex);
+            assert_string_equal(hex, cases[i].hex);
+        }
+    }
+    /* a million 'a', in pieces of 997 bytes (across block boundaries) */
+    char buf[997];
+    memset(buf, 'a', sizeof buf);
+    uc_sha256_init(&s);
+    size_t left = 1000000;
+    while (left) {
+        size_t k = left < sizeof buf ? left : sizeof buf;
+        uc_sha256_update(&s, buf, k);
+        left -= k;
+    }
+    uc_sha256_final(&s, d);
+    hex32(d, hex);
+    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -371,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_st_rejects),      cmocka_unit_test(test_rec_roundtrip),
         cmocka_unit_test(test_rec_truncated_everywhere), cmocka_unit_test(test_rec_rejects),
         cmocka_unit_test(test_png_roundtrip),   cmocka_unit_test(test_st_release),
+        cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -76,8 +76,9 @@ static int add_described(void *ctx, const char *name, int ndim, const int64_t *s
 
 /* Write a prior of the sizes above, its tensors those the prior's one
  * description lists; width_cfg lets the config disagree with the weights.
- * stage NULL: no metadata at all. */
-static int write_model(const char *path, const char *stage, int width_cfg)
+ * stage NULL: no metadata at all; key (not NULL): one more metadata key,
+ * value val. */
+static int write_model_meta(const char *path, const char *stage, int width_cfg, const char *key, const char *val)
 {
     uc_rng r;
     uc_rng_init(&r, 42, 7);
@@ -96,13 +97,18 @@ static int write_model(const char *path, const char *stage, int width_cfg)
              "\"noise_schedule\":\"squaredcos_cap_v2\",\"learn_sigma\":false,\"sigma_small\":true,"
              "\"predict_xstart\":true,\"timestep_respacing\":\"\"}}",
              T, width_cfg, L, H, D);
-    const char *meta[] = {"unclip.stage", stage, "unclip.config", cfg, "unclip.model_id", "test/prior-random"};
-    int rc = st_write(path, outs, nout, meta, stage ? 3 : 0);
+    const char *meta[] = {"unclip.stage", stage, "unclip.config", cfg, "unclip.model_id", "test/prior-random", key, val};
+    int rc = st_write(path, outs, nout, meta, stage ? (key ? 4 : 3) : 0);
     for (int i = 0; i < nout; i++) {
         uc_free((void *)outs[i].name);
         uc_free(bufs[i]);
     }
     return rc;
+}
+
+static int write_model(const char *path, const char *stage, int width_cfg)
+{
+    return write_model_meta(path, stage, width_cfg, NULL, NULL);
 }
 
 /* ---- the reference: Karlo's forward over the whole sequence ------------- */
@@ -269,6 +275,74 @@ static void test_open_and_refuse(void **state)
     assert_non_null(strstr(uc_errmsg(), "unclip.stage"));
     assert_null(uc_prior_open(narrow_path)); /* config width 8, weights 16 */
     assert_non_null(strstr(uc_errmsg(), "model.time_embed.0.weight"));
+}
+
+/* unclip.clip: the CLIPs a model pairs with, checked at open; a record's
+ * CLIP matches by id or checksum, whole entries only; no declaration pairs
+ * with anything */
+static void test_clip_pairing(void **state)
+{
+    (void)state;
+    char path[320];
+    snprintf(path, sizeof path, "%s/paired.safetensors", tmpdir);
+    assert_int_equal(write_model_meta(path, "prior", W, "unclip.clip", "test/clip-a sha256:abc"), 0);
+    uc_prior *p = uc_prior_open(path);
+    assert_non_null(p);
+    const uc_model_info *m = &uc_prior_get_info(p)->model;
+    assert_string_equal(m->clip, "test/clip-a sha256:abc");
+    assert_true(uc_model_pairs(m, "test/clip-a", NULL));
+    assert_true(uc_model_pairs(m, "other", "sha256:abc"));
+    assert_false(uc_model_pairs(m, "test/clip", "sha256:ab"));
+    assert_false(uc_model_pairs(m, "test/clip-a sha256:abc", NULL));
+    assert_false(uc_model_pairs(m, NULL, NULL));
+    uc_prior_free(p);
+    p = uc_prior_open(model_path);
+    assert_null(uc_prior_get_info(p)->model.clip);
+    assert_true(uc_model_pairs(&uc_prior_get_info(p)->model, "anything", NULL));
+    uc_prior_free(p);
+    static const char *const bad[] = {"", "a  b", " a", "a ", "a\tb", "caf\xc3\xa9",
+                                      "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(write_model_meta(path, "prior", W, "unclip.clip", bad[i]), 0);
+        assert_null(uc_prior_open(path));
+        assert_non_null(strstr(uc_errmsg(), "paired.safetensors: metadata unclip.clip"));
+    }
+}
+
+/* uc_model_verify: the SHA-256 of the tensor data, recomputed at open; a
+ * claim that differs is refused, an equal one marked verified; off, the
+ * checksum is the claim as it stands */
+static void test_verify(void **state)
+{
+    (void)state;
+    char path[320], sum[80];
+    snprintf(path, sizeof path, "%s/claims.safetensors", tmpdir);
+    uc_model_verify(1);
+    uc_prior *p = uc_prior_open(model_path); /* claims nothing */
+    assert_non_null(p);
+    const uc_model_info *m = &uc_prior_get_info(p)->model;
+    assert_int_equal(m->verified, 1);
+    assert_int_equal(strlen(m->checksum), 7 + 64);
+    assert_memory_equal(m->checksum, "sha256:", 7);
+    snprintf(sum, sizeof sum, "%s", m->checksum);
+    uc_prior_free(p);
+    assert_int_equal(write_model_meta(path, "prior", W, "unclip.checksum", sum), 0);
+    assert_non_null(p = uc_prior_open(path));
+    assert_int_equal(uc_prior_get_info(p)->model.verified, 1);
+    assert_string_equal(uc_prior_get_info(p)->model.checksum, sum);
+    uc_prior_free(p);
+    assert_int_equal(write_model_meta(path, "prior", W, "unclip.checksum", "sha256:0123"), 0);
+    assert_null(uc_prior_open(path));
+    assert_non_null(strstr(uc_errmsg(), "claims.safetensors: metadata unclip.checksum sha256:0123, but the SHA-256"));
+    assert_non_null(strstr(uc_errmsg(), sum));
+    uc_model_verify(0);
+    assert_non_null(p = uc_prior_open(path)); /* the claim, unchecked */
+    assert_int_equal(uc_prior_get_info(p)->model.verified, 0);
+    assert_string_equal(uc_prior_get_info(p)->model.checksum, "sha256:0123");
+    uc_prior_free(p);
+    assert_non_null(p = uc_prior_open(model_path)); /* no claim: a hash of the header */
+    assert_memory_equal(uc_prior_get_info(p)->model.checksum, "fnv1a64:", 8);
+    uc_prior_free(p);
 }
 
 static void test_forward_matches_reference(void **state)
@@ -593,6 +667,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_and_refuse),
+        cmocka_unit_test(test_clip_pairing),
+        cmocka_unit_test(test_verify),
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_guided),
         cmocka_unit_test(test_sample),

@@ -357,6 +357,22 @@ static void test_decoder_rows(void **state)
     check_decoder_rows(decoder_plain, "dec-plain.safetensors");
 }
 
+/* A diffusion section that does not match the model's outputs (fixed
+ * variance for a UNet with 6 output channels) is the file's fault, found
+ * at open and named with the file, not at the first sample. */
+static void test_decoder_config_at_open(void **state)
+{
+    (void)state;
+    char cfg[sizeof decoder_small];
+    memcpy(cfg, decoder_small, sizeof cfg);
+    char *d = strstr(cfg, "\"diffusion\""), *ls = d ? strstr(d, "\"learn_sigma\": true") : NULL;
+    assert_non_null(ls);
+    memcpy(ls + strlen("\"learn_sigma\": "), "0   ", 4); /* true -> 0 (false), padded */
+    assert_null(uc_decoder_open(tmp_model("decoder", cfg, "dec-fixed.safetensors")));
+    assert_non_null(strstr(uc_errmsg(), "dec-fixed.safetensors: decoder config: diffusion.learn_sigma is false, but "
+                                        "the model has 6 output channels"));
+}
+
 /* A masked token does not change the output; an unmasked one does. */
 static void test_decoder_mask(void **state)
 {
@@ -706,7 +722,8 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d),         cmocka_unit_test(test_tensor_lists),
-        cmocka_unit_test(test_decoder_rows),   cmocka_unit_test(test_decoder_mask),
+        cmocka_unit_test(test_decoder_rows),   cmocka_unit_test(test_decoder_config_at_open),
+        cmocka_unit_test(test_decoder_mask),
         cmocka_unit_test(test_decoder_guided), cmocka_unit_test(test_decoder_sample),
         cmocka_unit_test(test_sr),             cmocka_unit_test(test_config),
         cmocka_unit_test(test_descriptions),   cmocka_unit_test(test_errors),

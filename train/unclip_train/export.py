@@ -2,7 +2,8 @@
 safetensors with the upstream key names, hyperparameters in __metadata__
 (unclip.stage, unclip.config, unclip.model_id, unclip.checksum; for
 CLIP, unclip.tokenizer.merges; for prior and decoder,
-unclip.default_guidance; for the decoder, unclip.default_best_of).
+unclip.default_guidance and unclip.clip, the checksum of the CLIP they
+pair with; for the decoder, unclip.default_best_of).
 
 Storage: the weights and biases of linear, convolution and embedding layers
 (and CLIP's fused in_proj, text_projection, visual.proj) as F16, like
@@ -67,15 +68,39 @@ def write(path, stage, config, t, extra_meta=None):
     return sum(v.nbytes for v in t.values())
 
 
+def clip_tensors(ck):
+    """The CLIP file's tensors from its checkpoint, as export writes them."""
+    from .clip import CLIP
+    m = CLIP(ck["config"])
+    m.load_state_dict(ck["model"])
+    return tensors(m)
+
+
+def clip_checksum(runs, out_dir):
+    """unclip.checksum of the CLIP that the prior and decoder pair with: from
+    its checkpoint in runs/ (what export writes), else from an exported
+    out_dir/clip.safetensors, else None."""
+    import os
+    path = os.path.join(runs, "clip", "ckpt.pt")
+    if os.path.exists(path):
+        return checksum(clip_tensors(torch.load(path, map_location="cpu")))
+    path = os.path.join(out_dir, "clip.safetensors")
+    if os.path.exists(path):
+        return st.read(path)[1].get("unclip.checksum")
+    return None
+
+
 def export_all(runs, out_dir, stages=("clip", "prior", "decoder", "sr"), log=print):
     """Write out_dir/<stage>.safetensors from the checkpoints in runs/ (EMA
     weights where kept). Returns {stage: bytes}."""
     import os
-    from .clip import CLIP
     from .prior import PriorDiffusionModel
     from .unet import ImprovedSupRes64to256ProgressiveModel, Text2ImProgressiveModel
     os.makedirs(out_dir, exist_ok=True)
     sizes = {}
+    pair = clip_checksum(runs, out_dir) if {"prior", "decoder"} & set(stages) else None
+    if pair is None and {"prior", "decoder"} & set(stages):
+        log("export: no CLIP checkpoint or file: the prior and decoder declare no CLIP (unclip.clip)")
     for stage in stages:
         path = os.path.join(runs, stage, "ckpt.pt")
         if not os.path.exists(path):
@@ -88,13 +113,13 @@ def export_all(runs, out_dir, stages=("clip", "prior", "decoder", "sr"), log=pri
             extra["unclip.default_guidance"] = repr(float(config.GUIDANCE[stage]))
         if stage in config.BEST_OF:
             extra["unclip.default_best_of"] = str(int(config.BEST_OF[stage]))
+        if stage in ("prior", "decoder") and pair is not None:
+            extra["unclip.clip"] = pair  # records of another CLIP are refused (formats/MODEL.md)
         if stage == "clip":
-            m = CLIP(ck["config"])
-            m.load_state_dict(ck["model"])
             cfg = ck["config"]
             extra["unclip.tokenizer.merges"] = ck["merges"]
             extra["unclip.vocabulary"] = " ".join(sorted(grammar.words()))  # clip-encode warns on others
-            t = tensors(m)
+            t = clip_tensors(ck)
         elif stage == "prior":
             m = PriorDiffusionModel(ck["config"])
             m.load_state_dict(state)
