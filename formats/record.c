@@ -482,11 +482,26 @@ void rec_history_add(rec *r, const char *tool, int argc, char **argv)
     rec *e = rec_empty();
     rec_set_str(e, "tool", tool);
     rec_set_str(e, "version", UC_VERSION);
+    /* the arguments up to REC_HISTORY_ARGS bytes, then one note of what was
+     * left out: a tool that writes a record per argument (clip-encode
+     * "p1" ... "pN") would otherwise write N times all N of them */
+    int keep = 1;
+    size_t used = 0, left_bytes = 0;
+    while (keep < argc && used + strlen(argv[keep]) <= REC_HISTORY_ARGS)
+        used += strlen(argv[keep++]);
+    for (int i = keep; i < argc; i++)
+        left_bytes += strlen(argv[i]);
     msgpack_object args = {.type = MSGPACK_OBJECT_ARRAY};
-    args.via.array.size = (uint32_t)(argc > 1 ? argc - 1 : 0);
+    args.via.array.size = (uint32_t)(keep - 1 + (keep < argc));
     args.via.array.ptr = zalloc(e->zone, args.via.array.size * sizeof(msgpack_object));
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < keep; i++)
         args.via.array.ptr[i - 1] = obj_str(e->zone, argv[i], strlen(argv[i]));
+    if (keep < argc) {
+        char note[128];
+        snprintf(note, sizeof note, "(%d more arguments, %zu bytes, not kept: history keeps %d bytes of them)",
+                 argc - keep, left_bytes, REC_HISTORY_ARGS);
+        args.via.array.ptr[keep - 1] = obj_str(e->zone, note, strlen(note));
+    }
     put(e, "arguments", args);
     a.via.array.ptr[n] = obj_map_of(r->zone, e);
     rec_free(e);
