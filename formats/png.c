@@ -70,6 +70,13 @@ static void on_warning(png_structp png, png_const_charp msg)
      * file instead, since a lost text chunk may be the record it carries */
     if (e->over)
         png_error(png, msg);
+    /* a text chunk libpng cannot read (bad zlib data, no keyword, a bad
+     * iTXt header) is dropped with a warning: refuse the file and say so,
+     * since it may be the record the PNG carries */
+    if (!strncmp(msg, "tEXt", 4) || !strncmp(msg, "zTXt", 4) || !strncmp(msg, "iTXt", 4)) {
+        snprintf(e->why, sizeof e->why, "a text chunk that cannot be kept is refused, not dropped");
+        png_error(png, msg);
+    }
     if (!e->why[0] && strstr(msg, "IHDR"))
         snprintf(e->why, sizeof e->why, "%s", msg);
 }
