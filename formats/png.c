@@ -1,6 +1,7 @@
 /* png.c - see png.h */
 #include "formats/png.h"
 
+#include <errno.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 typedef struct {
     char msg[256];
     char why[128]; /* libpng's warning that says which IHDR field is bad */
+    int err;       /* errno when libpng gave up (its write callback's fwrite) */
     size_t live;   /* bytes libpng holds now (text chunks, once inflated, included) */
     int over;      /* an allocation was refused for UC_PNG_MAX_LIBPNG */
 } png_errctx;
@@ -49,6 +51,7 @@ static void budget_free(png_structp png, png_voidp ptr)
 static void on_error(png_structp png, png_const_charp msg)
 {
     png_errctx *e = png_get_error_ptr(png);
+    e->err = errno;
     if (e->over)
         snprintf(e->msg, sizeof e->msg, "%s (its chunks need more than %zu MiB in all)", msg,
                  UC_PNG_MAX_LIBPNG >> 20);
@@ -126,7 +129,7 @@ static int take_text(png_structp png, png_infop info, uc_image *img)
 int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_image *img)
 {
     memset(img, 0, sizeof *img);
-    png_errctx ectx = {{0}, {0}, 0, 0};
+    png_errctx ectx = {{0}, {0}, 0, 0, 0};
     png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning, &ectx,
                                                budget_malloc, budget_free);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -245,7 +248,7 @@ static int ascii(const char *s)
 
 int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, const uc_png_text *text, int ntext)
 {
-    png_errctx ectx = {{0}, {0}, 0, 0};
+    png_errctx ectx = {{0}, {0}, 0, 0, 0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_textp volatile tx = NULL;
@@ -256,10 +259,12 @@ int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, c
     if (setjmp(png_jmpbuf(png))) {
         free(tx);
         png_destroy_write_struct(&png, &info);
-        return uc_err("PNG write failed: %s", ectx.msg);
+        return ectx.err ? uc_err("PNG write failed: %s: %s", ectx.msg, strerror(ectx.err))
+                        : uc_err("PNG write failed: %s", ectx.msg);
     }
     static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                  PNG_COLOR_TYPE_RGB_ALPHA};
+    errno = 0; /* what on_error keeps is the write's */
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, types[channels], PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -289,6 +294,6 @@ int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, c
     free(tx);
     png_destroy_write_struct(&png, &info);
     if (fflush(f) != 0 || ferror(f))
-        return uc_err("write error");
+        return uc_err("write error: %s", strerror(errno ? errno : EIO));
     return 0;
 }

@@ -361,7 +361,7 @@ int main(int argc, char **argv)
     uc_image_out_open(&out, &c);
     if (out.format == UC_OUT_RECORD) {
         if (rec_write(r, out.f))
-            uc_die(&c, UC_EXIT_DATA, "%s: write error", out.path ? out.path : "stdout");
+            uc_die(&c, UC_EXIT_DATA, "%s: %s", out.path ? out.path : "stdout", uc_errmsg());
     } else {
         FILE *f = out.path ? uc_out_open(&c, out.path) : stdout;
         if (uc_write_png_record(f, r))

@@ -322,7 +322,7 @@ void uc_image_out_emit(uc_image_out *o, const uc_cli *c, rec *out)
     rec_history_add(out, c->tool, c->argc, c->argv);
     if (o->format == UC_OUT_RECORD) {
         if (rec_write(out, o->f))
-            uc_die(c, UC_EXIT_DATA, "%s: write error", o->path ? o->path : "stdout");
+            uc_die(c, UC_EXIT_DATA, "%s: %s", o->path ? o->path : "stdout", uc_errmsg());
     } else {
         FILE *f = stdout;
         char path[4096];
