@@ -234,6 +234,10 @@ int uc_png_read_file(const char *path, int keep_palette, uc_image *img)
         return uc_err("%s: not a PNG file", path);
     }
     int rc = uc_png_read(f, path, 8, keep_palette, img);
+    if (rc == 0 && fgetc(f) != EOF) { /* one picture: a second PNG or garbage after IEND is not ignored */
+        uc_image_free(img);
+        rc = uc_err("%s: bytes after the end of the PNG (IEND): one picture is read from this file", path);
+    }
     fclose(f);
     return rc;
 }

@@ -317,6 +317,7 @@ int main(int argc, char **argv)
         uc_die_err(&c);
     if (got == 0)
         uc_die(&c, UC_EXIT_DATA, "%s: empty input (no picture)", src);
+    uc_input_rest(&c, ir, src, "unclip-replay replays one picture at a time");
     uc_tensor want;
     if (!rec_has(r, "image") || rec_get_tensor(r, "image", &want))
         uc_die(&c, UC_EXIT_DATA, "%s: record 1 field image: %s", src, rec_has(r, "image") ? uc_errmsg() : "missing");
