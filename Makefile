@@ -92,7 +92,8 @@ $(BIN)/unclip-bench: $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 $(BUILD)/tests/mkmodel: $(BUILD)/tests/tools/mkmodel.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-# libFuzzer targets (clang): make fuzz FUZZ_SECONDS=60
+# libFuzzer targets (clang), then the converter's unpickler (fuzz/fuzz_unpickle.py,
+# a mutational fuzzer in Python): make fuzz FUZZ_SECONDS=60
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(notdir $(basename $(wildcard fuzz/fuzz_*.c)))
 $(BUILD)/fuzz/%: $(BUILD)/fuzz/%.o $(LIB)
@@ -108,7 +109,10 @@ fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 	    -artifact_prefix=$(BUILD)/artifacts/$$t- $(BUILD)/corpus/$$t fuzz/corpus/$$t \
 	    > $(BUILD)/$$t.log 2>&1; then \
 	    grep -E 'ERROR|SUMMARY|artifact' $(BUILD)/$$t.log; echo "fuzz: $$t found a problem"; exit 1; fi; \
-	  grep -E '^stat::number_of_executed_units' $(BUILD)/$$t.log; done
+	  grep -E '^stat::number_of_executed_units' $(BUILD)/$$t.log; done; \
+	echo "== fuzz_unpickle ($(FUZZ_SECONDS) s, Python: the converter's unpickler)"; \
+	/usr/bin/python3 fuzz/fuzz_unpickle.py --seconds $(FUZZ_SECONDS) --artifacts $(BUILD)/artifacts || \
+	  { echo "fuzz: fuzz_unpickle found a problem"; exit 1; }
 
 unit: $(UNIT:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
