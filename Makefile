@@ -128,6 +128,15 @@ check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
 	sh tests/layers.sh
 	@BUILD=$(BUILD) BIN=$(BIN) sh tests/check.sh
 
+# The hostile-input and pipeline tables under ulimit -v at twice the default
+# memory budget (2 x 4 GiB): every row must end with its exit status, none
+# by a signal (hostile.sh fails a row that does). Not with SAN=1: ASan
+# reserves more address space than any such limit.
+ULIMIT_KB ?= 8388608
+check-ulimit: all $(BUILD)/tests/mkmodel
+	ulimit -v $(ULIMIT_KB) && for t in hostile pipes; do \
+	  BIN=$(BIN) MKMODEL=$(BUILD)/tests/mkmodel TMPROOT=$(BUILD)/tmp sh tests/shell/$$t.sh || exit 1; done
+
 # Real-size models with random weights (written once to $$UNCLIP_BENCH_DIR,
 # default /tmp/unclip-bench, about 14 GB), then PyTorch on the same shapes
 # when Debian's python3-torch is installed.
@@ -206,6 +215,6 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-real bench eval eval-clip eval-filter eval-edit install clean deps fuzz \
+.PHONY: all unit golden shell check check-ulimit check-real bench eval eval-clip eval-filter eval-edit install clean deps fuzz \
         fuzz-run regen layers
 .SECONDARY:
