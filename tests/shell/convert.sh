@@ -150,9 +150,9 @@ for kind in global stack_global reduce_builtin nested; do
     expect 1 'refusing to load' "$BIN/unclip-convert" "$tmp/evil-$kind.ckpt" "$tmp/keep.st"
 done
 [ "$(cat "$tmp/keep.st")" = keep ] || fail "a refused conversion touched an existing OUT"
-# tensors that view more than their storage (a 741-byte checkpoint once
-# made a 512 MiB file): zero or overlapping strides, a size or an offset
-# past the storage, 128 M elements over a storage of one
+# tensors that view more than their storage: zero or overlapping strides,
+# a size or an offset past the storage, 128 M elements (512 MiB of F32) over
+# a storage of one, in a checkpoint of 741 bytes
 mk views "$tmp/view"
 for v in 'zero:a zero stride 0 (strides \[0, 1\])' 'overlap:an overlapping stride 1 (strides \[1, 1\])' \
     'past:shape \[4, 5\] reaches element 19 of a storage of 16' 'offset:shape \[8\] reaches element 17 of a storage of 16' \
