@@ -13,6 +13,7 @@ typedef struct {
     char msg[256];
     char why[128]; /* libpng's warning that says which IHDR field is bad */
     int err;       /* errno when libpng gave up (its write callback's fwrite) */
+    int budget;    /* refused by the memory budget: msg is the whole story */
     size_t live;   /* bytes libpng holds now (text chunks, once inflated, included) */
     int over;      /* an allocation was refused for UC_PNG_MAX_LIBPNG */
 } png_errctx;
@@ -129,7 +130,7 @@ static int take_text(png_structp png, png_infop info, uc_image *img)
 int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_image *img)
 {
     memset(img, 0, sizeof *img);
-    png_errctx ectx = {{0}, {0}, 0, 0, 0};
+    png_errctx ectx = {{0}, {0}, 0, 0, 0, 0};
     png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning, &ectx,
                                                budget_malloc, budget_free);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -143,6 +144,8 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
         free(rows);
         uc_image_free(img);
         png_destroy_read_struct(&png, &info, &endinfo);
+        if (ectx.budget)
+            return uc_err("%s: %s", name, ectx.msg);
         if (feof(f))
             return uc_err("%s: bad PNG: truncated (the input ends inside it)", name);
         return uc_err("%s: bad PNG: %s", name, ectx.msg[0] ? ectx.msg : "read error");
@@ -201,6 +204,13 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
         snprintf(ectx.msg, sizeof ectx.msg, "unsupported sample layout");
         png_longjmp(png, 1);
     }
+    char what[64];
+    snprintf(what, sizeof what, "a picture of %ux%u pixels", (unsigned)w, (unsigned)h);
+    if (uc_mem_fits(what, (double)w * h * (ch + 1) + (double)h * sizeof *rows)) { /* with a copy downstream */
+        snprintf(ectx.msg, sizeof ectx.msg, "%s", uc_errmsg());
+        ectx.budget = 1;
+        png_longjmp(png, 1);
+    }
     img->w = (int)w;
     img->h = (int)h;
     img->channels = ch;
@@ -252,7 +262,7 @@ static int ascii(const char *s)
 
 int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, const uc_png_text *text, int ntext)
 {
-    png_errctx ectx = {{0}, {0}, 0, 0, 0};
+    png_errctx ectx = {{0}, {0}, 0, 0, 0, 0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_textp volatile tx = NULL;

@@ -446,19 +446,21 @@ t 1 'needs [0-9.]+ GiB, more than the memory budget of 1.0 GiB' "$tmp/empty" "$B
 t 1 'needs [0-9.]+ MiB, more than the memory budget of 64 MiB' "$tmp/empty" env UNCLIP_MEMORY_BUDGET=64M "$BIN/upsample" -S 2 "$tmp/r.png"
 t 2 "^upsample: --memory-budget: '512k' is not a size from 1M to 1024T" "$tmp/empty" "$BIN/upsample" --memory-budget 512k "$tmp/r.png"
 t 2 "^rec-dump: UNCLIP_MEMORY_BUDGET: '4Q' is not a size" "$tmp/empty" env UNCLIP_MEMORY_BUDGET=4Q "$BIN/rec-dump" "$tmp/r.png"
-# under ulimit -v (where the build can start under one: not with ASan)
-if (ulimit -v 6000000 && "$BIN/rec-dump" --version) > /dev/null 2>&1; then
-    t 1 'needs [0-9.]+ GiB, more than the [0-9.]+ GiB that the address-space limit \(ulimit -v\) leaves' "$tmp/empty" \
-        sh -c 'ulimit -v 6000000 && exec "$0" --memory-budget 100G -S 2 "$1"' "$BIN/upsample" "$tmp/big.png"
-    # rec-dump --full of a 3000x3000 picture (a PNG of 27 KB) in 1.5 GB of
-    # address space: the values are streamed, not one JSON node each
-    python3 - "$tmp/wide.png" << 'EOF'
+# a 3000x3000 picture in a PNG of 27 KB: its pixels are sized against the
+# budget before they are read, and rec-dump --full of it fits in 1.5 GB of
+# address space (the values are streamed, not one JSON node each)
+python3 - "$tmp/wide.png" << 'EOF'
 import struct, sys, zlib
 def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
 raw = b"".join(b"\0" + b"\x07" * 9000 for _ in range(3000))
 open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3000, 3000, 8, 2, 0, 0, 0)) +
-                              chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+                          chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 EOF
+t 1 'wide.png: image 1: a picture of 3000x3000 pixels needs 34 MiB, more than the memory budget of 16 MiB' "$tmp/empty" "$BIN/rec-dump" --memory-budget 16M "$tmp/wide.png"
+# under ulimit -v (where the build can start under one: not with ASan)
+if (ulimit -v 6000000 && "$BIN/rec-dump" --version) > /dev/null 2>&1; then
+    t 1 'needs [0-9.]+ GiB, more than the [0-9.]+ GiB that the address-space limit \(ulimit -v\) leaves' "$tmp/empty" \
+        sh -c 'ulimit -v 6000000 && exec "$0" --memory-budget 100G -S 2 "$1"' "$BIN/upsample" "$tmp/big.png"
     t 0 '' "$tmp/empty" sh -c 'ulimit -v 1500000 && exec "$0" --full "$1"' "$BIN/rec-dump" "$tmp/wide.png"
     [ "$(wc -c < "$tmp/out")" -eq 54000122 ] || fail "rec-dump --full of a 3000x3000 PNG: $(wc -c < "$tmp/out") bytes"
 else
