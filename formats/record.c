@@ -947,8 +947,9 @@ static cJSON *tensor_json(const uc_tensor *t, int full)
     return j;
 }
 
-/* The values of full_t[k] as a JSON array, each printed by cJSON itself
- * (one number item reused), so the bytes are those of a cJSON array. */
+/* The values of full_t[k] as a JSON array with the bytes cJSON would give
+ * it: an integer written by hand as cJSON's "%1.15g" writes it, any other
+ * number by cJSON itself (one number item reused). */
 static int write_values(FILE *out, int k)
 {
     const uc_tensor *t = &full_t[k];
@@ -963,7 +964,8 @@ static int write_values(FILE *out, int k)
         for (int64_t j = 0; j < m; j++) {
             if (i + j > 0)
                 buf[w++] = ',';
-            if (fabs(x[j]) < 1e9 && x[j] == (double)(long)x[j]) { /* cJSON's "%d", without its sprintf */
+            /* an integer (not -0) as cJSON prints it ("%1.15g"), without sprintf */
+            if (fabs(x[j]) < 1e9 && x[j] == (double)(long)x[j] && !signbit(x[j])) {
                 char d[16];
                 int nd = 0;
                 long v = (long)x[j];
