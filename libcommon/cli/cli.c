@@ -155,9 +155,9 @@ uint64_t uc_parse_size(const uc_cli *c, const char *opt, const char *s)
     double v = strtod(s, &end);
     int shift = 0;
     if (end != s && *end && !end[1]) {
-        const char *units = "KMGT", *u = strchr(units, *end == 'k' ? 'K' : *end);
+        const char *units = "KMGTkmgt", *u = strchr(units, *end);
         if (u && *u) {
-            shift = 10 * (int)(u - units + 1);
+            shift = 10 * (int)((u - units) % 4 + 1);
             end++;
         }
     }
