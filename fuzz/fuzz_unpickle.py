@@ -176,6 +176,13 @@ def read_all(a):
     return "ok " + shape
 
 
+def outcome(msg):
+    """A refusal's kind: its first words, numbers, quoted text and names
+    blanked (a mutated global name or length is not a new behaviour)."""
+    msg = re.sub(r"'[^']*'|\"[^\"]*\"|\b0x[0-9a-f]+|\d+|[\w.]+\.[\w.]+", "_", msg)
+    return " ".join(msg.split()[:6])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30)
@@ -203,7 +210,7 @@ def main():
             try:
                 out = run_one(kind, m, extra, tmp)
             except conv.Refused as e:
-                out = "refused " + re.sub(r"'[^']*'|\d+", "_", str(e).replace(tmp, ""))[:60]
+                out = "refused " + outcome(str(e).replace(tmp, ""))
             except Exception:
                 findings += 1
                 name = os.path.join(args.artifacts, "fuzz_unpickle-%s-%d-%d" % (kind, seed, execs))
