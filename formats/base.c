@@ -93,8 +93,8 @@ int uc_mem_fits(const char *what, double bytes)
         return uc_err("%s needs %s, more than the memory budget of %s (--memory-budget)", what,
                       uc_bytes_str(bytes, a, sizeof a), uc_bytes_str((double)mem_budget, b, sizeof b));
     struct rlimit rl;
-    double held = vm_size();
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && held >= 0) {
+    double held;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (held = vm_size()) >= 0) {
         double left = (double)rl.rlim_cur - held;
         if (bytes > left)
             return uc_err("%s needs %s, more than the %s that the address-space limit (ulimit -v) leaves", what,

@@ -206,7 +206,9 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
     }
     char what[64];
     snprintf(what, sizeof what, "a picture of %ux%u pixels", (unsigned)w, (unsigned)h);
-    if (uc_mem_fits(what, (double)w * h * (ch + 1) + (double)h * sizeof *rows)) { /* with a copy downstream */
+    /* the pixels and two copies a reader makes of them (the record's
+     * tensor; CLIP's premultiplied RGBA) */
+    if (uc_mem_fits(what, 3.0 * w * h * ch + (double)h * sizeof *rows)) {
         snprintf(ectx.msg, sizeof ectx.msg, "%s", uc_errmsg());
         ectx.budget = 1;
         png_longjmp(png, 1);
