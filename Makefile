@@ -92,7 +92,8 @@ $(BIN)/unclip-bench: $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 $(BUILD)/tests/mkmodel: $(BUILD)/tests/tools/mkmodel.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-# libFuzzer targets (clang): make fuzz FUZZ_SECONDS=60
+# libFuzzer targets (clang), then the converter's unpickler (fuzz/fuzz_unpickle.py,
+# a mutational fuzzer in Python): make fuzz FUZZ_SECONDS=60
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(notdir $(basename $(wildcard fuzz/fuzz_*.c)))
 $(BUILD)/fuzz/%: $(BUILD)/fuzz/%.o $(LIB)
@@ -108,7 +109,10 @@ fuzz-run: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 	    -artifact_prefix=$(BUILD)/artifacts/$$t- $(BUILD)/corpus/$$t fuzz/corpus/$$t \
 	    > $(BUILD)/$$t.log 2>&1; then \
 	    grep -E 'ERROR|SUMMARY|artifact' $(BUILD)/$$t.log; echo "fuzz: $$t found a problem"; exit 1; fi; \
-	  grep -E '^stat::number_of_executed_units' $(BUILD)/$$t.log; done
+	  grep -E '^stat::number_of_executed_units' $(BUILD)/$$t.log; done; \
+	echo "== fuzz_unpickle ($(FUZZ_SECONDS) s, Python: the converter's unpickler)"; \
+	/usr/bin/python3 fuzz/fuzz_unpickle.py --seconds $(FUZZ_SECONDS) --artifacts $(BUILD)/artifacts || \
+	  { echo "fuzz: fuzz_unpickle found a problem"; exit 1; }
 
 unit: $(UNIT:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
@@ -123,6 +127,15 @@ shell: all $(BUILD)/tests/mkmodel
 check: all $(UNIT:%=$(BUILD)/tests/%) $(BUILD)/tests/mkmodel
 	sh tests/layers.sh
 	@BUILD=$(BUILD) BIN=$(BIN) sh tests/check.sh
+
+# The hostile-input and pipeline tables under ulimit -v at twice the default
+# memory budget (2 x 4 GiB): every row must end with its exit status, none
+# by a signal (hostile.sh fails a row that does). Not with SAN=1: ASan
+# reserves more address space than any such limit.
+ULIMIT_KB ?= 8388608
+check-ulimit: all $(BUILD)/tests/mkmodel
+	ulimit -v $(ULIMIT_KB) && for t in hostile pipes; do \
+	  BIN=$(BIN) MKMODEL=$(BUILD)/tests/mkmodel TMPROOT=$(BUILD)/tmp sh tests/shell/$$t.sh || exit 1; done
 
 # Real-size models with random weights (written once to $$UNCLIP_BENCH_DIR,
 # default /tmp/unclip-bench, about 14 GB), then PyTorch on the same shapes
@@ -206,6 +219,6 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-real bench eval eval-clip eval-filter eval-edit install clean deps fuzz \
+.PHONY: all unit golden shell check check-ulimit check-real bench eval eval-clip eval-filter eval-edit install clean deps fuzz \
         fuzz-run regen layers
 .SECONDARY:

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char err_buf[1024];
 
@@ -55,6 +57,50 @@ static void oom(size_t n)
         oom_handler(n); /* a tool's: says so and exits 1 */
     fprintf(stderr, "unclip: out of memory (%zu bytes)\n", n);
     abort();
+}
+
+static uint64_t mem_budget = UC_MEM_BUDGET_DEFAULT;
+
+void uc_mem_set_budget(uint64_t bytes) { mem_budget = bytes; }
+uint64_t uc_mem_budget(void) { return mem_budget; }
+
+const char *uc_bytes_str(double bytes, char *buf, size_t n)
+{
+    if (bytes >= (double)(1 << 30))
+        snprintf(buf, n, "%.1f GiB", bytes / (1 << 30));
+    else if (bytes >= (double)(1 << 20))
+        snprintf(buf, n, "%.0f MiB", bytes / (1 << 20));
+    else
+        snprintf(buf, n, "%.0f KiB", bytes / (1 << 10));
+    return buf;
+}
+
+/* Address space this process holds now (Linux: /proc/self/statm), or -1. */
+static double vm_size(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    int ok = f && fscanf(f, "%llu", &pages) == 1;
+    if (f)
+        fclose(f);
+    return ok ? (double)pages * (double)sysconf(_SC_PAGESIZE) : -1;
+}
+
+int uc_mem_fits(const char *what, double bytes)
+{
+    char a[32], b[32];
+    if (bytes > (double)mem_budget)
+        return uc_err("%s needs %s, more than the memory budget of %s (--memory-budget)", what,
+                      uc_bytes_str(bytes, a, sizeof a), uc_bytes_str((double)mem_budget, b, sizeof b));
+    struct rlimit rl;
+    double held;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (held = vm_size()) >= 0) {
+        double left = (double)rl.rlim_cur - held;
+        if (bytes > left)
+            return uc_err("%s needs %s, more than the %s that the address-space limit (ulimit -v) leaves", what,
+                          uc_bytes_str(bytes, a, sizeof a), uc_bytes_str(left > 0 ? left : 0, b, sizeof b));
+    }
+    return 0;
 }
 
 int uc_mul_ok(size_t n, size_t m, size_t *out)

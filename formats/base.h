@@ -40,6 +40,20 @@ void *uc_alloc_raw(size_t n, size_t size);
 void *uc_xrealloc(void *p, size_t n, size_t size);
 char *uc_strdup(const char *s);
 
+/* The memory budget: the most a tool may ask for the large buffers of one
+ * piece of work (a model's workspace, the images and batches it holds),
+ * checked before the work starts. Default UC_MEM_BUDGET_DEFAULT; the tools
+ * set it from --memory-budget or $UNCLIP_MEMORY_BUDGET (cli.h). */
+#define UC_MEM_BUDGET_DEFAULT ((uint64_t)4 << 30) /* 4 GiB */
+void uc_mem_set_budget(uint64_t bytes);
+uint64_t uc_mem_budget(void);
+/* 0 when `bytes` fit both the budget and what the address-space limit
+ * (ulimit -v) leaves beside what the process holds now; else -1 and
+ * uc_err("<what> needs X GiB, more than <which limit>"). */
+int uc_mem_fits(const char *what, double bytes);
+/* "1.5 GiB", "320 MiB", "12 KiB" into buf. */
+const char *uc_bytes_str(double bytes, char *buf, size_t n);
+
 /* n * m with overflow detection: returns 0 and sets *out, or -1. */
 int uc_mul_ok(size_t n, size_t m, size_t *out);
 

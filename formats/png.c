@@ -1,6 +1,7 @@
 /* png.c - see png.h */
 #include "formats/png.h"
 
+#include <errno.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 typedef struct {
     char msg[256];
     char why[128]; /* libpng's warning that says which IHDR field is bad */
+    int err;       /* errno when libpng gave up (its write callback's fwrite) */
+    int budget;    /* refused by the memory budget: msg is the whole story */
     size_t live;   /* bytes libpng holds now (text chunks, once inflated, included) */
     int over;      /* an allocation was refused for UC_PNG_MAX_LIBPNG */
 } png_errctx;
@@ -49,6 +52,7 @@ static void budget_free(png_structp png, png_voidp ptr)
 static void on_error(png_structp png, png_const_charp msg)
 {
     png_errctx *e = png_get_error_ptr(png);
+    e->err = errno;
     if (e->over)
         snprintf(e->msg, sizeof e->msg, "%s (its chunks need more than %zu MiB in all)", msg,
                  UC_PNG_MAX_LIBPNG >> 20);
@@ -70,6 +74,13 @@ static void on_warning(png_structp png, png_const_charp msg)
      * file instead, since a lost text chunk may be the record it carries */
     if (e->over)
         png_error(png, msg);
+    /* a text chunk libpng cannot read (bad zlib data, no keyword, a bad
+     * iTXt header) is dropped with a warning: refuse the file and say so,
+     * since it may be the record the PNG carries */
+    if (!strncmp(msg, "tEXt", 4) || !strncmp(msg, "zTXt", 4) || !strncmp(msg, "iTXt", 4)) {
+        snprintf(e->why, sizeof e->why, "a text chunk that cannot be kept is refused, not dropped");
+        png_error(png, msg);
+    }
     if (!e->why[0] && strstr(msg, "IHDR"))
         snprintf(e->why, sizeof e->why, "%s", msg);
 }
@@ -119,7 +130,7 @@ static int take_text(png_structp png, png_infop info, uc_image *img)
 int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_image *img)
 {
     memset(img, 0, sizeof *img);
-    png_errctx ectx = {{0}, {0}, 0, 0};
+    png_errctx ectx = {{0}, {0}, 0, 0, 0, 0};
     png_structp png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning, &ectx,
                                                budget_malloc, budget_free);
     png_infop info = png ? png_create_info_struct(png) : NULL;
@@ -133,6 +144,8 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
         free(rows);
         uc_image_free(img);
         png_destroy_read_struct(&png, &info, &endinfo);
+        if (ectx.budget)
+            return uc_err("%s: %s", name, ectx.msg);
         if (feof(f))
             return uc_err("%s: bad PNG: truncated (the input ends inside it)", name);
         return uc_err("%s: bad PNG: %s", name, ectx.msg[0] ? ectx.msg : "read error");
@@ -191,6 +204,15 @@ int uc_png_read(FILE *f, const char *name, int sig_read, int keep_palette, uc_im
         snprintf(ectx.msg, sizeof ectx.msg, "unsupported sample layout");
         png_longjmp(png, 1);
     }
+    char what[64];
+    snprintf(what, sizeof what, "a picture of %ux%u pixels", (unsigned)w, (unsigned)h);
+    /* the pixels and two copies a reader makes of them (the record's
+     * tensor; CLIP's premultiplied RGBA) */
+    if (uc_mem_fits(what, 3.0 * w * h * ch + (double)h * sizeof *rows)) {
+        snprintf(ectx.msg, sizeof ectx.msg, "%s", uc_errmsg());
+        ectx.budget = 1;
+        png_longjmp(png, 1);
+    }
     img->w = (int)w;
     img->h = (int)h;
     img->channels = ch;
@@ -224,6 +246,10 @@ int uc_png_read_file(const char *path, int keep_palette, uc_image *img)
         return uc_err("%s: not a PNG file", path);
     }
     int rc = uc_png_read(f, path, 8, keep_palette, img);
+    if (rc == 0 && fgetc(f) != EOF) { /* one picture: a second PNG or garbage after IEND is not ignored */
+        uc_image_free(img);
+        rc = uc_err("%s: bytes after the end of the PNG (IEND): one picture is read from this file", path);
+    }
     fclose(f);
     return rc;
 }
@@ -238,7 +264,7 @@ static int ascii(const char *s)
 
 int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, const uc_png_text *text, int ntext)
 {
-    png_errctx ectx = {{0}, {0}, 0, 0};
+    png_errctx ectx = {{0}, {0}, 0, 0, 0, 0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ectx, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     png_textp volatile tx = NULL;
@@ -249,10 +275,12 @@ int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, c
     if (setjmp(png_jmpbuf(png))) {
         free(tx);
         png_destroy_write_struct(&png, &info);
-        return uc_err("PNG write failed: %s", ectx.msg);
+        return ectx.err ? uc_err("PNG write failed: %s: %s", ectx.msg, strerror(ectx.err))
+                        : uc_err("PNG write failed: %s", ectx.msg);
     }
     static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                  PNG_COLOR_TYPE_RGB_ALPHA};
+    errno = 0; /* what on_error keeps is the write's */
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, types[channels], PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -282,6 +310,6 @@ int uc_png_write(FILE *f, const unsigned char *px, int w, int h, int channels, c
     free(tx);
     png_destroy_write_struct(&png, &info);
     if (fflush(f) != 0 || ferror(f))
-        return uc_err("write error");
+        return uc_err("write error: %s", strerror(errno ? errno : EIO));
     return 0;
 }

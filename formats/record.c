@@ -482,11 +482,26 @@ void rec_history_add(rec *r, const char *tool, int argc, char **argv)
     rec *e = rec_empty();
     rec_set_str(e, "tool", tool);
     rec_set_str(e, "version", UC_VERSION);
+    /* the arguments up to REC_HISTORY_ARGS bytes, then one note of what was
+     * left out: a tool that writes a record per argument (clip-encode
+     * "p1" ... "pN") would otherwise write N times all N of them */
+    int keep = 1;
+    size_t used = 0, left_bytes = 0;
+    while (keep < argc && used + strlen(argv[keep]) <= REC_HISTORY_ARGS)
+        used += strlen(argv[keep++]);
+    for (int i = keep; i < argc; i++)
+        left_bytes += strlen(argv[i]);
     msgpack_object args = {.type = MSGPACK_OBJECT_ARRAY};
-    args.via.array.size = (uint32_t)(argc > 1 ? argc - 1 : 0);
+    args.via.array.size = (uint32_t)(keep - 1 + (keep < argc));
     args.via.array.ptr = zalloc(e->zone, args.via.array.size * sizeof(msgpack_object));
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < keep; i++)
         args.via.array.ptr[i - 1] = obj_str(e->zone, argv[i], strlen(argv[i]));
+    if (keep < argc) {
+        char note[128];
+        snprintf(note, sizeof note, "(%d more arguments, %zu bytes, not kept: history keeps %d bytes of them)",
+                 argc - keep, left_bytes, REC_HISTORY_ARGS);
+        args.via.array.ptr[keep - 1] = obj_str(e->zone, note, strlen(note));
+    }
     put(e, "arguments", args);
     a.via.array.ptr[n] = obj_map_of(r->zone, e);
     rec_free(e);
@@ -854,6 +869,40 @@ int rec_read(rec_reader *r, rec **out)
 
 static cJSON *json_of(const rec *r, const char *key, const msgpack_object *o, int full);
 
+/* Values of t from element i, at most CHUNK of them, as double: the
+ * statistics and --full's values are read a chunk at a time, never the
+ * whole tensor widened at once (a 64 Mpixel picture is 192 M values). */
+#define CHUNK 4096
+static int64_t chunk_of(const uc_tensor *t, int64_t i, int64_t n, double *out)
+{
+    int64_t m = UC_MIN(CHUNK, n - i);
+    size_t es = uc_dtype_size(t->dtype);
+    uc_tensor part = *t;
+    part.ndim = 1;
+    part.shape[0] = m;
+    part.data = (const unsigned char *)t->data + (size_t)i * es;
+    part.nbytes = (size_t)m * es;
+    if (t->dtype == UC_F32 || t->dtype == UC_F16 || t->dtype == UC_BF16 || t->dtype == UC_F64) {
+        float x[CHUNK];
+        uc_tensor_to_f32(&part, x);
+        for (int64_t k = 0; k < m; k++)
+            out[k] = x[k];
+    } else {
+        int64_t x[CHUNK];
+        uc_tensor_to_i64(&part, x);
+        for (int64_t k = 0; k < m; k++)
+            out[k] = (double)x[k];
+    }
+    return m;
+}
+
+/* The tensors whose every value --full prints: their "values" is a marker
+ * in the cJSON tree (\001 index \001, a byte cJSON escapes in every string,
+ * so only a marker can hold it), replaced by the values as rec_dump_json
+ * writes, so they never become one cJSON node each. */
+static _Thread_local uc_tensor *full_t;
+static _Thread_local int full_n, full_cap;
+
 static cJSON *tensor_json(const uc_tensor *t, int full)
 {
     cJSON *j = cJSON_CreateObject();
@@ -862,32 +911,30 @@ static cJSON *tensor_json(const uc_tensor *t, int full)
     for (int i = 0; i < t->ndim; i++)
         cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[i]));
     int64_t n = uc_tensor_numel(t);
-    int isfloat = t->dtype == UC_F32 || t->dtype == UC_F16 || t->dtype == UC_BF16 || t->dtype == UC_F64;
-    int64_t show = full ? n : UC_MIN(n, 8);
-    cJSON *vals = cJSON_AddArrayToObject(j, "values");
-    double mn = INFINITY, mx = -INFINITY, sum = 0;
-    if (isfloat) {
-        float *x = uc_alloc((size_t)n, sizeof(float));
-        uc_tensor_to_f32(t, x);
-        for (int64_t i = 0; i < n; i++) {
-            mn = fmin(mn, x[i]);
-            mx = fmax(mx, x[i]);
-            sum += x[i];
+    double mn = INFINITY, mx = -INFINITY, sum = 0, x[CHUNK];
+    if (full && n > 8) {
+        if (full_n == full_cap) {
+            full_cap = full_cap ? 2 * full_cap : 8;
+            full_t = uc_xrealloc(full_t, (size_t)full_cap, sizeof *full_t);
         }
-        for (int64_t i = 0; i < show; i++)
-            cJSON_AddItemToArray(vals, cJSON_CreateNumber(x[i]));
-        uc_free(x);
+        full_t[full_n] = *t;
+        char mark[32];
+        snprintf(mark, sizeof mark, "\001%d\001", full_n++);
+        cJSON_AddItemToObject(j, "values", cJSON_CreateRaw(mark));
     } else {
-        int64_t *x = uc_alloc((size_t)n, sizeof(int64_t));
-        uc_tensor_to_i64(t, x);
-        for (int64_t i = 0; i < n; i++) {
-            mn = fmin(mn, (double)x[i]);
-            mx = fmax(mx, (double)x[i]);
-            sum += (double)x[i];
+        cJSON *vals = cJSON_AddArrayToObject(j, "values");
+        int64_t m = chunk_of(t, 0, UC_MIN(n, 8), x);
+        for (int64_t i = 0; i < m; i++)
+            cJSON_AddItemToArray(vals, cJSON_CreateNumber(x[i]));
+    }
+    for (int64_t i = 0; i < n;) {
+        int64_t m = chunk_of(t, i, n, x);
+        for (int64_t k = 0; k < m; k++) {
+            mn = fmin(mn, x[k]);
+            mx = fmax(mx, x[k]);
+            sum += x[k];
         }
-        for (int64_t i = 0; i < show; i++)
-            cJSON_AddItemToArray(vals, cJSON_CreateNumber((double)x[i]));
-        uc_free(x);
+        i += m;
     }
     if (n > 0) {
         cJSON_AddNumberToObject(j, "min", mn);
@@ -898,6 +945,53 @@ static cJSON *tensor_json(const uc_tensor *t, int full)
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)uc_fnv1a(t->data, t->nbytes, UC_FNV_INIT));
     cJSON_AddStringToObject(j, "fnv1a", hex);
     return j;
+}
+
+/* The values of full_t[k] as a JSON array with the bytes cJSON would give
+ * it: an integer written by hand as cJSON's "%1.15g" writes it, any other
+ * number by cJSON itself (one number item reused). */
+static int write_values(FILE *out, int k)
+{
+    const uc_tensor *t = &full_t[k];
+    int64_t n = uc_tensor_numel(t);
+    double x[CHUNK];
+    cJSON *num = cJSON_CreateNumber(0);
+    char buf[CHUNK * 8 + 64];
+    int rc = fputc('[', out) == EOF;
+    for (int64_t i = 0; i < n && !rc;) {
+        int64_t m = chunk_of(t, i, n, x);
+        size_t w = 0;
+        for (int64_t j = 0; j < m; j++) {
+            if (i + j > 0)
+                buf[w++] = ',';
+            /* an integer (not -0) as cJSON prints it ("%1.15g"), without sprintf */
+            if (fabs(x[j]) < 1e9 && x[j] == (double)(long)x[j] && !signbit(x[j])) {
+                char d[16];
+                int nd = 0;
+                long v = (long)x[j];
+                if (v < 0)
+                    buf[w++] = '-', v = -v;
+                do
+                    d[nd++] = (char)('0' + v % 10);
+                while ((v /= 10));
+                while (nd)
+                    buf[w++] = d[--nd];
+            } else {
+                cJSON_SetNumberValue(num, x[j]);
+                if (!cJSON_PrintPreallocated(num, buf + w, 40, 0))
+                    snprintf(buf + w, 40, "null");
+                w += strlen(buf + w);
+            }
+            if (w > sizeof buf - 64) {
+                rc |= fwrite(buf, 1, w, out) != w;
+                w = 0;
+            }
+        }
+        rc |= fwrite(buf, 1, w, out) != w;
+        i += m;
+    }
+    cJSON_Delete(num);
+    return rc || fputc(']', out) == EOF ? -1 : 0;
 }
 
 static int looks_like_tensor(const msgpack_object *o)
@@ -975,10 +1069,25 @@ int rec_dump_json(const rec *r, FILE *out, int full)
     msgpack_object m = {.type = MSGPACK_OBJECT_MAP};
     m.via.map.size = (uint32_t)r->n;
     m.via.map.ptr = r->kv;
+    full_n = 0;
     cJSON *j = json_of(r, "", &m, full);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
-    int rc = fprintf(out, "%s\n", s) < 0 ? -1 : 0;
+    int rc = 0;
+    for (char *p = s, *q; !rc; p = q) {
+        q = strchr(p, '\001');
+        if (!q) {
+            rc = fprintf(out, "%s\n", p) < 0;
+            break;
+        }
+        rc = fwrite(p, 1, (size_t)(q - p), out) != (size_t)(q - p);
+        char *end;
+        long k = strtol(q + 1, &end, 10);
+        q = end + 1; /* past the closing \001 */
+        if (!rc)
+            rc = write_values(out, (int)k);
+    }
     free(s);
+    full_n = 0;
     return rc ? uc_err("write error: %s", strerror(errno)) : 0;
 }

@@ -66,7 +66,10 @@ void rec_copy_field(rec *r, const rec *src, const char *key);
 void rec_del(rec *r, const char *key);
 /* params.<stage> = sub, keeping the other stages' maps. */
 void rec_set_stage(rec *r, const char *field, const char *stage, const rec *sub);
-/* Append {tool, version, arguments} to the history array. */
+/* Append {tool, version, arguments} to the history array. arguments holds
+ * argv[1..] up to REC_HISTORY_ARGS bytes in all; the rest is replaced by one
+ * string "(N more arguments, M bytes, not kept: ...)". */
+#define REC_HISTORY_ARGS 4096
 void rec_history_add(rec *r, const char *tool, int argc, char **argv);
 
 /* Write one record as msgpack; -1 on a write error. */

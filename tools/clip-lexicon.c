@@ -300,7 +300,7 @@ static void cache_write(lexicon *L, const char *path)
         rec_set_tensor(r, "text_emb", UC_F32, 1, &D, L->lex.emb + (size_t)i * (size_t)D);
         rec_set_stage(r, "models", "clip", mo);
         if (rec_write(r, f))
-            uc_die(&L->cli, UC_EXIT_DATA, "%s: write error", path);
+            uc_die(&L->cli, UC_EXIT_DATA, "%s: %s", path, uc_errmsg());
         rec_free(r);
     }
     rec_free(mo);

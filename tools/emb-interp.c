@@ -114,7 +114,9 @@ int main(int argc, char **argv)
         if (!ib)
             uc_die_err(&c);
         rb = first_record(&c, ib, lb, "B");
+        uc_input_rest(&c, ib, lb, NULL);
     }
+    uc_input_rest(&c, ia, la, NULL); /* further records are ignored, bytes that are not one refused */
 
     int64_t da, db;
     float *ea = uc_emb_get(ra, la, "image_emb", &da);

@@ -58,6 +58,7 @@ static rec *first_record(const uc_cli *c, const char *path, const char *which)
         uc_die_err(c);
     if (got == 0)
         uc_die(c, UC_EXIT_DATA, "%s: no record (%s)", strcmp(path, "-") ? path : "stdin", which);
+    uc_input_rest(c, ir, strcmp(path, "-") ? path : "stdin", NULL); /* further records ignored, garbage refused */
     uc_image_reader_free(ir);
     return r;
 }

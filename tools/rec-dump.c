@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "libcommon/cli/cli.h"
@@ -39,7 +40,7 @@ static int print_fields(const rec *r)
         cJSON_AddItemToArray(a, cJSON_CreateString(rec_key_at(r, i)));
     char *s = cJSON_PrintUnformatted(a);
     cJSON_Delete(a);
-    int rc = puts(s) < 0 ? uc_err("write error on standard output") : 0;
+    int rc = puts(s) < 0 ? uc_err("write error on standard output: %s", strerror(errno ? errno : EIO)) : 0;
     free(s);
     return rc;
 }

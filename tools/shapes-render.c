@@ -101,7 +101,7 @@ static void emit(render *R, const sh_caption *c, uint32_t index)
         unsigned char hdr[2] = {(unsigned char)(len & 255), (unsigned char)(len >> 8)};
         if (fwrite(hdr, 1, 2, R->out) != 2 || fwrite(text, 1, len, R->out) != len ||
             fwrite(R->px, 1, npx, R->out) != npx)
-            uc_die(&R->cli, UC_EXIT_DATA, "write error");
+            uc_die(&R->cli, UC_EXIT_DATA, "write error: %s", strerror(errno ? errno : EIO));
     } else {
         rec *r = rec_new();
         rec_set_str(r, "prompt", text);
@@ -117,7 +117,7 @@ static void emit(render *R, const sh_caption *c, uint32_t index)
         if (R->format == FMT_PNG)
             emit_png(R, r, index);
         else if (rec_write(r, R->out))
-            uc_die(&R->cli, UC_EXIT_DATA, "write error");
+            uc_die_err(&R->cli);
         rec_free(r);
     }
     R->done++;

@@ -321,6 +321,7 @@ int main(int argc, char **argv)
         uc_die_err(&c);
     if (got == 0)
         uc_die(&c, UC_EXIT_DATA, "%s: empty input (no picture)", src);
+    uc_input_rest(&c, ir, src, "unclip-replay replays one picture at a time");
     uc_tensor want;
     if (!rec_has(r, "image") || rec_get_tensor(r, "image", &want))
         uc_die(&c, UC_EXIT_DATA, "%s: record 1 field image: %s", src, rec_has(r, "image") ? uc_errmsg() : "missing");
@@ -365,7 +366,7 @@ int main(int argc, char **argv)
     uc_image_out_open(&out, &c);
     if (out.format == UC_OUT_RECORD) {
         if (rec_write(r, out.f))
-            uc_die(&c, UC_EXIT_DATA, "%s: write error", out.path ? out.path : "stdout");
+            uc_die(&c, UC_EXIT_DATA, "%s: %s", out.path ? out.path : "stdout", uc_errmsg());
     } else {
         FILE *f = out.path ? uc_out_open(&c, out.path) : stdout;
         if (uc_write_png_record(f, r))

@@ -49,6 +49,10 @@ static const char usage[] =
     "  -s, --seed N        random seed (default: the record's seed, else 0)\n"
     "      --progress WHEN auto (a bar when stderr is a terminal), json (one\n"
     "                      object a step on stderr) or none\n"
+    "      --memory-budget SIZE\n"
+    "                      most memory one picture's work may take, sized and\n"
+    "                      checked before it starts (K, M, G, T; default\n"
+    "                      $UNCLIP_MEMORY_BUDGET, else 4G; ulimit -v also counts)\n"
     "  -q, --quiet         no messages but errors\n"
     "  -v, --verbose       more messages\n"
     "  -h, --help          this help\n"
@@ -145,6 +149,19 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
                    src, rec_number(r), (long long)w, (long long)h, (long long)s);
     }
     uint64_t seed = uc_record_seed(&o->cli, r, src);
+    /* everything this picture needs, sized before any of it is allocated:
+     * the resized input and the sample (and the picture to edit), the
+     * model's buffers, the output record (U8, and F32 with --float) and its
+     * PNG */
+    double px = (double)H * (double)W, need = px * 3 * sizeof(float) * (o->image ? 3 : 2) + px * (o->image ? 1 : 0) +
+                                            px * 3 * 3 + (o->out.want_float ? px * 3 * sizeof(float) * 2 : 0);
+    if (o->have_model && !o->fast)
+        need += uc_sr_bytes(o->sr, 1, H, W);
+    char what[128];
+    snprintf(what, sizeof what, "%lldx%lld upsampled to %lldx%lld", (long long)w, (long long)h, (long long)W,
+             (long long)H);
+    if (uc_mem_fits(what, need))
+        uc_die(&o->cli, UC_EXIT_DATA, "%s: record %ld field image: %s", src, rec_number(r), uc_errmsg());
 
     float *up = uc_alloc((size_t)n, sizeof *up), *x = uc_alloc((size_t)n, sizeof *x);
     uc_resize_aa(low, 3, h, w, up, H, W);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -84,6 +85,9 @@ void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char 
     atexit(cleanup_tmp);
     oom_cli = c;
     uc_set_oom_handler(on_oom);
+    const char *mb = getenv("UNCLIP_MEMORY_BUDGET");
+    if (mb && *mb)
+        uc_mem_set_budget(uc_parse_size(c, "UNCLIP_MEMORY_BUDGET", mb));
     signal(SIGBUS, on_sigbus);
 }
 
@@ -145,9 +149,30 @@ long uc_parse_long(const uc_cli *c, const char *opt, const char *s, long lo, lon
     return v;
 }
 
+uint64_t uc_parse_size(const uc_cli *c, const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    int shift = 0;
+    if (end != s && *end && !end[1]) {
+        const char *units = "KMGTkmgt", *u = strchr(units, *end);
+        if (u && *u) {
+            shift = 10 * (int)((u - units) % 4 + 1);
+            end++;
+        }
+    }
+    v = ldexp(v, shift);
+    if (errno || end == s || *end || !(s[0] >= '0' && s[0] <= '9') || !(v >= 1 << 20) || v > ldexp(1, 50))
+        uc_die(c, UC_EXIT_USAGE, "%s: '%s' is not a size from 1M to 1024T (bytes, or a number with K, M, G or T)",
+               opt, s);
+    return (uint64_t)v;
+}
+
 int uc_cli_common(uc_cli *c, int opt, const char *arg)
 {
     switch (opt) {
+    case UC_OPT_MEMORY: uc_mem_set_budget(uc_parse_size(c, "--memory-budget", arg)); return 1;
     case 'm': c->model = arg; return 1;
     case 't': c->threads = (int)uc_parse_long(c, "--threads", arg, 0, 1024); return 1;
     case 's': {

@@ -14,7 +14,7 @@ enum { UC_EXIT_OK = 0, UC_EXIT_DATA = 1, UC_EXIT_USAGE = 2 };
 /* --progress: a bar on a terminal (auto), a JSON object a step on stderr,
  * or nothing. */
 enum { UC_PROGRESS_AUTO, UC_PROGRESS_JSON, UC_PROGRESS_NONE };
-enum { UC_OPT_PROGRESS = 0x2000, UC_OPT_VERIFY, UC_OPT_ANY_CLIP };
+enum { UC_OPT_PROGRESS = 0x2000, UC_OPT_VERIFY, UC_OPT_ANY_CLIP, UC_OPT_MEMORY };
 
 typedef struct {
     const char *tool;
@@ -36,7 +36,14 @@ typedef struct {
 #define UC_CLI_SHORTOPTS "m:t:s:qvhV"
 #define UC_CLI_LONGOPTS                                                                                      \
     {"model", 1, 0, 'm'}, {"threads", 1, 0, 't'}, {"seed", 1, 0, 's'}, {"quiet", 0, 0, 'q'},            \
-        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {"progress", 1, 0, UC_OPT_PROGRESS}
+        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {"progress", 1, 0, UC_OPT_PROGRESS},   \
+        {"memory-budget", 1, 0, UC_OPT_MEMORY}
+
+/* --memory-budget SIZE (every tool; default $UNCLIP_MEMORY_BUDGET, else
+ * 4G): bytes, or a number with K, M, G or T (powers of 1024). A tool sizes
+ * the large buffers of each piece of work before starting it and exits 1
+ * naming what would not fit (uc_mem_fits in formats/base.h). */
+uint64_t uc_parse_size(const uc_cli *c, const char *opt, const char *s);
 
 /* Options of the tools that open model files (--verify: recompute each
  * file's SHA-256 at open, uc_model_verify) and of those that take CLIP

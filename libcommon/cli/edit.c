@@ -8,6 +8,7 @@
 
 #include "formats/base.h"
 #include "formats/png.h"
+#include "libcommon/cli/stage.h"
 #include "libcommon/image/imageio.h"
 
 static void checksum(const unsigned char *b, size_t n, char out[32])
@@ -70,6 +71,7 @@ void uc_edit_load_image(const uc_cli *c, const char *image, uc_edit_in *e)
         if (!ir || uc_image_reader_next(ir, &r) != 1)
             uc_die(c, UC_EXIT_DATA, "--image %s: not a PNG or an image record (%s)", image,
                    ir ? uc_errmsg() : "cannot open");
+        uc_input_rest(c, ir, image, "--image takes one picture");
         uc_tensor t;
         if (!rec_has(r, "image") || rec_get_tensor(r, "image", &t) || t.dtype != UC_U8 || t.ndim != 3 ||
             t.shape[2] != 3 || t.shape[0] < 1 || t.shape[1] < 1 || t.shape[0] > UC_PNG_MAX_SIDE ||

@@ -125,6 +125,22 @@ void uc_inputs_init(uc_inputs *in, const uc_cli *c, int n, char **names, int ima
     in->images = images;
 }
 
+void uc_input_rest(const uc_cli *c, uc_image_reader *ir, const char *src, const char *one)
+{
+    rec *r;
+    int got;
+    while ((got = uc_image_reader_next(ir, &r)) == 1) {
+        long n = rec_number(r);
+        rec_free(r);
+        if (one)
+            uc_die(c, UC_EXIT_DATA, "%s: more than one %s (%s %ld follows; %s)", src,
+                   uc_image_reader_pngs(ir) == 1 ? "picture" : "record", uc_image_reader_pngs(ir) == 1 ? "image" : "record",
+                   n, one);
+    }
+    if (got < 0)
+        uc_die(c, UC_EXIT_DATA, "%s (after the records used)", uc_errmsg());
+}
+
 rec *uc_inputs_next(uc_inputs *in)
 {
     rec_free(in->r);
@@ -422,7 +438,7 @@ void uc_image_out_emit(uc_image_out *o, const uc_cli *c, rec *out)
     rec_history_add(out, c->tool, c->argc, c->argv);
     if (o->format == UC_OUT_RECORD) {
         if (rec_write(out, o->f))
-            uc_die(c, UC_EXIT_DATA, "%s: write error", o->path ? o->path : "stdout");
+            uc_die(c, UC_EXIT_DATA, "%s: %s", o->path ? o->path : "stdout", uc_errmsg());
     } else {
         FILE *f = stdout;
         char path[4096];

@@ -72,6 +72,14 @@ void uc_inputs_init(uc_inputs *in, const uc_cli *c, int n, char **names, int ima
  * input. Exits 1 on a read error or an input with no record. */
 rec *uc_inputs_next(uc_inputs *in);
 
+/* After the records a tool takes from ir (the first of an input, or the
+ * first two): what follows must be the end or valid records, never bytes
+ * that are not one (exit 1 naming them). With one == NULL further records
+ * are read and ignored (the tool uses the first ones, as documented); else
+ * a further record exits 1: "src: more than one record (record 2
+ * follows; <one>)". */
+void uc_input_rest(const uc_cli *c, uc_image_reader *ir, const char *src, const char *one);
+
 /* ---- text conditioning (from clip-encode) ---- */
 
 typedef struct {

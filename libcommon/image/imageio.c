@@ -135,14 +135,28 @@ static void sb_add(sbuf *b, const char *fmt, ...)
  * holds a separator, as other generators do for "10,10,3,2,2". */
 static void sb_value(sbuf *b, const char *v)
 {
-    if (!strpbrk(v, ",:\"\\\n")) {
+    if (!strpbrk(v, ",:\"\\\n\r")) {
         sb_add(b, "%s", v);
         return;
     }
     sb_add(b, "\"");
     for (; *v; v++)
-        sb_add(b, "%s%c", *v == '"' || *v == '\\' ? "\\" : "", *v == '\n' ? ' ' : *v);
+        sb_add(b, "%s%c", *v == '"' || *v == '\\' ? "\\" : "", *v == '\n' || *v == '\r' ? ' ' : *v);
     sb_add(b, "\"");
+}
+
+/* A prompt on its line: a newline in it would start a line of its own (a
+ * forged "Steps: ..." or "Negative prompt: ..."), so a backslash is written
+ * \\, a newline \n, a carriage return \r. */
+static void sb_line(sbuf *b, const char *s)
+{
+    for (size_t k; *s; s += k + 1) {
+        k = strcspn(s, "\\\n\r");
+        sb_add(b, "%.*s", (int)k, s);
+        if (!s[k])
+            break;
+        sb_add(b, "\\%c", s[k] == '\n' ? 'n' : s[k] == '\r' ? 'r' : '\\');
+    }
 }
 
 /* A scalar field as text: a string as is, integers in decimal, other
@@ -201,10 +215,15 @@ static char *parameters_text(const rec *r, int w, int h)
     char v[1024];
     const char *s;
     sb_add(&b, "%s", "");
-    if (rec_has(r, "prompt") && (s = rec_get_str(r, "prompt")) != NULL)
-        sb_add(&b, "%s\n", s);
-    if (rec_has(r, "negative_prompt") && (s = rec_get_str(r, "negative_prompt")) != NULL && *s)
-        sb_add(&b, "Negative prompt: %s\n", s);
+    if (rec_has(r, "prompt") && (s = rec_get_str(r, "prompt")) != NULL) {
+        sb_line(&b, s);
+        sb_add(&b, "\n");
+    }
+    if (rec_has(r, "negative_prompt") && (s = rec_get_str(r, "negative_prompt")) != NULL && *s) {
+        sb_add(&b, "Negative prompt: ");
+        sb_line(&b, s);
+        sb_add(&b, "\n");
+    }
     rec *params = sub_map(r, "params"), *models = sub_map(r, "models");
     const char *main_stage = NULL;
     if (params) {

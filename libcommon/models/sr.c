@@ -241,6 +241,15 @@ int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const flo
     return uc_unet_forward(u, s->ws, in, emb, NULL, NULL, out);
 }
 
+double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W)
+{
+    double img = (double)(B * 3 * H * W) * sizeof(float);
+    /* the UNet's workspace, cat[x, low_res], and the sampler's step buffers
+     * (x0, mean, log-variance, noise, next, and the model output: 2 images
+     * for a learned variance) */
+    return uc_unet_ws_bytes(s->first, B, H, W, 0) + 2 * img + 7 * img;
+}
+
 double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W)
 {
     int64_t C = s->cfg.unet.model_channels, E = 4 * C;

@@ -63,6 +63,8 @@ int uc_sr_steps(uc_sr *s, const char *respacing);
 int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                   const float *low_res, float *out);
 /* 2 * multiply-adds of one forward of B images of HxW, for benchmarks. */
+/* Bytes a sample of B images of HxW allocates (workspace and buffers). */
+double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W);
 double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W);
 
 /* Sample x [B, 3, H, W] (in [-1, 1] up to the last step's noise-free mean)

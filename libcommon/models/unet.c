@@ -19,7 +19,6 @@
 #define GN_GROUPS 32
 #define GN_EPS 1e-5
 /* Largest workspace a shape may ask for (the sizes come from model files). */
-#define WS_MAX_BYTES 68719476736.0 /* 64 GiB */
 
 enum { L_RES, L_ATTN, L_DOWN, L_UP };
 
@@ -394,6 +393,22 @@ static void make_plan(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t
     /* time embedding MLP and the emb_layers are negligible */
 }
 
+/* What uc_unet_ws_new allocates for plan p. */
+static double ws_bytes(const uc_unet *u, const plan *p, int64_t B)
+{
+    double floats = 4.0 * (double)p->act + (double)p->hs + (double)p->col + (double)p->qkv + (double)p->ekv +
+                    (double)p->scores + (double)B * (2.0 * (double)u->E + 2.0 * (double)p->cmax +
+                                                       (double)u->cfg.model_channels);
+    return floats * sizeof(float) + (double)(p->npush + 1) * sizeof(int64_t);
+}
+
+double uc_unet_ws_bytes(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L)
+{
+    plan p;
+    make_plan(u, B, H, W, L, &p);
+    return ws_bytes(u, &p, B);
+}
+
 double uc_unet_flops(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L)
 {
     plan p;
@@ -420,13 +435,10 @@ uc_unet_ws *uc_unet_ws_new(const uc_unet *u, int64_t B, int64_t H, int64_t W, in
     }
     plan p;
     make_plan(u, B, H, W, L, &p);
-    double floats = 4.0 * (double)p.act + (double)p.hs + (double)p.col + (double)p.qkv + (double)p.ekv +
-                    (double)p.scores;
-    if (floats * sizeof(float) > WS_MAX_BYTES) {
-        uc_err("unet: %lld images of %lldx%lld need %.0f GiB of activations, more than %.0f", (long long)B,
-               (long long)H, (long long)W, floats * sizeof(float) / (1 << 30), WS_MAX_BYTES / (1 << 30));
+    char what[96];
+    snprintf(what, sizeof what, "unet: %lld images of %lldx%lld", (long long)B, (long long)H, (long long)W);
+    if (uc_mem_fits(what, ws_bytes(u, &p, B)))
         return NULL;
-    }
     uc_unet_ws *ws = uc_alloc(1, sizeof *ws);
     ws->cfg = u->cfg;
     ws->B = B, ws->H = H, ws->W = W, ws->L = L;

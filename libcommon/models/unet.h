@@ -80,6 +80,9 @@ double uc_unet_flops(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t 
 typedef struct uc_unet_ws uc_unet_ws;
 uc_unet_ws *uc_unet_ws_new(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
 void uc_unet_ws_free(uc_unet_ws *ws);
+/* Bytes uc_unet_ws_new allocates for that shape (it refuses a shape whose
+ * workspace does not fit the memory budget, formats/base.h). */
+double uc_unet_ws_bytes(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
 /* True when ws (may be NULL) was made for u's config and this shape. */
 int uc_unet_ws_fits(const uc_unet_ws *ws, const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
 

@@ -101,8 +101,9 @@ def case_json(case):
 # ---- pickles in torch.save's layout (protocol 2, as torch writes them) ----
 
 class Tensor:
-    def __init__(self, key, dtype, arr):
-        self.key, self.dtype, self.arr = key, dtype, arr
+    def __init__(self, key, dtype, arr, view=None):
+        # view: (offset, size, stride) of a tensor over the storage arr
+        self.key, self.dtype, self.arr, self.view = key, dtype, arr, view
 
 
 class Global:
@@ -233,12 +234,15 @@ class Pickler:
         if self.legacy:  # the legacy format's persistent ids end with view metadata
             self.emit(None)
         self.s(b"tQ")
-        self.emit(0)
-        self.emit(tuple(int(d) for d in a.shape))
-        stride, s = [], 1
-        for d in reversed(a.shape):
-            stride.insert(0, s)
-            s *= int(d)
+        if t.view:
+            offset, size, stride = t.view
+        else:
+            offset, size, stride, s = 0, tuple(int(d) for d in a.shape), [], 1
+            for d in reversed(a.shape):
+                stride.insert(0, s)
+                s *= int(d)
+        self.emit(offset)
+        self.emit(tuple(size))
         self.emit(tuple(stride))
         self.emit(False)
         self.emit(OrderedDict())
@@ -700,6 +704,17 @@ def cmd_evil(prefix):
         torch_save(ck, out)
 
 
+def cmd_views(prefix):
+    """Checkpoints whose one tensor views more than its storage: a zero
+    stride, overlapping strides, a size or an offset past the storage, and
+    a view of 128 M elements over a storage of one."""
+    views = {"zero": (0, (2, 8), (0, 1)), "overlap": (0, (4, 4), (1, 1)), "past": (0, (4, 5), (5, 1)),
+             "offset": (10, (8,), (1,)), "bomb": (0, (16384, 8192), (0, 0))}
+    for kind, view in views.items():
+        t = Tensor("0", "F32", np.arange(1 if kind == "bomb" else 16, dtype=np.float32), view)
+        torch_save(OrderedDict([("state_dict", OrderedDict([("model.prd_emb", t)]))]), "%s-%s.ckpt" % (prefix, kind))
+
+
 def derive(case, model, outdir):
     os.makedirs(outdir, exist_ok=True)
     cj = case_json(case)
@@ -1030,7 +1045,7 @@ def cmd_realkeys(*cases):
 
 
 def main(argv):
-    cmds = {"karlo": cmd_karlo, "clip": cmd_clip, "diffusers": cmd_diffusers, "evil": cmd_evil,
+    cmds = {"karlo": cmd_karlo, "clip": cmd_clip, "diffusers": cmd_diffusers, "evil": cmd_evil, "views": cmd_views,
             "verify": cmd_verify, "compare": cmd_compare, "meta": cmd_meta, "dtypes": cmd_dtypes,
             "real": cmd_real, "realkeys": cmd_realkeys, "realinfo": cmd_realinfo, "recshape": cmd_recshape}
     if not argv or argv[0] not in cmds:

@@ -185,6 +185,16 @@ for kind in global stack_global reduce_builtin nested; do
     expect 1 'refusing to load' "$BIN/unclip-convert" "$tmp/evil-$kind.ckpt" "$tmp/keep.st"
 done
 [ "$(cat "$tmp/keep.st")" = keep ] || fail "a refused conversion touched an existing OUT"
+# tensors that view more than their storage: zero or overlapping strides,
+# a size or an offset past the storage, 128 M elements (512 MiB of F32) over
+# a storage of one, in a checkpoint of 741 bytes
+mk views "$tmp/view"
+for v in 'zero:a zero stride 0 (strides \[0, 1\])' 'overlap:an overlapping stride 1 (strides \[1, 1\])' \
+    'past:shape \[4, 5\] reaches element 19 of a storage of 16' 'offset:shape \[8\] reaches element 17 of a storage of 16' \
+    'bomb:shape \[16384, 8192\] (134217728 elements) views more than its storage holds past offset 0 (1 elements)'; do
+    expect 1 "${v#*:}" "$BIN/unclip-convert" "$tmp/view-${v%%:*}.ckpt" "$tmp/view.st"
+    [ ! -e "$tmp/view.st" ] || fail "view ${v%%:*}: an output was written"
+done
 size=$(wc -c < "$tmp/decoder-forward.ckpt")
 head -c $((size / 2)) "$tmp/decoder-forward.ckpt" > "$tmp/cut.ckpt"
 expect 1 'truncated' "$BIN/unclip-convert" --config "$tmp/decoder-forward.json" "$tmp/cut.ckpt" "$tmp/cut.st"

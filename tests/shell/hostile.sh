@@ -30,6 +30,7 @@ t() {
     got=$?
     set -e
     rows=$((rows + 1))
+    [ "$got" -lt 128 ] || { cat "$tmp/err" >&2; fail "row $rows: '$*' < $in ended by signal $((got - 128))"; }
     [ "$got" -eq "$want" ] || { cat "$tmp/err" >&2; fail "row $rows: '$*' < $in exited $got, expected $want"; }
     if [ "$want" -ne 0 ]; then
         # one line; a usage error (2) adds the "Try '... --help'" line
@@ -579,6 +580,119 @@ for sig in USR1 USR2 ALRM XCPU XFSZ; do
     wait "$pid" 2> /dev/null || true
     rows=$((rows + 1))
     ls "$tmp/o" | grep -q '\.tmp\.' && fail "SIG$sig left a temporary file"
+done
+
+# ---- third round (issue 26): memory budget, sums, trailing bytes, escapes, disk full ----
+
+# class 4: the memory a piece of work needs is sized before it starts and
+# checked against --memory-budget (default 4 GiB) and what ulimit -v leaves
+"$BIN/shapes-render" --size 1024 "a red circle" > "$tmp/big.png"
+t 1 'big.png: record 1 field image: 1024x1024 upsampled to 4096x4096 needs [0-9.]+ GiB, more than the memory budget of 4.0 GiB \(--memory-budget\)' \
+    "$tmp/empty" "$BIN/upsample" -S 2 "$tmp/big.png"
+t 1 'needs [0-9.]+ GiB, more than the memory budget of 1.0 GiB' "$tmp/empty" "$BIN/upsample" --memory-budget 1G -S 2 "$tmp/big.png"
+t 1 'needs [0-9.]+ MiB, more than the memory budget of 64 MiB' "$tmp/empty" env UNCLIP_MEMORY_BUDGET=64M "$BIN/upsample" -S 2 "$tmp/r.png"
+t 2 "^upsample: --memory-budget: '512k' is not a size from 1M to 1024T" "$tmp/empty" "$BIN/upsample" --memory-budget 512k "$tmp/r.png"
+t 2 "^rec-dump: UNCLIP_MEMORY_BUDGET: '4Q' is not a size" "$tmp/empty" env UNCLIP_MEMORY_BUDGET=4Q "$BIN/rec-dump" "$tmp/r.png"
+# a 3000x3000 picture in a PNG of 27 KB: its pixels are sized against the
+# budget before they are read, and rec-dump --full of it fits in 1.5 GB of
+# address space (the values are streamed, not one JSON node each)
+python3 - "$tmp/wide.png" << 'EOF'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + b"\x07" * 9000 for _ in range(3000))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3000, 3000, 8, 2, 0, 0, 0)) +
+                          chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+EOF
+t 1 'wide.png: image 1: a picture of 3000x3000 pixels needs 77 MiB, more than the memory budget of 16 MiB' "$tmp/empty" "$BIN/rec-dump" --memory-budget 16M "$tmp/wide.png"
+# under ulimit -v (where the build can start under one: not with ASan)
+st=$( (ulimit -v 6000000 && "$BIN/rec-dump" --version > /dev/null 2>&1; echo $?) 2> /dev/null)
+if [ "$st" = 0 ]; then
+    t 1 'needs [0-9.]+ GiB, more than the [0-9.]+ GiB that the address-space limit \(ulimit -v\) leaves' "$tmp/empty" \
+        sh -c 'ulimit -v 6000000 && exec "$0" --memory-budget 100G -S 2 "$1"' "$BIN/upsample" "$tmp/big.png"
+    t 0 '' "$tmp/empty" sh -c 'ulimit -v 1500000 && exec "$0" --full "$1"' "$BIN/rec-dump" "$tmp/wide.png"
+    [ "$(wc -c < "$tmp/out")" -eq 54000122 ] || fail "rec-dump --full of a 3000x3000 PNG: $(wc -c < "$tmp/out") bytes"
+else
+    echo "hostile.sh: this build cannot start under ulimit -v (a sanitizer build?): ulimit rows skipped" >&2
+fi
+
+# class 5: history keeps 4096 bytes of a tool's arguments, then says what
+# it left out (300 prompts gave each of 300 records all 300)
+set --
+i=0
+while [ $i -lt 300 ]; do set -- "$@" "a red cube $i" && i=$((i + 1)); done
+t 0 '' "$tmp/empty" "$BIN/clip-encode" -q -m "$tmp/clip.st" "$@"
+set --
+"$BIN/rec-dump" "$tmp/out" > "$tmp/dump"
+python3 - "$tmp/dump" << 'EOF' || fail "history: arguments not bounded to 4096 bytes with a note"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+assert len(recs) == 300, len(recs)
+for r in recs:
+    a = r["history"][-1]["arguments"]
+    assert sum(len(x.encode()) for x in a[:-1]) <= 4096, a
+    assert a[-1].startswith("(") and "more arguments" in a[-1] and "not kept" in a[-1], a[-1]
+EOF
+
+# class 5: a text chunk that cannot be read is refused, not dropped
+python3 - "$tmp" << 'EOF'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+idat = chunk(b"IDAT", zlib.compress(b"".join(b"\0" + b"\xff" * 12 for _ in range(4))))
+for name, c in (("badz", chunk(b"zTXt", b"unclip-record\0\0not a zlib stream")),
+                ("badi", chunk(b"iTXt", b"k\0\1\0en\0k\0not zlib")),
+                ("badm", chunk(b"zTXt", b"k\0\5" + zlib.compress(b"x")))):
+    open("%s/%s.png" % (sys.argv[1], name), "wb").write(b"\x89PNG\r\n\x1a\n" + ihdr + c + idat + chunk(b"IEND", b""))
+EOF
+t 1 'badz.png: image 1: bad PNG: zTXt: .*\(a text chunk that cannot be kept is refused, not dropped\)' "$tmp/empty" "$BIN/rec-dump" "$tmp/badz.png"
+t 1 'badi.png: image 1: bad PNG: iTXt: .*cannot be kept' "$tmp/empty" "$BIN/upsample" --fast "$tmp/badi.png"
+t 1 'badm.png: bad PNG: zTXt: unknown compression type' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/badm.png"
+
+# class 10: bytes after the records a tool uses. emb-interp and
+# emb-textdiff use the first record(s) of an input: further records are
+# ignored, bytes that are not one refused; unclip-replay and an edit's
+# --image take one picture; a PNG file read as one picture ends at IEND
+cat "$tmp/e.rec" "$tmp/e.rec" > "$tmp/two.rec"
+{ cat "$tmp/two.rec" && printf 'junk'; } > "$tmp/in"
+t 1 '^emb-interp: stdin: record 3: .* \(after the records used\)$' "$tmp/in" "$BIN/emb-interp"
+cat "$tmp/two.rec" "$tmp/e.rec" > "$tmp/in"
+t 0 '' "$tmp/in" "$BIN/emb-interp"
+{ cat "$tmp/e.rec" && by 129; } > "$tmp/in"
+t 1 '^emb-interp: stdin: record 2: stream ends inside the record .*\(after the records used\)$' "$tmp/in" "$BIN/emb-interp" - "$tmp/e.rec"
+t 1 '^emb-textdiff: .*/in: record 2: stream ends inside .*\(after the records used\)$' "$tmp/empty" "$BIN/emb-textdiff" "$tmp/in" "$tmp/a.rec" "$tmp/a.rec"
+cat "$tmp/r.png" "$tmp/r.png" > "$tmp/rr.png"
+t 1 '^unclip-replay: .*/rr.png: more than one picture \(image 2 follows; unclip-replay replays one picture at a time\)$' "$tmp/empty" "$BIN/unclip-replay" "$tmp/rr.png"
+{ cat "$tmp/r.png" && echo x; } > "$tmp/rx.png"
+t 1 'rx.png: bytes after the end of the PNG \(IEND\)' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/rx.png"
+"$BIN/upsample" --fast -f record "$tmp/r.png" > "$tmp/up.rec"
+cat "$tmp/up.rec" "$tmp/up.rec" > "$tmp/up2.rec"
+t 1 'up2.rec: more than one record \(record 2 follows; --image takes one picture\)' "$tmp/empty" "$BIN/upsample" --fast --image "$tmp/up2.rec" "$tmp/r.png"
+
+# class 10: a newline in a prompt cannot forge a line of the parameters chunk
+{ map 3 && str version && by 1 && str prompt && str "$(printf 'a\nSteps: 999')" && str image && tensor U8 12 2 2 3 && rep 12 9; } > "$tmp/in"
+t 0 '' "$tmp/in" "$BIN/upsample" --fast
+python3 - "$tmp/out" << 'EOF' || fail "a newline in a prompt forged a line of the parameters chunk"
+import struct, sys
+b, i, p = open(sys.argv[1], "rb").read(), 8, None
+while i < len(b):
+    n, = struct.unpack(">I", b[i:i + 4])
+    if b[i + 4:i + 8] == b"tEXt" and b[i + 8:i + 19] == b"parameters\0":
+        p = b[i + 19:i + 8 + n].decode()
+    i += 12 + n
+assert p is not None and p.split("\n")[0] == "a\\nSteps: 999" and len(p.split("\n")) == 2, repr(p)
+EOF
+
+# class 10: a full disk is reported with its reason
+for cmd in "shapes-render" "shapes-render -f record" "upsample --fast $PNGS/rgb8.png" "upsample --fast -f record $PNGS/rgb8.png" \
+    "rec-dump $PNGS/rgb8.png" "emb-interp $tmp/two.rec"; do
+    set +e
+    # shellcheck disable=SC2086
+    case $cmd in shapes-render*) "$BIN"/$cmd "a red circle" ;; *) "$BIN"/$cmd ;; esac > /dev/full 2> "$tmp/err" < /dev/null
+    st=$?
+    set -e
+    rows=$((rows + 1))
+    [ "$st" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q 'No space left on device' "$tmp/err" ||
+        { cat "$tmp/err" >&2; fail "$cmd > /dev/full: status $st, no reason given"; }
 done
 
 echo "hostile.sh: $rows rows ok"

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,6 +399,83 @@ static void test_sha256(void **state)
     assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+/* The memory budget: what fits, what does not, and the message. */
+static void test_mem_budget(void **state)
+{
+    (void)state;
+    uint64_t old = uc_mem_budget();
+    uc_mem_set_budget((uint64_t)64 << 20);
+    assert_int_equal(uc_mem_fits("small", 1 << 20), 0);
+    assert_int_equal(uc_mem_fits("a big thing", 100.0 * (1 << 20)), -1);
+    assert_string_equal(uc_errmsg(), "a big thing needs 100 MiB, more than the memory budget of 64 MiB (--memory-budget)");
+    uc_mem_set_budget(old);
+    assert_int_equal(uc_mem_budget(), UC_MEM_BUDGET_DEFAULT);
+    char b[32];
+    assert_string_equal(uc_bytes_str(1.5 * (1 << 30), b, sizeof b), "1.5 GiB");
+    assert_string_equal(uc_bytes_str(3 << 10, b, sizeof b), "3 KiB");
+}
+
+/* history keeps REC_HISTORY_ARGS bytes of arguments, then one note. */
+static void test_history_bounded(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    static char args[N][16];
+    char *argv[N + 1];
+    argv[0] = "tool";
+    for (int i = 0; i < N; i++) {
+        snprintf(args[i], sizeof args[i], "prompt %04d", i); /* 11 bytes each */
+        argv[i + 1] = args[i];
+    }
+    rec *r = rec_new();
+    rec_history_add(r, "tool", N + 1, argv);
+    char *s;
+    size_t len;
+    FILE *f = open_memstream(&s, &len);
+    assert_int_equal(rec_dump_json(r, f, 0), 0);
+    fclose(f);
+    /* 4096 / 11 = 372 kept, then the note of the 628 left out */
+    assert_non_null(strstr(s, "\"prompt 0371\",\"(628 more arguments, 6908 bytes, not kept: history keeps 4096 "
+                              "bytes of them)\"]"));
+    assert_null(strstr(s, "prompt 0372"));
+    free(s);
+    rec_free(r);
+}
+
+/* --full writes the values as it goes; the bytes are those cJSON gives an
+ * array of the same numbers (integers, fractions, huge and tiny, -0). */
+static void test_dump_full_streamed(void **state)
+{
+    (void)state;
+    static const float v[12] = {0.1f, -3.0f, 1e20f, 1e-7f, -0.0f, 2147483648.0f, 123456.789f, 7.0f,
+                                0.3333333f, -1e-30f, 65504.0f, 1.5f};
+    static const int32_t iv[10] = {0, -1, 2147483647, -2147483647 - 1, 5, 6, 7, 8, 9, 10};
+    rec *r = rec_new();
+    rec_set_tensor(r, "f", UC_F32, 2, (int64_t[]){3, 4}, v);
+    rec_set_tensor(r, "i", UC_I32, 1, (int64_t[]){10}, iv);
+    char *s;
+    size_t len;
+    FILE *f = open_memstream(&s, &len);
+    assert_int_equal(rec_dump_json(r, f, 1), 0);
+    fclose(f);
+    cJSON *a = cJSON_CreateArray(), *b = cJSON_CreateArray();
+    for (int i = 0; i < 12; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    for (int i = 0; i < 10; i++)
+        cJSON_AddItemToArray(b, cJSON_CreateNumber(iv[i]));
+    char *ja = cJSON_PrintUnformatted(a), *jb = cJSON_PrintUnformatted(b);
+    char want[1024];
+    snprintf(want, sizeof want, "\"values\":%s,", ja);
+    assert_non_null(strstr(s, want));
+    snprintf(want, sizeof want, "\"values\":%s,", jb);
+    assert_non_null(strstr(s, want));
+    assert_int_equal(s[len - 1], '\n');
+    assert_null(strchr(s, '\001'));
+    free(ja), free(jb), free(s);
+    cJSON_Delete(a), cJSON_Delete(b);
+    rec_free(r);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -420,6 +498,8 @@ int main(void)
         cmocka_unit_test(test_rec_truncated_everywhere), cmocka_unit_test(test_rec_rejects),
         cmocka_unit_test(test_png_roundtrip),   cmocka_unit_test(test_st_release),
         cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_mem_budget),
+        cmocka_unit_test(test_history_bounded), cmocka_unit_test(test_dump_full_streamed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
