@@ -30,6 +30,7 @@ typedef struct {
     const float *out_norm_w, *out_norm_b; /* out_layers.0: [cout], [cout] */
     const float *out_conv_w, *out_conv_b; /* out_layers.3: [cout, cout, 3, 3], [cout] */
     const float *skip_w, *skip_b;         /* skip_connection: [cout, cin, 1, 1], [cout]; NULL: identity */
+    uc_winograd_slot *in_slot, *out_slot; /* the convolutions' Winograd transforms */
 } resblock;
 
 typedef struct {
@@ -50,6 +51,7 @@ typedef struct {
     resblock res;
     attnblock attn;
     const float *rs_w, *rs_b; /* L_DOWN op / L_UP conv: [c, c, 3, 3], [c]; NULL: pool / plain nearest */
+    uc_winograd_slot *rs_slot;
 } layer;
 
 struct uc_unet {
@@ -61,8 +63,11 @@ struct uc_unet {
     const float *conv_in_w, *conv_in_b;   /* input_blocks.0.0: [ch0, in, 3, 3], [ch0] */
     const float *out_norm_w, *out_norm_b; /* out.0: [ch0], [ch0] */
     const float *out_conv_w, *out_conv_b; /* out.2: [out, ch0, 3, 3], [out] */
+    uc_winograd_slot *conv_in_slot, *out_conv_slot;
     layer *layers;
     int nlayers;
+    uc_winograd_slot **slots; /* every slot, to free */
+    int nslots;
 };
 
 struct uc_unet_ws {
@@ -108,6 +113,13 @@ static int has_attn(const uc_unet_config *c, int ds)
     return 0;
 }
 
+/* A Winograd slot of u's (a 3x3 convolution's transform cache). */
+static uc_winograd_slot *new_slot(uc_unet *u)
+{
+    u->slots = uc_xrealloc(u->slots, (size_t)u->nslots + 1, sizeof *u->slots);
+    return u->slots[u->nslots++] = uc_alloc(1, sizeof(uc_winograd_slot));
+}
+
 static layer *add_layer(uc_unet *u, int kind, int cin, int cout, int ds)
 {
     u->layers = uc_xrealloc(u->layers, (size_t)u->nlayers + 1, sizeof *u->layers);
@@ -134,6 +146,8 @@ static void load_res(uc_unet *u, uc_walk *ld, layer *l, const char *at)
     r->out_norm_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.bias", at);
     r->out_conv_w = uc_walk_tensor(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
     r->out_conv_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.3.bias", at);
+    r->in_slot = new_slot(u);
+    r->out_slot = new_slot(u);
     if (ci != co) {
         r->skip_w = uc_walk_tensor(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
         r->skip_b = uc_walk_tensor(ld, D1(co), "%s.skip_connection.bias", at);
@@ -227,6 +241,7 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
     u->ch0 = ch;
     u->conv_in_w = uc_walk_tensor(ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
     u->conv_in_b = uc_walk_tensor(ld, D1(ch), "input_blocks.0.0.bias");
+    u->conv_in_slot = new_slot(u);
     int chans[UC_UNET_MAXLEVEL * 66], nchans = 0, ds = 1, blk = 1;
     chans[nchans++] = ch;
     for (int lv = 0; lv < c->nlevels && !ld->rc; lv++) {
@@ -257,6 +272,7 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
                 if (c->conv_resample) {
                     l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
                     l->rs_b = uc_walk_tensor(ld, D1(ch), "input_blocks.%d.0.op.bias", blk);
+                    l->rs_slot = new_slot(u);
                 }
             }
             l->push = 1;
@@ -308,6 +324,7 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
                     if (c->conv_resample) {
                         l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
                         l->rs_b = uc_walk_tensor(ld, D1(ch), "output_blocks.%d.%d.conv.bias", blk, j);
+                        l->rs_slot = new_slot(u);
                     }
                 }
                 ds /= 2;
@@ -318,6 +335,7 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
     u->out_norm_b = uc_walk_tensor(ld, D1(ch), "out.0.bias");
     u->out_conv_w = uc_walk_tensor(ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
     u->out_conv_b = uc_walk_tensor(ld, D1(c->out_channels), "out.2.bias");
+    u->out_conv_slot = new_slot(u);
     if (ld->rc)
         goto fail;
     return u;
@@ -330,6 +348,11 @@ void uc_unet_free(uc_unet *u)
 {
     if (!u)
         return;
+    for (int i = 0; i < u->nslots; i++) {
+        uc_winograd_slot_free(u->slots[i]);
+        uc_free(u->slots[i]);
+    }
+    uc_free(u->slots);
     uc_free(u->layers);
     uc_free(u);
 }
@@ -475,9 +498,9 @@ void uc_unet_ws_free(uc_unet_ws *ws)
 /* ---- kernels ------------------------------------------------------------ */
 
 static void conv2d(uc_unet_ws *ws, const float *x, int64_t cin, int64_t h, int64_t w, const float *wgt,
-                   const float *bias, int64_t cout, int k, int stride, float *y, int accumulate)
+                   uc_winograd_slot *slot, const float *bias, int64_t cout, int k, int stride, float *y, int accumulate)
 {
-    uc_conv2d(x, ws->B, cin, h, w, wgt, bias, cout, k, stride, y, accumulate, ws->col, ws->col_n);
+    uc_conv2d(x, ws->B, cin, h, w, wgt, bias, cout, k, stride, y, accumulate, ws->col, ws->col_n, slot);
 }
 
 /* 2x nearest up-sampling (dir > 0) or 2x2 average pooling (dir < 0) of
@@ -525,7 +548,7 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
         resample(x, t1, l->cin * B, h, w, l->updown);
         hin = t2, xs = t1;
     }
-    conv2d(ws, hin, l->cin, ho, wo, r->in_conv_w, r->in_conv_b, l->cout, 3, 1, res, 0);
+    conv2d(ws, hin, l->cin, ho, wo, r->in_conv_w, r->in_slot, r->in_conv_b, l->cout, 3, 1, res, 0);
 
     /* the time embedding: FiLM inside the out norm, or added before it */
     int64_t ne = l->cout * (ss ? 2 : 1), n = ho * wo;
@@ -542,9 +565,9 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
         uc_group_norm(res, res, l->cout, B, n, GN_GROUPS, GN_EPS, r->out_norm_w, r->out_norm_b, NULL, 1);
     }
     /* out conv into t2 (free: hin is consumed), plus the skip connection */
-    conv2d(ws, res, l->cout, ho, wo, r->out_conv_w, r->out_conv_b, l->cout, 3, 1, t2, 0);
+    conv2d(ws, res, l->cout, ho, wo, r->out_conv_w, r->out_slot, r->out_conv_b, l->cout, 3, 1, t2, 0);
     if (r->skip_w)
-        conv2d(ws, xs, l->cin, ho, wo, r->skip_w, r->skip_b, l->cout, 1, 1, t2, 1);
+        conv2d(ws, xs, l->cin, ho, wo, r->skip_w, NULL, r->skip_b, l->cout, 1, 1, t2, 1);
     else
         uc_add(t2, xs, l->cout * B * n);
 }
@@ -638,7 +661,7 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
         for (int64_t ci = 0; ci < c->in_channels; ci++)
             memcpy(xin + (ci * B + b) * HW, x + (b * c->in_channels + ci) * HW, (size_t)HW * sizeof(float));
     int hi = 0; /* act index holding h */
-    conv2d(ws, xin, c->in_channels, H, W, u->conv_in_w, u->conv_in_b, u->ch0, 3, 1, ws->act[hi], 0);
+    conv2d(ws, xin, c->in_channels, H, W, u->conv_in_w, u->conv_in_slot, u->conv_in_b, u->ch0, 3, 1, ws->act[hi], 0);
     int64_t ch = u->ch0, top = 0, hs_used = u->ch0 * B * HW;
     memcpy(ws->hs, ws->act[hi], (size_t)hs_used * sizeof(float));
     ws->hs_off[top++] = 0;
@@ -664,11 +687,11 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
         } else {
             int64_t h = H / l->ds, w = W / l->ds;
             if (l->kind == L_DOWN && l->rs_w) {
-                conv2d(ws, ws->act[hi], l->cin, h, w, l->rs_w, l->rs_b, l->cout, 3, 2, ws->act[f1], 0);
+                conv2d(ws, ws->act[hi], l->cin, h, w, l->rs_w, l->rs_slot, l->rs_b, l->cout, 3, 2, ws->act[f1], 0);
             } else {
                 resample(ws->act[hi], ws->act[f1], l->cin * B, h, w, l->kind == L_UP ? 1 : -1);
                 if (l->kind == L_UP && l->rs_w) {
-                    conv2d(ws, ws->act[f1], l->cin, 2 * h, 2 * w, l->rs_w, l->rs_b, l->cout, 3, 1, ws->act[f2], 0);
+                    conv2d(ws, ws->act[f1], l->cin, 2 * h, 2 * w, l->rs_w, l->rs_slot, l->rs_b, l->cout, 3, 1, ws->act[f2], 0);
                     f1 = f2;
                 }
             }
@@ -687,7 +710,7 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
     }
     float *t = ws->act[(hi + 1) % 4], *o = ws->act[(hi + 2) % 4];
     uc_group_norm(ws->act[hi], t, ch, B, HW, GN_GROUPS, GN_EPS, u->out_norm_w, u->out_norm_b, NULL, 1);
-    conv2d(ws, t, ch, H, W, u->out_conv_w, u->out_conv_b, c->out_channels, 3, 1, o, 0);
+    conv2d(ws, t, ch, H, W, u->out_conv_w, u->out_conv_slot, u->out_conv_b, c->out_channels, 3, 1, o, 0);
     for (int64_t b = 0; b < B; b++)
         for (int64_t co = 0; co < c->out_channels; co++)
             memcpy(out + (b * c->out_channels + co) * HW, o + (co * B + b) * HW, (size_t)HW * sizeof(float));

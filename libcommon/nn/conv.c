@@ -88,12 +88,13 @@ static void im2col_items(void *ctx, int64_t c0, int64_t c1)
 }
 
 void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
-               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n)
+               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n,
+               uc_winograd_slot *slot)
 {
     int64_t pad = k / 2;
     int64_t ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
     if (uc_conv2d_winograd(k, stride, B, cin, ho, wo) && col_n >= uc_winograd_scratch(B, cin, h, w, cout)) {
-        uc_winograd_conv3x3(x, B, cin, h, w, wgt, bias, cout, y, accumulate, col);
+        uc_winograd_conv3x3_cached(x, B, cin, h, w, wgt, slot, bias, cout, y, accumulate, col);
         return;
     }
     int64_t N = B * ho * wo;

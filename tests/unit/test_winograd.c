@@ -99,6 +99,29 @@ static void check_shape(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t co
     if (!(e < 2 * TOL))
         fail_msg("accumulate, B %lld cin %lld %lldx%lld cout %lld: error %.3g", (long long)B, (long long)cin,
                  (long long)h, (long long)w, (long long)cout, e);
+
+    /* the cached transform: the same bits, at its first call and after */
+    uc_winograd_slot slot = {0};
+    for (int k = 0; k < 2; k++) {
+        uc_winograd_conv3x3_cached(x, B, cin, h, w, wt, &slot, bias, cout, y, 0, scratch);
+        assert_int_equal(slot.state, 1);
+        assert_memory_equal(y, y1, (size_t)ny * sizeof(float));
+    }
+    assert_true(uc_winograd_cache_bytes() >= slot.bytes);
+    uc_winograd_slot_free(&slot);
+    assert_null(slot.u);
+
+    /* without the micro-kernel (plain uc_gemm products): as exact */
+    uc_ukr_disable(1);
+    uc_winograd_conv3x3(x, B, cin, h, w, wt, bias, cout, y, 0, scratch);
+    e = rel_err(y, want, 1, ny, step);
+    if (!(e < TOL))
+        fail_msg("no micro-kernel, B %lld cin %lld %lldx%lld cout %lld: error %.3g", (long long)B, (long long)cin,
+                 (long long)h, (long long)w, (long long)cout, e);
+    uc_winograd_conv3x3_cached(x, B, cin, h, w, wt, &slot, bias, cout, y1, 0, scratch);
+    assert_memory_equal(y, y1, (size_t)ny * sizeof(float));
+    uc_winograd_slot_free(&slot);
+    uc_ukr_disable(0);
     uc_threads_init(1);
     uc_free(x);
     uc_free(wt);
