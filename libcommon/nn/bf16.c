@@ -314,3 +314,28 @@ void uc_linear_half(float *out, const float *in, const uint16_t *W, uc_half type
     /* out^T[N,M] = W[N,K] in^T[K,M] */
     uc_gemm_half(N, M, K, W, type, K, in, 1, K, b ? 1.0f : 0.0f, out, 1, N);
 }
+
+void uc_gemm_w(int64_t M, int64_t N, int64_t K, uc_wref W, int64_t ldw, const float *X, int64_t rsx, int64_t csx,
+               float beta, float *C, int64_t ldc)
+{
+    if (W.h)
+        uc_gemm_half(M, N, K, W.h, W.type, ldw, X, rsx, csx, beta, C, ldc, 1);
+    else
+        uc_gemm(M, N, K, W.f, ldw, 1, X, rsx, csx, beta, C, ldc);
+}
+
+void uc_linear_w(float *out, const float *in, uc_wref W, const float *b, int64_t M, int64_t K, int64_t N)
+{
+    if (W.h)
+        uc_linear_half(out, in, W.h, W.type, b, M, K, N);
+    else
+        uc_linear(out, in, W.f, b, M, K, N);
+}
+
+const float *uc_wref_rows(uc_wref W, int64_t r0, int64_t n, int64_t k, float *dst)
+{
+    if (!W.h)
+        return W.f + r0 * k;
+    widen(dst, W.h + r0 * k, n * k, W.type);
+    return dst;
+}

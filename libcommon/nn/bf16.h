@@ -29,6 +29,24 @@ void uc_gemm_half(int64_t M, int64_t N, int64_t K, const uint16_t *W, uc_half ty
 void uc_linear_half(float *out, const float *in, const uint16_t *W, uc_half type, const float *b, int64_t M,
                     int64_t K, int64_t N);
 
+/* A weight matrix as a model holds it: F32 (f), or half-precision bits
+ * read in place from the model file (h, type). Exactly one of f, h is set. */
+typedef struct {
+    const float *f;
+    const uint16_t *h;
+    uc_half type;
+} uc_wref;
+
+/* C[M,N] = W[M,K] X[K,N] + beta C (row stride ldc) for either kind of W
+ * (row stride ldw): uc_gemm or uc_gemm_half. */
+void uc_gemm_w(int64_t M, int64_t N, int64_t K, uc_wref W, int64_t ldw, const float *X, int64_t rsx, int64_t csx,
+               float beta, float *C, int64_t ldc);
+/* out[M,N] = in[M,K] W[N,K]^T (+ b): uc_linear or uc_linear_half. */
+void uc_linear_w(float *out, const float *in, uc_wref W, const float *b, int64_t M, int64_t K, int64_t N);
+/* Rows r0 .. r0+n of W (row length k) widened to F32 in dst, or a pointer
+ * into W.f (dst unused) when W is F32. */
+const float *uc_wref_rows(uc_wref W, int64_t r0, int64_t n, int64_t k, float *dst);
+
 /* Whether BF16 products run on vdpbf16ps (the CPU has AVX512_BF16, and
  * neither uc_bf16_force_widen nor UNCLIP_BF16_WIDEN says otherwise). */
 int uc_bf16_native(void);

@@ -24,6 +24,11 @@ void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, con
                int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n,
                uc_winograd_slot *slot);
 
+/* uc_conv2d with the weights F32 or half precision (nn/bf16.h). */
+void uc_conv2d_w(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt, const float *bias,
+                 int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n,
+                 uc_winograd_slot *slot);
+
 /* Whether a convolution of output size ho x wo takes the Winograd path. */
 int uc_conv2d_winograd(int k, int stride, int64_t B, int64_t cin, int64_t ho, int64_t wo);
 

@@ -26,6 +26,7 @@
 #endif
 
 #include "formats/base.h"
+#include "libcommon/nn/bf16.h"
 #include "libcommon/nn/ops.h"
 
 #define WM 4         /* output tile side */
@@ -155,7 +156,8 @@ int64_t uc_winograd_scratch(int64_t B, int64_t cin, int64_t h, int64_t w, int64_
 }
 
 typedef struct {
-    const float *x, *wgt, *bias;
+    const float *x, *bias;
+    uc_wref wgt;
     float *y, *V, *U, *M;
     const float *Uc;    /* the transform in use: U, or the cached one */
     int64_t B, cin, h, w;
@@ -311,7 +313,7 @@ static void input_items(void *ctx, int64_t i0, int64_t i1)
  * ups = cin x nb rounded up to nr. Items: runs of at most VB channels
  * inside one panel, all input channels each, VB channels in the lanes. */
 typedef struct {
-    const float *wgt;
+    uc_wref wgt;
     float *u;
     int64_t cin, co0, nb, nr, ups;
 } wjob;
@@ -347,7 +349,14 @@ static void weight_items(void *ctx, int64_t i0, int64_t i1)
     for (int64_t it = i0; it < i1; it++) {
         int64_t co, n;
         lane_group(j, it, &co, &n);
-        const float *g = j->wgt + (j->co0 + co) * cin * 9;
+        static _Thread_local float *rows;
+        static _Thread_local int64_t cap;
+        if (j->wgt.h && VB * cin * 9 > cap) {
+            uc_free(rows);
+            cap = VB * cin * 9;
+            rows = uc_alloc_raw((size_t)cap, sizeof *rows);
+        }
+        const float *g = uc_wref_rows(j->wgt, j->co0 + co, n, cin * 9, rows); /* half weights widened */
         float *u = j->u + co / j->nr * cin * j->nr + co % j->nr;
 #ifdef __AVX512F__
         __mmask16 m = (__mmask16)((1u << n) - 1);
@@ -387,7 +396,7 @@ static void weight_items(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
-static void transform_weights(const float *wgt, int64_t cin, int64_t co0, int64_t nb, int64_t nr, float *u)
+static void transform_weights(uc_wref wgt, int64_t cin, int64_t co0, int64_t nb, int64_t nr, float *u)
 {
     wjob j = {wgt, u, cin, co0, nb, nr, cin * round_up(nb, nr)};
     uc_parallel_for(lane_groups(nb, nr), 60.0 * (double)(nb * cin), weight_items, &j);
@@ -466,7 +475,7 @@ static void gemm_items(void *ctx, int64_t p0, int64_t p1)
     }
 }
 
-static void wrun(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *cached,
+static void wrun(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt, const float *cached,
                 const float *bias, int64_t cout, float *y, int accumulate, float *scratch)
 {
     job j = {.x = x, .wgt = wgt, .bias = bias, .y = y, .B = B, .cin = cin, .h = h, .w = w, .accumulate = accumulate};
@@ -501,7 +510,7 @@ static void wrun(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, c
 void uc_winograd_conv3x3(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt,
                          const float *bias, int64_t cout, float *y, int accumulate, float *scratch)
 {
-    wrun(x, B, cin, h, w, wgt, NULL, bias, cout, y, accumulate, scratch);
+    wrun(x, B, cin, h, w, (uc_wref){.f = wgt}, NULL, bias, cout, y, accumulate, scratch);
 }
 
 /* ---- the cache of transformed weights --------------------------------- */
@@ -523,7 +532,7 @@ int64_t uc_winograd_cache_bytes(void)
     return n;
 }
 
-static const float *cached_transform(uc_winograd_slot *s, const float *wgt, int64_t cin, int64_t cout)
+static const float *cached_transform(uc_winograd_slot *s, uc_wref wgt, int64_t cin, int64_t cout)
 {
     pthread_mutex_lock(&cache_mu);
     if (cache_budget < 0) {
@@ -552,7 +561,7 @@ static const float *cached_transform(uc_winograd_slot *s, const float *wgt, int6
     return s->u;
 }
 
-void uc_winograd_conv3x3_cached(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt,
+void uc_winograd_conv3x3_cached(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt,
                                 uc_winograd_slot *slot, const float *bias, int64_t cout, float *y, int accumulate,
                                 float *scratch)
 {

@@ -36,6 +36,8 @@
 
 #include <stdint.h>
 
+#include "libcommon/nn/bf16.h"
+
 /* Floats of scratch uc_winograd_conv3x3 needs for this shape. */
 int64_t uc_winograd_scratch(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t cout);
 
@@ -52,8 +54,9 @@ typedef struct {
     int state;     /* 0 not tried, 1 made, -1 over the budget when tried */
 } uc_winograd_slot;
 
-/* uc_winograd_conv3x3 with the transform kept in slot (NULL: none). */
-void uc_winograd_conv3x3_cached(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt,
+/* uc_winograd_conv3x3 with the weights F32 or half precision (widened as
+ * they are transformed) and the transform kept in slot (NULL: none). */
+void uc_winograd_conv3x3_cached(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt,
                                 uc_winograd_slot *slot, const float *bias, int64_t cout, float *y, int accumulate,
                                 float *scratch);
 /* Free a slot's transform (its bytes go back to the budget). */
