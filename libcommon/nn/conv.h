@@ -3,8 +3,10 @@
  * each channel and never mixed. 3x3 stride-1 convolutions with enough
  * input channels and tiles run by Winograd F(4x4, 3x3) (winograd.h), the
  * other k x k ones as GEMMs over im2col tiles of whole output rows, 1x1
- * stride-1 ones as one direct GEMM. Every product goes through uc_gemm
- * (ops.h); the caller owns all memory. */
+ * stride-1 ones as one direct GEMM. Products go through BLIS (uc_gemm, or
+ * its micro-kernel for Winograd's), or through nn/bf16.h's kernels when
+ * the weights are half precision (uc_conv2d_w); the caller owns all
+ * memory. */
 #ifndef UNCLIP_CONV_H
 #define UNCLIP_CONV_H
 
