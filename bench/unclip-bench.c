@@ -186,36 +186,25 @@ static void emit(const opts *o, const char *name, double seconds, double flops) 
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-__attribute__((target("avx512f"), noinline)) static float peak_fma(long iters)
+/* bf16: vdpbf16ps, else FMA. A target attribute does not let the compiler
+ * use AVX512_BF16 on its own: the FMA loop runs on CPUs without it. */
+__attribute__((target("avx512f,avx512bf16"), noinline)) static float peak_loop(long iters, int bf16)
 {
     __m512 a[PEAK_ACC], x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-3f);
+    __m512bh xb = (__m512bh)_mm512_set1_epi32(0x3f803f80), yb = (__m512bh)_mm512_set1_epi32(0x3a833a83);
 #pragma GCC unroll 24
     for (int i = 0; i < PEAK_ACC; i++)
         a[i] = _mm512_set1_ps((float)i);
-    for (long k = 0; k < iters; k++) {
+    for (long k = 0; k < iters && bf16; k++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < PEAK_ACC; i++)
+            a[i] = _mm512_dpbf16_ps(a[i], xb, yb);
+        __asm__ volatile("" : "+v"(xb), "+v"(yb));
+    }
+    for (long k = 0; k < iters && !bf16; k++) {
 #pragma GCC unroll 24
         for (int i = 0; i < PEAK_ACC; i++)
             a[i] = _mm512_fmadd_ps(a[i], x, y);
-        __asm__ volatile("" : "+v"(x), "+v"(y));
-    }
-    __m512 s = a[0];
-#pragma GCC unroll 24
-    for (int i = 1; i < PEAK_ACC; i++)
-        s = _mm512_add_ps(s, a[i]);
-    return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx512f,avx512bf16"), noinline)) static float peak_bf16(long iters)
-{
-    __m512 a[PEAK_ACC];
-    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x3a833a83);
-#pragma GCC unroll 24
-    for (int i = 0; i < PEAK_ACC; i++)
-        a[i] = _mm512_set1_ps((float)i);
-    for (long k = 0; k < iters; k++) {
-#pragma GCC unroll 24
-        for (int i = 0; i < PEAK_ACC; i++)
-            a[i] = _mm512_dpbf16_ps(a[i], x, y);
         __asm__ volatile("" : "+v"(x), "+v"(y));
     }
     __m512 s = a[0];
@@ -236,7 +225,7 @@ static int peak_run(void *ctx, double *parts)
     peak_ctx *c = ctx;
     double t0 = uc_now();
 #if defined(__x86_64__) && defined(__GNUC__)
-    c->sink = c->bf16 ? peak_bf16(PEAK_ITERS) : peak_fma(PEAK_ITERS);
+    c->sink = peak_loop(PEAK_ITERS, c->bf16);
 #endif
     parts[0] = uc_now() - t0;
     return 0;
