@@ -517,6 +517,7 @@ void uc_winograd_conv3x3(const float *x, int64_t B, int64_t cin, int64_t h, int6
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static int64_t cache_held, cache_budget = -1; /* bytes */
+static int cache_explicit;                    /* the budget was set by UNCLIP_WINOGRAD_CACHE_MB */
 
 int64_t uc_winograd_packed_floats(int64_t cin, int64_t cout)
 {
@@ -539,8 +540,11 @@ static const float *cached_transform(uc_winograd_slot *s, uc_wref wgt, int64_t c
         const char *e = getenv("UNCLIP_WINOGRAD_CACHE_MB");
         char *end;
         double mb = e ? strtod(e, &end) : CACHE_MB;
-        cache_budget = e && (end == e || *end || !(mb >= 0) || mb > 1e9) ? (int64_t)CACHE_MB << 20 : (int64_t)(mb * 1048576.0);
+        cache_explicit = e && end != e && !*end && mb >= 0 && mb <= 1e9;
+        cache_budget = cache_explicit ? (int64_t)(mb * 1048576.0) : (int64_t)CACHE_MB << 20;
     }
+    if (!s->state && wgt.h && !cache_explicit)
+        s->state = -1; /* half-precision weights were chosen to save memory: no F32 transforms by default */
     if (!s->state) {
         int64_t n = uc_winograd_packed_floats(cin, cout), bytes = n * (int64_t)sizeof(float);
         s->state = -1;

@@ -27,7 +27,9 @@
  * uc_winograd_conv3x3_cached keeps it in a slot, made at the first call,
  * while the process's cache stays within UNCLIP_WINOGRAD_CACHE_MB MiB
  * (default 1024; 0 turns the cache off); past that, a slot's weights are
- * transformed per call as without one. Karlo's decoder would need 4.7 GB
+ * transformed per call as without one. Half-precision weights are only
+ * cached when UNCLIP_WINOGRAD_CACHE_MB is set (their F32 transform is 8x
+ * their size, and such files are chosen to save memory). Karlo's decoder would need 4.7 GB
  * for all of its 3x3 convolutions (1.2 GB of F32 weights), an SR UNet
  * about as much. Cached or not, the same transform and the same products
  * run: results do not depend on the cache, nor on the thread count. */
