@@ -107,22 +107,24 @@ typedef struct {
     char *name;
     int ndim;
     int64_t shape[UC_MAXDIM];
+    int half; /* stored BF16 in a BF16 file (what a half-precision file halves) */
 } tdesc;
 
 typedef struct {
     tdesc *t;
     int n;
+    int bf16; /* the file is the BF16 variant */
 } tlist;
 
 static int add(void *ctx, const char *name, int ndim, const int64_t *shape, const char *dtype)
 {
-    (void)dtype; /* the bench writes F32 */
     tlist *l = ctx;
     l->t = uc_xrealloc(l->t, (size_t)l->n + 1, sizeof *l->t);
     tdesc *d = &l->t[l->n++];
     memset(d, 0, sizeof *d);
     d->name = uc_strdup(name);
     d->ndim = ndim;
+    d->half = l->bf16 && strcmp(dtype, "F16") == 0;
     if (ndim > UC_MAXDIM)
         return uc_err("bench: tensor %s has %d dimensions", name, ndim);
     if (ndim > 0)
@@ -239,8 +241,8 @@ static int write_model(const char *path, const tlist *l, const char *const *meta
     uint64_t off = 0;
     for (int i = 0; i < l->n; i++) {
         const tdesc *d = &l->t[i];
-        uint64_t bytes = (uint64_t)numel(d) * 4;
-        sb_printf(&h, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", d->name);
+        uint64_t bytes = (uint64_t)numel(d) * (d->half ? 2 : 4);
+        sb_printf(&h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", d->name, d->half ? "BF16" : "F32");
         for (int k = 0; k < d->ndim; k++)
             sb_printf(&h, "%s%lld", k ? "," : "", (long long)d->shape[k]);
         sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
@@ -252,7 +254,8 @@ static int write_model(const char *path, const tlist *l, const char *const *meta
         sb_printf(&h, " ");
 
     if (!quiet)
-        fprintf(stderr, "unclip-bench: writing %s (%.2f GB of random F32 weights)\n", path, (double)off / 1e9);
+        fprintf(stderr, "unclip-bench: writing %s (%.2f GB of random %s weights)\n", path, (double)off / 1e9,
+                l->bf16 ? "BF16 and F32" : "F32");
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *fp = fopen(tmp, "wb");
@@ -268,6 +271,7 @@ static int write_model(const char *path, const tlist *l, const char *const *meta
 
     enum { CHUNK = 1 << 20 };
     float *buf = uc_alloc(CHUNK, sizeof *buf);
+    uint16_t *hb = uc_alloc(CHUNK, sizeof *hb);
     uc_rng rng;
     for (int i = 0; ok && i < l->n; i++) {
         const tdesc *d = &l->t[i];
@@ -279,11 +283,18 @@ static int write_model(const char *path, const tlist *l, const char *const *meta
             int64_t n = UC_MIN(left, (int64_t)CHUNK);
             for (int64_t j = 0; j < n; j++)
                 buf[j] = std > 0 ? a * ((float)(uc_rng_u32(&rng) >> 8) * (2.0f / 16777216.0f) - 1.0f) : cv;
-            ok = fwrite(buf, sizeof *buf, (size_t)n, fp) == (size_t)n;
+            if (d->half) { /* the same values rounded to nearest even */
+                for (int64_t j = 0; j < n; j++)
+                    hb[j] = uc_f32_to_bf16(buf[j]);
+                ok = fwrite(hb, sizeof *hb, (size_t)n, fp) == (size_t)n;
+            } else {
+                ok = fwrite(buf, sizeof *buf, (size_t)n, fp) == (size_t)n;
+            }
             left -= n;
         }
     }
     uc_free(buf);
+    uc_free(hb);
     if (fclose(fp) != 0)
         ok = 0;
     if (!ok || rename(tmp, path) != 0) {
@@ -308,26 +319,27 @@ static int is_current(const char *path, const char *config, const char *tag, con
     int ok = c && g && strcmp(c, config) == 0 && strcmp(g, tag) == 0 && st_count(f) == l->n;
     for (int i = 0; ok && i < l->n; i++) {
         const uc_tensor *t = st_get(f, l->t[i].name);
-        ok = t && t->dtype == UC_F32 && uc_tensor_shape_is(t, l->t[i].ndim, l->t[i].shape);
+        ok = t && t->dtype == (l->t[i].half ? UC_BF16 : UC_F32) && uc_tensor_shape_is(t, l->t[i].ndim, l->t[i].shape);
     }
     st_close(f);
     return ok;
 }
 
-int bench_model(const char *dir, const char *stage, int quick, uint64_t seed, int quiet, char *path, size_t n)
+int bench_model(const char *dir, const char *stage, int quick, int bf16, uint64_t seed, int quiet, char *path,
+                size_t n)
 {
     const char *config = bench_config(stage, quick);
     if (!config)
         return uc_err("bench: no stage %s", stage);
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return uc_err("%s: %s", dir, strerror(errno));
-    snprintf(path, n, "%s/%s%s.safetensors", dir, stage, quick ? "-quick" : "");
-    tlist l = {0};
+    snprintf(path, n, "%s/%s%s%s.safetensors", dir, stage, quick ? "-quick" : "", bf16 ? "-bf16" : "");
+    tlist l = {.bf16 = bf16};
     int rc = uc_stage_tensors(stage, config, add, &l);
     if (rc == 0) {
         char tag[96], id[64];
         snprintf(tag, sizeof tag, "unclip-bench %d seed %llu", GEN_VERSION, (unsigned long long)seed);
-        snprintf(id, sizeof id, "unclip-bench/%s%s", stage, quick ? "-quick" : "");
+        snprintf(id, sizeof id, "unclip-bench/%s%s%s", stage, quick ? "-quick" : "", bf16 ? "-bf16" : "");
         const char *meta[] = {"unclip.stage", stage, "unclip.config", config, "unclip.model_id", id,
                               "unclip.bench", tag};
         if (!is_current(path, config, tag, &l))

@@ -37,12 +37,15 @@
 static const char usage[] =
     "Usage: unclip-bench [OPTION]... [NAME]...\n"
     "Time unclip's stages on real-size models with random weights, one line per\n"
-    "benchmark: NAME seconds=S gflops=G peak_rss_mb=M (median of the timed runs\n"
-    "after a warm-up; GFLOP counted as direct convolution and plain matrix\n"
-    "products; peak RSS of the child process that ran it).\n"
+    "benchmark: NAME seconds=S gflops=G [gflops_done=R] peak_rss_mb=M (median of\n"
+    "the timed runs after a warm-up; GFLOP counted as direct convolution and\n"
+    "plain matrix products, R the multiplications actually done, Winograd's\n"
+    "counted as such; peak RSS of the child process that ran it).\n"
     "\n"
     "Benchmarks (a NAME selects those it equals or prefixes up to a '-', so\n"
     "'sgemm', 'clip' and 'prior' select groups; none selects all):\n"
+    "  peak-f32-t1          register-only AVX-512 FMA loop: one core's F32 peak\n"
+    "  peak-bf16-t1         register-only vdpbf16ps loop: one core's BF16 peak\n"
     "  sgemm-square-tN      uc_gemm 2048x2048x2048 on 1 and on all threads\n"
     "  sgemm-xf-tN          uc_linear 162x2048 -> 8192 (the prior's MLP at batch 2)\n"
     "  clip-text            CLIP ViT-L/14 text tower, prompt + empty prompt (as clip-encode)\n"
@@ -51,7 +54,10 @@ static const char usage[] =
     "                       (text keys/values amortised over the 25 steps)\n"
     "  prior-forward-full   Karlo prior, text + one guided step (what one upstream call does)\n"
     "  decoder-step         Karlo 64 px decoder UNet, one guided forward (batch 2)\n"
+    "  decoder-step-bf16    the same with the weights a half-precision file halves\n"
+    "                       stored BF16 (the UNet reads them in place)\n"
     "  sr-step              Karlo 64->256 SR UNet, one forward at 256 px (batch 1)\n"
+    "  sr-step-bf16         the same with BF16 weights\n"
     "  model-open           uc_decoder_open of the real-size decoder file (budget 50 ms)\n"
     "\n"
     "Options:\n"
@@ -150,15 +156,101 @@ static int measure(const opts *o, const char *name, run_fn fn, void *ctx, int np
     return 0;
 }
 
-static void emit(const opts *o, const char *name, double seconds, double flops)
+/* done > 0: the multiplications actually done (Winograd counted as
+ * such), printed as gflops_done next to the direct rate. */
+static void emit2(const opts *o, const char *name, double seconds, double flops, double done)
 {
     if (flops > 0)
         uc_info(&o->cli, "%s: %.2f GFLOP direct", name, flops / 1e9);
+    if (done > 0)
+        uc_info(&o->cli, "%s: %.2f GFLOP done", name, done / 1e9);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("%s seconds=%.4g gflops=%.1f peak_rss_mb=%.0f\n", name, seconds, seconds > 0 ? flops / seconds / 1e9 : 0,
-           (double)ru.ru_maxrss / 1024.0);
+    printf("%s seconds=%.4g gflops=%.1f", name, seconds, seconds > 0 ? flops / seconds / 1e9 : 0);
+    if (done > 0)
+        printf(" gflops_done=%.1f", seconds > 0 ? done / seconds / 1e9 : 0);
+    printf(" peak_rss_mb=%.0f\n", (double)ru.ru_maxrss / 1024.0);
     fflush(stdout);
+}
+
+static void emit(const opts *o, const char *name, double seconds, double flops) { emit2(o, name, seconds, flops, 0); }
+
+/* ---- the machine's peaks: register-only loops --------------------------
+ *
+ * 24 independent accumulators (more than any FMA or vdpbf16ps latency x
+ * throughput on current cores), operands in registers, so that nothing but
+ * the arithmetic units is measured. vdpbf16ps does 2 multiply-adds per F32
+ * lane (64 FLOP per 512-bit instruction), an FMA 1 (32 FLOP). */
+#define PEAK_ACC 24
+#define PEAK_ITERS 4000000L
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* bf16: vdpbf16ps, else FMA. A target attribute does not let the compiler
+ * use AVX512_BF16 on its own: the FMA loop runs on CPUs without it. */
+__attribute__((target("avx512f,avx512bf16"), noinline)) static float peak_loop(long iters, int bf16)
+{
+    __m512 a[PEAK_ACC], x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-3f);
+    __m512bh xb = (__m512bh)_mm512_set1_epi32(0x3f803f80), yb = (__m512bh)_mm512_set1_epi32(0x3a833a83);
+#pragma GCC unroll 24
+    for (int i = 0; i < PEAK_ACC; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    for (long k = 0; k < iters && bf16; k++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < PEAK_ACC; i++)
+            a[i] = _mm512_dpbf16_ps(a[i], xb, yb);
+        __asm__ volatile("" : "+v"(xb), "+v"(yb));
+    }
+    for (long k = 0; k < iters && !bf16; k++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < PEAK_ACC; i++)
+            a[i] = _mm512_fmadd_ps(a[i], x, y);
+        __asm__ volatile("" : "+v"(x), "+v"(y));
+    }
+    __m512 s = a[0];
+#pragma GCC unroll 24
+    for (int i = 1; i < PEAK_ACC; i++)
+        s = _mm512_add_ps(s, a[i]);
+    return _mm512_reduce_add_ps(s);
+}
+#endif
+
+typedef struct {
+    int bf16;
+    volatile float sink;
+} peak_ctx;
+
+static int peak_run(void *ctx, double *parts)
+{
+    peak_ctx *c = ctx;
+    double t0 = uc_now();
+#if defined(__x86_64__) && defined(__GNUC__)
+    c->sink = peak_loop(PEAK_ITERS, c->bf16);
+#endif
+    parts[0] = uc_now() - t0;
+    return 0;
+}
+
+/* One thread: the F32 FMA or the BF16 dot-product peak of one core. */
+static int bench_peak(const opts *o, const char *name, int bf16)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || (bf16 && !__builtin_cpu_supports("avx512bf16"))) {
+        uc_info(&o->cli, "%s: this CPU lacks %s", name, bf16 ? "AVX512_BF16" : "AVX-512");
+        return 0;
+    }
+    peak_ctx c = {bf16, 0};
+    double med;
+    int rc = measure(o, name, peak_run, &c, 1, &med);
+    if (!rc)
+        emit(o, name, med, (double)PEAK_ITERS * PEAK_ACC * (bf16 ? 64.0 : 32.0));
+    return rc;
+#else
+    (void)bf16;
+    uc_info(&o->cli, "%s: not an x86-64 build", name);
+    return 0;
+#endif
 }
 
 static int all_finite(const float *x, int64_t n, const char *what)
@@ -408,13 +500,13 @@ static int bench_decoder(const opts *o, const char *name, const char *path)
     static const float scale = 8.0f; /* Karlo's decoder guidance */
     decoder_ctx c = {d, {1, T, feat, seq, mask, y, &scale, 1}, S, random_floats(2 * 3 * S * S, 11), NULL, {500, 500}};
     c.out = uc_alloc((size_t)(2 * oc * S * S), sizeof(float));
-    double flops = uc_decoder_flops(d, 2, T);
+    double flops = uc_decoder_flops(d, 2, T), done = uc_decoder_flops_done(d, 2, T);
     double med;
     int rc = measure(o, name, decoder_run, &c, 1, &med);
     if (!rc)
         rc = all_finite(c.out, 2 * oc * S * S, name);
     if (!rc)
-        emit(o, name, med, flops);
+        emit2(o, name, med, flops, done);
     uc_free(feat);
     uc_free(seq);
     uc_free(img);
@@ -495,12 +587,13 @@ static int bench_open(const opts *o, const char *name, const char *path)
 
 /* ---- the table of benchmarks -------------------------------------------- */
 
-enum { B_GEMM, B_LINEAR, B_CLIP_TEXT, B_CLIP_IMAGE, B_PRIOR, B_DECODER, B_SR, B_OPEN };
+enum { B_GEMM, B_LINEAR, B_CLIP_TEXT, B_CLIP_IMAGE, B_PRIOR, B_DECODER, B_SR, B_OPEN, B_PEAK_F32, B_PEAK_BF16 };
 
 typedef struct {
     int kind;
     int threads;       /* 0: the -t count */
     const char *stage; /* model file it needs, or NULL */
+    int bf16;          /* its BF16 variant (bench_model) */
     char lines[2][48]; /* names of the lines it prints */
     int nlines;
     int selected;
@@ -517,6 +610,8 @@ static int make_entries(const opts *o, entry *e)
             snprintf(e[n].lines[i_], sizeof e[n].lines[i_], nm[i_], th ? th : o->threads);                       \
         n++;                                                                                                     \
     } while (0)
+    ENTRY(B_PEAK_F32, 1, NULL, "peak-f32-t%d");
+    ENTRY(B_PEAK_BF16, 1, NULL, "peak-bf16-t%d");
     ENTRY(B_GEMM, 1, NULL, "sgemm-square-t%d");
     if (o->threads > 1)
         ENTRY(B_GEMM, 0, NULL, "sgemm-square-t%d");
@@ -527,7 +622,11 @@ static int make_entries(const opts *o, entry *e)
     ENTRY(B_CLIP_IMAGE, 0, "clip", "clip-image");
     ENTRY(B_PRIOR, 0, "prior", "prior-step", "prior-forward-full");
     ENTRY(B_DECODER, 0, "decoder", "decoder-step");
+    ENTRY(B_DECODER, 0, "decoder", "decoder-step-bf16");
+    e[n - 1].bf16 = 1;
     ENTRY(B_SR, 0, "sr", "sr-step");
+    ENTRY(B_SR, 0, "sr", "sr-step-bf16");
+    e[n - 1].bf16 = 1;
     ENTRY(B_OPEN, 0, "decoder", "model-open");
 #undef ENTRY
     return n;
@@ -553,6 +652,8 @@ static int run_entry(const opts *o, const entry *e, const char *model)
     case B_DECODER: return bench_decoder(o, name, model);
     case B_SR: return bench_sr(o, name, model);
     case B_OPEN: return bench_open(o, name, model);
+    case B_PEAK_F32: return bench_peak(o, name, 0);
+    case B_PEAK_BF16: return bench_peak(o, name, 1);
     }
     return uc_err("no benchmark %d", e->kind);
 }
@@ -728,7 +829,7 @@ int main(int argc, char **argv)
     char dirbuf[4096];
     o.dir = o.cli.model ? o.cli.model : default_dir(dirbuf, sizeof dirbuf);
 
-    entry e[16];
+    entry e[24];
     int ne = make_entries(&o, e), nnames = argc - optind;
     char **names = argv + optind;
     for (int i = 0; i < ne; i++)
@@ -752,7 +853,7 @@ int main(int argc, char **argv)
         if (!e[i].selected)
             continue;
         char model[4096] = "";
-        if (e[i].stage && bench_model(o.dir, e[i].stage, o.quick, o.seed, o.cli.verbose < 0, model, sizeof model)) {
+        if (e[i].stage && bench_model(o.dir, e[i].stage, o.quick, e[i].bf16, o.seed, o.cli.verbose < 0, model, sizeof model)) {
             uc_warn(&o.cli, "%s: %s", e[i].lines[0], uc_errmsg());
             failed = 1;
             continue;

@@ -327,15 +327,18 @@ int uc_decoder_forward(uc_decoder *d, int64_t B, int64_t H, int64_t W, int64_t c
     return uc_unet_forward(d->unet, d->ws, x, emb, enc, bias, out);
 }
 
-double uc_decoder_flops(const uc_decoder *d, int64_t rows, int64_t ctx)
+static double flops(const uc_decoder *d, int64_t rows, int64_t ctx, int done)
 {
     const dec_config *c = &d->cfg;
     int64_t S = c->image_size, D = c->clip_dim, X = c->xf_width, M = c->clip_emb_mult;
     int64_t C = c->unet.model_channels, E = 4 * C;
-    return uc_unet_flops(d->unet, rows, S, S, M + ctx) +
+    return (done ? uc_unet_flops_done : uc_unet_flops)(d->unet, rows, S, S, M + ctx) +
            2.0 * (double)rows *
                ((double)(C * E + E * E) + 2.0 * (double)(D * E) + (double)(ctx * D * X) + (double)(D * X * M));
 }
+
+double uc_decoder_flops(const uc_decoder *d, int64_t rows, int64_t ctx) { return flops(d, rows, ctx, 0); }
+double uc_decoder_flops_done(const uc_decoder *d, int64_t rows, int64_t ctx) { return flops(d, rows, ctx, 1); }
 
 int uc_decoder_guided_y(const uc_decoder *d, int64_t B, const float *img_feat, float *y)
 {

@@ -79,6 +79,8 @@ int uc_decoder_forward(uc_decoder *d, int64_t B, int64_t H, int64_t W, int64_t c
 /* 2 * multiply-adds of one forward of `rows` rows of image_size^2 with ctx
  * text tokens, for benchmarks. */
 double uc_decoder_flops(const uc_decoder *d, int64_t rows, int64_t ctx);
+/* The same counting the multiplications done (uc_unet_flops_done). */
+double uc_decoder_flops_done(const uc_decoder *d, int64_t rows, int64_t ctx);
 
 /* Conditioning of a guided batch of 2B rows, [cond..., uncond...]. */
 typedef struct {

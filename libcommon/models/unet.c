@@ -12,6 +12,7 @@
 
 #include "formats/base.h"
 #include "libcommon/nn/ops.h"
+#include "libcommon/nn/bf16.h"
 #include "libcommon/nn/conv.h"
 #include "libcommon/nn/norm.h"
 #include "libcommon/models/walk.h"
@@ -24,18 +25,22 @@ enum { L_RES, L_ATTN, L_DOWN, L_UP };
 
 typedef struct {
     const float *in_norm_w, *in_norm_b;   /* in_layers.0: [cin], [cin] */
-    const float *in_conv_w, *in_conv_b;   /* in_layers.2: [cout, cin, 3, 3], [cout] */
-    const float *emb_w, *emb_b;           /* emb_layers.1: [cout * (1 + ss), E], [cout * (1 + ss)] */
+    uc_wref in_conv_w;                    /* in_layers.2: [cout, cin, 3, 3] */
+    const float *in_conv_b;               /* [cout] */
+    uc_wref emb_w;                        /* emb_layers.1: [cout * (1 + ss), E] */
+    const float *emb_b;                   /* [cout * (1 + ss)] */
     const float *out_norm_w, *out_norm_b; /* out_layers.0: [cout], [cout] */
-    const float *out_conv_w, *out_conv_b; /* out_layers.3: [cout, cout, 3, 3], [cout] */
-    const float *skip_w, *skip_b;         /* skip_connection: [cout, cin, 1, 1], [cout]; NULL: identity */
+    uc_wref out_conv_w;                   /* out_layers.3: [cout, cout, 3, 3] */
+    const float *out_conv_b;              /* [cout] */
+    uc_wref skip_w;                       /* skip_connection: [cout, cin, 1, 1]; none: identity */
+    const float *skip_b;                  /* [cout]; NULL: identity */
+    uc_winograd_slot *in_slot, *out_slot; /* the convolutions' Winograd transforms */
 } resblock;
 
 typedef struct {
     const float *norm_w, *norm_b; /* norm: [c], [c] */
-    const float *qkv_w, *qkv_b;   /* qkv: [3c, c, 1], [3c] */
-    const float *ekv_w, *ekv_b;   /* encoder_kv: [2c, enc, 1], [2c]; NULL without text */
-    const float *proj_w, *proj_b; /* proj_out: [c, c, 1], [c] */
+    uc_wref qkv_w, ekv_w, proj_w; /* qkv [3c, c, 1]; encoder_kv [2c, enc, 1] (none without text); proj_out [c, c, 1] */
+    const float *qkv_b, *ekv_b, *proj_b; /* [3c], [2c] (NULL without text), [c] */
     int heads;
 } attnblock;
 
@@ -48,20 +53,27 @@ typedef struct {
     int push; /* last layer of an input block: its output is kept as a skip */
     resblock res;
     attnblock attn;
-    const float *rs_w, *rs_b; /* L_DOWN op / L_UP conv: [c, c, 3, 3], [c]; NULL: pool / plain nearest */
+    uc_wref rs_w;             /* L_DOWN op / L_UP conv: [c, c, 3, 3]; none: pool / plain nearest */
+    const float *rs_b;        /* [c]; NULL: pool / plain nearest */
+    uc_winograd_slot *rs_slot;
 } layer;
 
 struct uc_unet {
     uc_unet_config cfg;
     int64_t E;                            /* time embedding width, 4C */
     int ch0;                              /* mult[0] * C: conv_in output, conv_out input */
-    const float *te0_w, *te0_b;           /* time_embed.0: [E, C], [E] */
-    const float *te2_w, *te2_b;           /* time_embed.2: [E, E], [E] */
-    const float *conv_in_w, *conv_in_b;   /* input_blocks.0.0: [ch0, in, 3, 3], [ch0] */
+    uc_wref te0_w, te2_w;                 /* time_embed.0: [E, C]; time_embed.2: [E, E] */
+    const float *te0_b, *te2_b;           /* [E], [E] */
+    uc_wref conv_in_w;                    /* input_blocks.0.0: [ch0, in, 3, 3] */
+    const float *conv_in_b;               /* [ch0] */
     const float *out_norm_w, *out_norm_b; /* out.0: [ch0], [ch0] */
-    const float *out_conv_w, *out_conv_b; /* out.2: [out, ch0, 3, 3], [out] */
+    uc_wref out_conv_w;                   /* out.2: [out, ch0, 3, 3] */
+    const float *out_conv_b;              /* [out] */
+    uc_winograd_slot *conv_in_slot, *out_conv_slot;
     layer *layers;
     int nlayers;
+    uc_winograd_slot **slots; /* every slot, to free */
+    int nslots;
 };
 
 struct uc_unet_ws {
@@ -107,6 +119,13 @@ static int has_attn(const uc_unet_config *c, int ds)
     return 0;
 }
 
+/* A Winograd slot of u's (a 3x3 convolution's transform cache). */
+static uc_winograd_slot *new_slot(uc_unet *u)
+{
+    u->slots = uc_xrealloc(u->slots, (size_t)u->nslots + 1, sizeof *u->slots);
+    return u->slots[u->nslots++] = uc_alloc(1, sizeof(uc_winograd_slot));
+}
+
 static layer *add_layer(uc_unet *u, int kind, int cin, int cout, int ds)
 {
     u->layers = uc_xrealloc(u->layers, (size_t)u->nlayers + 1, sizeof *u->layers);
@@ -125,16 +144,18 @@ static void load_res(uc_unet *u, uc_walk *ld, layer *l, const char *at)
     resblock *r = &l->res;
     r->in_norm_w = uc_walk_tensor(ld, D1(ci), "%s.in_layers.0.weight", at);
     r->in_norm_b = uc_walk_tensor(ld, D1(ci), "%s.in_layers.0.bias", at);
-    r->in_conv_w = uc_walk_tensor(ld, D4(co, ci, 3, 3), "%s.in_layers.2.weight", at);
+    r->in_conv_w = uc_walk_weight(ld, D4(co, ci, 3, 3), "%s.in_layers.2.weight", at);
     r->in_conv_b = uc_walk_tensor(ld, D1(co), "%s.in_layers.2.bias", at);
-    r->emb_w = uc_walk_tensor(ld, D2(ne, u->E), "%s.emb_layers.1.weight", at);
+    r->emb_w = uc_walk_weight(ld, D2(ne, u->E), "%s.emb_layers.1.weight", at);
     r->emb_b = uc_walk_tensor(ld, D1(ne), "%s.emb_layers.1.bias", at);
     r->out_norm_w = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.weight", at);
     r->out_norm_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.0.bias", at);
-    r->out_conv_w = uc_walk_tensor(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
+    r->out_conv_w = uc_walk_weight(ld, D4(co, co, 3, 3), "%s.out_layers.3.weight", at);
     r->out_conv_b = uc_walk_tensor(ld, D1(co), "%s.out_layers.3.bias", at);
+    r->in_slot = new_slot(u);
+    r->out_slot = new_slot(u);
     if (ci != co) {
-        r->skip_w = uc_walk_tensor(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
+        r->skip_w = uc_walk_weight(ld, D4(co, ci, 1, 1), "%s.skip_connection.weight", at);
         r->skip_b = uc_walk_tensor(ld, D1(co), "%s.skip_connection.bias", at);
     }
 }
@@ -154,13 +175,13 @@ static int load_attn(uc_unet *u, uc_walk *ld, layer *l, int heads, const char *a
     a->heads = heads;
     a->norm_w = uc_walk_tensor(ld, D1(c), "%s.norm.weight", at);
     a->norm_b = uc_walk_tensor(ld, D1(c), "%s.norm.bias", at);
-    a->qkv_w = uc_walk_tensor(ld, D3(3 * c, c, 1), "%s.qkv.weight", at);
+    a->qkv_w = uc_walk_weight(ld, D3(3 * c, c, 1), "%s.qkv.weight", at);
     a->qkv_b = uc_walk_tensor(ld, D1(3 * c), "%s.qkv.bias", at);
     if (enc > 0) {
-        a->ekv_w = uc_walk_tensor(ld, D3(2 * c, enc, 1), "%s.encoder_kv.weight", at);
+        a->ekv_w = uc_walk_weight(ld, D3(2 * c, enc, 1), "%s.encoder_kv.weight", at);
         a->ekv_b = uc_walk_tensor(ld, D1(2 * c), "%s.encoder_kv.bias", at);
     }
-    a->proj_w = uc_walk_tensor(ld, D3(c, c, 1), "%s.proj_out.weight", at);
+    a->proj_w = uc_walk_weight(ld, D3(c, c, 1), "%s.proj_out.weight", at);
     a->proj_b = uc_walk_tensor(ld, D1(c), "%s.proj_out.bias", at);
     return 0;
 }
@@ -217,15 +238,16 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
     char at[64];
     int heads_up = c->num_heads_upsample == -1 ? c->num_heads : c->num_heads_upsample;
 
-    u->te0_w = uc_walk_tensor(ld, D2(u->E, C), "time_embed.0.weight");
+    u->te0_w = uc_walk_weight(ld, D2(u->E, C), "time_embed.0.weight");
     u->te0_b = uc_walk_tensor(ld, D1(u->E), "time_embed.0.bias");
-    u->te2_w = uc_walk_tensor(ld, D2(u->E, u->E), "time_embed.2.weight");
+    u->te2_w = uc_walk_weight(ld, D2(u->E, u->E), "time_embed.2.weight");
     u->te2_b = uc_walk_tensor(ld, D1(u->E), "time_embed.2.bias");
 
     int ch = c->channel_mult[0] * c->model_channels;
     u->ch0 = ch;
-    u->conv_in_w = uc_walk_tensor(ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
+    u->conv_in_w = uc_walk_weight(ld, D4(ch, c->in_channels, 3, 3), "input_blocks.0.0.weight");
     u->conv_in_b = uc_walk_tensor(ld, D1(ch), "input_blocks.0.0.bias");
+    u->conv_in_slot = new_slot(u);
     int chans[UC_UNET_MAXLEVEL * 66], nchans = 0, ds = 1, blk = 1;
     chans[nchans++] = ch;
     for (int lv = 0; lv < c->nlevels && !ld->rc; lv++) {
@@ -254,8 +276,9 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
             } else {
                 l = add_layer(u, L_DOWN, ch, ch, ds);
                 if (c->conv_resample) {
-                    l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
+                    l->rs_w = uc_walk_weight(ld, D4(ch, ch, 3, 3), "input_blocks.%d.0.op.weight", blk);
                     l->rs_b = uc_walk_tensor(ld, D1(ch), "input_blocks.%d.0.op.bias", blk);
+                    l->rs_slot = new_slot(u);
                 }
             }
             l->push = 1;
@@ -305,8 +328,9 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
                 } else {
                     l = add_layer(u, L_UP, ch, ch, ds);
                     if (c->conv_resample) {
-                        l->rs_w = uc_walk_tensor(ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
+                        l->rs_w = uc_walk_weight(ld, D4(ch, ch, 3, 3), "output_blocks.%d.%d.conv.weight", blk, j);
                         l->rs_b = uc_walk_tensor(ld, D1(ch), "output_blocks.%d.%d.conv.bias", blk, j);
+                        l->rs_slot = new_slot(u);
                     }
                 }
                 ds /= 2;
@@ -315,8 +339,9 @@ uc_unet *uc_unet_walk(uc_walk *ld, const uc_unet_config *cfg)
     }
     u->out_norm_w = uc_walk_tensor(ld, D1(ch), "out.0.weight");
     u->out_norm_b = uc_walk_tensor(ld, D1(ch), "out.0.bias");
-    u->out_conv_w = uc_walk_tensor(ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
+    u->out_conv_w = uc_walk_weight(ld, D4(c->out_channels, u->ch0, 3, 3), "out.2.weight");
     u->out_conv_b = uc_walk_tensor(ld, D1(c->out_channels), "out.2.bias");
+    u->out_conv_slot = new_slot(u);
     if (ld->rc)
         goto fail;
     return u;
@@ -329,6 +354,11 @@ void uc_unet_free(uc_unet *u)
 {
     if (!u)
         return;
+    for (int i = 0; i < u->nslots; i++) {
+        uc_winograd_slot_free(u->slots[i]);
+        uc_free(u->slots[i]);
+    }
+    uc_free(u->slots);
     uc_free(u->layers);
     uc_free(u);
 }
@@ -337,12 +367,16 @@ void uc_unet_free(uc_unet *u)
 
 typedef struct {
     int64_t act, hs, npush, col, qkv, ekv, scores, cmax;
-    double flops;
+    double flops, done; /* direct count; multiplications done (Winograd's fewer) */
 } plan;
 
 static void plan_conv(plan *p, int64_t B, int64_t cin, int64_t cout, int k, int stride, int64_t ho, int64_t wo)
 {
-    p->flops += 2.0 * (double)cout * (double)cin * k * k * (double)(B * ho * wo);
+    double direct = 2.0 * (double)cout * (double)cin * k * k * (double)(B * ho * wo);
+    p->flops += direct;
+    p->done += uc_conv2d_winograd(k, stride, B, cin, ho, wo)
+                   ? 2.0 * 36 * (double)cout * (double)cin * (double)(B * ((ho + 3) / 4) * ((wo + 3) / 4))
+                   : direct;
     p->col = UC_MAX(p->col, uc_conv2d_scratch(B, cin, cout, k, stride, ho, wo));
 }
 
@@ -369,7 +403,7 @@ static void make_plan(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t
         if (l->kind == L_RES) {
             plan_conv(p, B, l->cin, l->cout, 3, 1, ho, wo);
             plan_conv(p, B, l->cout, l->cout, 3, 1, ho, wo);
-            if (l->res.skip_w)
+            if (l->res.skip_b)
                 plan_conv(p, B, l->cin, l->cout, 1, 1, ho, wo);
         } else if (l->kind == L_ATTN) {
             int64_t cc = l->cin, T = h * w;
@@ -378,10 +412,12 @@ static void make_plan(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t
             p->scores = UC_MAX(p->scores, T * (L + T));
             plan_conv(p, B, cc, 3 * cc, 1, 1, h, w);
             plan_conv(p, B, cc, cc, 1, 1, h, w);
+            double att = 4.0 * (double)B * cc * (double)T * (double)(L + T);
             if (c->encoder_channels > 0)
-                p->flops += 2.0 * (double)(2 * cc) * c->encoder_channels * (double)(B * L);
-            p->flops += 4.0 * (double)B * cc * (double)T * (double)(L + T);
-        } else if (l->rs_w) {
+                att += 2.0 * (double)(2 * cc) * c->encoder_channels * (double)(B * L);
+            p->flops += att;
+            p->done += att;
+        } else if (l->rs_b) {
             plan_conv(p, B, l->cin, l->cout, 3, l->kind == L_DOWN ? 2 : 1, ho, wo);
         }
         if (l->push) {
@@ -414,6 +450,13 @@ double uc_unet_flops(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t 
     plan p;
     make_plan(u, B, H, W, L, &p);
     return p.flops;
+}
+
+double uc_unet_flops_done(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L)
+{
+    plan p;
+    make_plan(u, B, H, W, L, &p);
+    return p.done;
 }
 
 uc_unet_ws *uc_unet_ws_new(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L)
@@ -486,10 +529,10 @@ void uc_unet_ws_free(uc_unet_ws *ws)
 
 /* ---- kernels ------------------------------------------------------------ */
 
-static void conv2d(uc_unet_ws *ws, const float *x, int64_t cin, int64_t h, int64_t w, const float *wgt,
-                   const float *bias, int64_t cout, int k, int stride, float *y, int accumulate)
+static void conv2d(uc_unet_ws *ws, const float *x, int64_t cin, int64_t h, int64_t w, uc_wref wgt,
+                   uc_winograd_slot *slot, const float *bias, int64_t cout, int k, int stride, float *y, int accumulate)
 {
-    uc_conv2d(x, ws->B, cin, h, w, wgt, bias, cout, k, stride, y, accumulate, ws->col, ws->col_n);
+    uc_conv2d_w(x, ws->B, cin, h, w, wgt, bias, cout, k, stride, y, accumulate, ws->col, ws->col_n, slot);
 }
 
 /* 2x nearest up-sampling (dir > 0) or 2x2 average pooling (dir < 0) of
@@ -537,11 +580,11 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
         resample(x, t1, l->cin * B, h, w, l->updown);
         hin = t2, xs = t1;
     }
-    conv2d(ws, hin, l->cin, ho, wo, r->in_conv_w, r->in_conv_b, l->cout, 3, 1, res, 0);
+    conv2d(ws, hin, l->cin, ho, wo, r->in_conv_w, r->in_slot, r->in_conv_b, l->cout, 3, 1, res, 0);
 
     /* the time embedding: FiLM inside the out norm, or added before it */
     int64_t ne = l->cout * (ss ? 2 : 1), n = ho * wo;
-    uc_linear(ws->emb_out, ws->emb_act, r->emb_w, r->emb_b, B, u->E, ne);
+    uc_linear_w(ws->emb_out, ws->emb_act, r->emb_w, r->emb_b, B, u->E, ne);
     if (ss) {
         uc_group_norm(res, res, l->cout, B, n, GN_GROUPS, GN_EPS, r->out_norm_w, r->out_norm_b, ws->emb_out, 1);
     } else {
@@ -554,9 +597,9 @@ static void resblock_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, int x
         uc_group_norm(res, res, l->cout, B, n, GN_GROUPS, GN_EPS, r->out_norm_w, r->out_norm_b, NULL, 1);
     }
     /* out conv into t2 (free: hin is consumed), plus the skip connection */
-    conv2d(ws, res, l->cout, ho, wo, r->out_conv_w, r->out_conv_b, l->cout, 3, 1, t2, 0);
-    if (r->skip_w)
-        conv2d(ws, xs, l->cin, ho, wo, r->skip_w, r->skip_b, l->cout, 1, 1, t2, 1);
+    conv2d(ws, res, l->cout, ho, wo, r->out_conv_w, r->out_slot, r->out_conv_b, l->cout, 3, 1, t2, 0);
+    if (r->skip_b)
+        conv2d(ws, xs, l->cin, ho, wo, r->skip_w, NULL, r->skip_b, l->cout, 1, 1, t2, 1);
     else
         uc_add(t2, xs, l->cout * B * n);
 }
@@ -574,7 +617,7 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
     for (int64_t o = 0; o < 3 * c; o++)
         for (int64_t j = 0; j < BT; j++)
             ws->qkv[o * BT + j] = a->qkv_b[o];
-    uc_gemm(3 * c, BT, c, a->qkv_w, c, 1, tmp, BT, 1, 1.0f, ws->qkv, BT);
+    uc_gemm_w(3 * c, BT, c, a->qkv_w, c, tmp, BT, 1, 1.0f, ws->qkv, BT);
     /* q and k are each scaled by ch^-1/4 (rows h*3ch .. h*3ch+2ch) */
     for (int64_t hd = 0; hd < heads; hd++)
         for (int64_t j = 0; j < 2 * ch * BT; j++)
@@ -584,7 +627,7 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
         for (int64_t o = 0; o < 2 * c; o++)
             for (int64_t j = 0; j < BL; j++)
                 ws->ekv[o * BL + j] = a->ekv_b[o];
-        uc_gemm(2 * c, BL, ec, a->ekv_w, ec, 1, enc, BL, 1, 1.0f, ws->ekv, BL);
+        uc_gemm_w(2 * c, BL, ec, a->ekv_w, ec, enc, BL, 1, 1.0f, ws->ekv, BL);
         for (int64_t hd = 0; hd < heads; hd++)
             for (int64_t j = 0; j < ch * BL; j++)
                 ws->ekv[hd * 2 * ch * BL + j] *= scale;
@@ -616,7 +659,7 @@ static void attn_fwd(const uc_unet *u, uc_unet_ws *ws, const layer *l, float *x,
     for (int64_t o = 0; o < c; o++)
         for (int64_t j = 0; j < BT; j++)
             x[o * BT + j] += a->proj_b[o];
-    uc_gemm(c, BT, c, a->proj_w, c, 1, att, BT, 1, 1.0f, x, BT);
+    uc_gemm_w(c, BT, c, a->proj_w, c, att, BT, 1, 1.0f, x, BT);
 }
 
 /* ---- forward ---------------------------------------------------------- */
@@ -627,9 +670,9 @@ void uc_unet_time_embed(const uc_unet *u, uc_unet_ws *ws, const double *t, float
     float *te = ws->te, *hid = ws->te_hid;
     for (int64_t b = 0; b < B; b++)
         uc_timestep_embedding(te + b * C, t[b], C);
-    uc_linear(hid, te, u->te0_w, u->te0_b, B, C, E);
+    uc_linear_w(hid, te, u->te0_w, u->te0_b, B, C, E);
     uc_silu(hid, B * E);
-    uc_linear(emb, hid, u->te2_w, u->te2_b, B, E, E);
+    uc_linear_w(emb, hid, u->te2_w, u->te2_b, B, E, E);
 }
 
 int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const float *emb, const float *enc,
@@ -650,7 +693,7 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
         for (int64_t ci = 0; ci < c->in_channels; ci++)
             memcpy(xin + (ci * B + b) * HW, x + (b * c->in_channels + ci) * HW, (size_t)HW * sizeof(float));
     int hi = 0; /* act index holding h */
-    conv2d(ws, xin, c->in_channels, H, W, u->conv_in_w, u->conv_in_b, u->ch0, 3, 1, ws->act[hi], 0);
+    conv2d(ws, xin, c->in_channels, H, W, u->conv_in_w, u->conv_in_slot, u->conv_in_b, u->ch0, 3, 1, ws->act[hi], 0);
     int64_t ch = u->ch0, top = 0, hs_used = u->ch0 * B * HW;
     memcpy(ws->hs, ws->act[hi], (size_t)hs_used * sizeof(float));
     ws->hs_off[top++] = 0;
@@ -675,12 +718,12 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
             attn_fwd(u, ws, l, ws->act[hi], ws->act[f1], enc, mask);
         } else {
             int64_t h = H / l->ds, w = W / l->ds;
-            if (l->kind == L_DOWN && l->rs_w) {
-                conv2d(ws, ws->act[hi], l->cin, h, w, l->rs_w, l->rs_b, l->cout, 3, 2, ws->act[f1], 0);
+            if (l->kind == L_DOWN && l->rs_b) {
+                conv2d(ws, ws->act[hi], l->cin, h, w, l->rs_w, l->rs_slot, l->rs_b, l->cout, 3, 2, ws->act[f1], 0);
             } else {
                 resample(ws->act[hi], ws->act[f1], l->cin * B, h, w, l->kind == L_UP ? 1 : -1);
-                if (l->kind == L_UP && l->rs_w) {
-                    conv2d(ws, ws->act[f1], l->cin, 2 * h, 2 * w, l->rs_w, l->rs_b, l->cout, 3, 1, ws->act[f2], 0);
+                if (l->kind == L_UP && l->rs_b) {
+                    conv2d(ws, ws->act[f1], l->cin, 2 * h, 2 * w, l->rs_w, l->rs_slot, l->rs_b, l->cout, 3, 1, ws->act[f2], 0);
                     f1 = f2;
                 }
             }
@@ -699,7 +742,7 @@ int uc_unet_forward(const uc_unet *u, uc_unet_ws *ws, const float *x, const floa
     }
     float *t = ws->act[(hi + 1) % 4], *o = ws->act[(hi + 2) % 4];
     uc_group_norm(ws->act[hi], t, ch, B, HW, GN_GROUPS, GN_EPS, u->out_norm_w, u->out_norm_b, NULL, 1);
-    conv2d(ws, t, ch, H, W, u->out_conv_w, u->out_conv_b, c->out_channels, 3, 1, o, 0);
+    conv2d(ws, t, ch, H, W, u->out_conv_w, u->out_conv_slot, u->out_conv_b, c->out_channels, 3, 1, o, 0);
     for (int64_t b = 0; b < B; b++)
         for (int64_t co = 0; co < c->out_channels; co++)
             memcpy(out + (b * c->out_channels + co) * HW, o + (co * B + b) * HW, (size_t)HW * sizeof(float));

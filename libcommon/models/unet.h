@@ -74,6 +74,9 @@ int64_t uc_unet_stride(const uc_unet *u);
 /* Multiply-add count of one forward over B images of HxW with L text
  * tokens, times 2 (FLOPs), for progress and benchmarks. */
 double uc_unet_flops(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
+/* The same with the 3x3 convolutions that run by Winograd counted as the
+ * products they do (36 per 4x4 tile where direct does 144). */
+double uc_unet_flops_done(const uc_unet *u, int64_t B, int64_t H, int64_t W, int64_t L);
 
 /* Scratch for forwards of a given shape: B images of H x W, L encoder
  * tokens (0 without text). Usable by every model of the same config. */

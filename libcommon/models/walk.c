@@ -11,21 +11,25 @@ static int ends_with(const char *s, size_t n, const char *suffix)
     return n >= k && !memcmp(s + n - k, suffix, k);
 }
 
-const float *uc_walk_tensor(uc_walk *w, int ndim, const int64_t *shape, const char *fmt, ...)
+static uc_wref walk(uc_walk *w, int ndim, const int64_t *shape, int half, const char *fmt, va_list ap)
 {
     char key[256], name[512];
-    va_list ap;
+    uc_wref r = {0};
     if (w->rc)
-        return NULL;
-    va_start(ap, fmt);
+        return r;
     vsnprintf(key, sizeof key, fmt, ap);
-    va_end(ap);
     snprintf(name, sizeof name, "%s%s", w->prefix ? w->prefix : "", key);
     if (w->f) {
-        const float *p = st_f32(w->f, name, ndim, shape);
-        if (!p)
+        const uc_tensor *t = half ? st_get(w->f, name) : NULL;
+        if (t && (t->dtype == UC_BF16 || t->dtype == UC_F16) && !((uintptr_t)t->data & 1) &&
+            uc_tensor_shape_is(t, ndim, shape)) {
+            r.h = t->data;
+            r.type = t->dtype == UC_BF16 ? UC_HALF_BF16 : UC_HALF_F16;
+            return r;
+        }
+        if (!(r.f = st_f32(w->f, name, ndim, shape)))
             w->rc = -1;
-        return p;
+        return r;
     }
     size_t n = strlen(name);
     const char *dtype = "F32";
@@ -38,5 +42,23 @@ const float *uc_walk_tensor(uc_walk *w, int ndim, const int64_t *shape, const ch
         dtype = same && w->stem_ndim >= 2 ? "F16" : "F32";
     }
     w->rc = w->fn(w->ctx, name, ndim, shape, dtype);
-    return NULL;
+    return r;
+}
+
+const float *uc_walk_tensor(uc_walk *w, int ndim, const int64_t *shape, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    uc_wref r = walk(w, ndim, shape, 0, fmt, ap);
+    va_end(ap);
+    return r.f;
+}
+
+uc_wref uc_walk_weight(uc_walk *w, int ndim, const int64_t *shape, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    uc_wref r = walk(w, ndim, shape, 1, fmt, ap);
+    va_end(ap);
+    return r;
 }

@@ -11,6 +11,7 @@
 #include "formats/safetensors.h"
 #include "libcommon/models/model.h"
 #include "libcommon/models/unet.h"
+#include "libcommon/nn/bf16.h"
 
 typedef struct {
     st_file *f;         /* bind from f, or (NULL) list through fn */
@@ -34,6 +35,12 @@ typedef struct {
  * learned vectors such as cf_param) is "F32". A bias must directly follow
  * its weight in the walk. */
 const float *uc_walk_tensor(uc_walk *w, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A weight matrix (rank 2 or more) as uc_walk_tensor, except that one
+ * stored F16 or BF16 is bound in place, its bits read from the mapped file
+ * by the half-precision kernels (nn/bf16.h), not widened. */
+uc_wref uc_walk_weight(uc_walk *w, int ndim, const int64_t *shape, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Shapes as arguments: uc_walk_tensor(w, UC_D2(rows, cols), "x.weight"). */

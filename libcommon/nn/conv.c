@@ -88,12 +88,20 @@ static void im2col_items(void *ctx, int64_t c0, int64_t c1)
 }
 
 void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt, const float *bias,
-               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n)
+               int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n,
+               uc_winograd_slot *slot)
+{
+    uc_conv2d_w(x, B, cin, h, w, (uc_wref){.f = wgt}, bias, cout, k, stride, y, accumulate, col, col_n, slot);
+}
+
+void uc_conv2d_w(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt, const float *bias,
+                 int64_t cout, int k, int stride, float *y, int accumulate, float *col, int64_t col_n,
+                 uc_winograd_slot *slot)
 {
     int64_t pad = k / 2;
     int64_t ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
     if (uc_conv2d_winograd(k, stride, B, cin, ho, wo) && col_n >= uc_winograd_scratch(B, cin, h, w, cout)) {
-        uc_winograd_conv3x3(x, B, cin, h, w, wgt, bias, cout, y, accumulate, col);
+        uc_winograd_conv3x3_cached(x, B, cin, h, w, wgt, slot, bias, cout, y, accumulate, col);
         return;
     }
     int64_t N = B * ho * wo;
@@ -107,7 +115,7 @@ void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, con
                 yr[j] = bv;
     }
     if (k == 1 && stride == 1) {
-        uc_gemm(cout, N, cin, wgt, cin, 1, x, N, 1, 1.0f, y, N);
+        uc_gemm_w(cout, N, cin, wgt, cin, x, N, 1, 1.0f, y, N);
         return;
     }
     int64_t K = cin * k * k, rows = B * ho;
@@ -118,6 +126,6 @@ void uc_conv2d(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, con
         int64_t nr = UC_MIN(tile, rows - r0), n = nr * wo;
         im2col_job j = {x, col, B, h, w, ho, wo, k, stride, r0, nr};
         uc_parallel_for(cin, (double)(K * n), im2col_items, &j);
-        uc_gemm(cout, n, K, wgt, K, 1, col, n, 1, 1.0f, y + r0 * wo, N);
+        uc_gemm_w(cout, n, K, wgt, K, col, n, 1, 1.0f, y + r0 * wo, N);
     }
 }

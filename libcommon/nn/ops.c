@@ -364,6 +364,49 @@ static void lin_gemm(int64_t M, int64_t N, int64_t K, float alpha, const float *
 }
 #endif
 
+/* ---- the micro-kernel, for callers that pack their own panels ---------- */
+
+static struct {
+    int ready, off;
+    sgemm_ukr_ft ukr;
+    cntx_t *cntx;
+    int64_t mr, nr, kc;
+} uk;
+
+int uc_ukr_dims(int64_t *mr, int64_t *nr, int64_t *kc)
+{
+    choose_blis_kernels();
+    if (!uk.ready) {
+        cntx_t *cx = bli_gks_query_cntx();
+        uk.mr = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MR, cx);
+        uk.nr = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cx);
+        uk.kc = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_KC, cx);
+        uk.cntx = cx;
+        /* A's panels are loaded as whole vectors (aligned, 16 floats a
+         * row at least) and C is best column-stored: the layout the
+         * callers build; other kernels are not used */
+        if (uk.mr % 16 == 0 && uk.nr >= 1 && uk.nr <= 16 && uk.kc >= 16 &&
+            !bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cx) && !getenv("UNCLIP_NO_UKR"))
+            uk.ukr = (sgemm_ukr_ft)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cx);
+        uk.ready = 1;
+    }
+    *mr = uk.mr, *nr = uk.nr, *kc = uk.kc;
+    return uk.ukr && !uk.off ? 0 : -1;
+}
+
+void uc_ukr_disable(int off) { uk.off = off; }
+
+void uc_ukr(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta, float *c, int64_t rsc,
+            int64_t csc, const float *next_a, const float *next_b)
+{
+    float alpha = 1.0f;
+    auxinfo_t aux;
+    memset(&aux, 0, sizeof aux);
+    bli_auxinfo_set_next_a((void *)next_a, &aux);
+    bli_auxinfo_set_next_b((void *)next_b, &aux);
+    uk.ukr(m, n, k, &alpha, (float *)a, (float *)b, &beta, c, rsc, csc, &aux, uk.cntx);
+}
+
 static void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t rsa, int64_t csa,
                   const float *B, int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
 {

@@ -22,6 +22,21 @@ void uc_parallel_for(int64_t n, double work, uc_par_fn fn, void *ctx);
 void uc_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa, const float *B,
              int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc);
 
+/* BLIS's micro-kernel, for callers that pack their operands themselves
+ * (winograd.c): C[m,n] = A[m,k] B[k,n] + beta C on one register tile,
+ * m <= mr and n <= nr. A is a panel of mr rows stored k-major
+ * (a[kk * mr + i]), 64-byte aligned; B one of nr columns (b[kk * nr + j]);
+ * both zero past m and n. C element (i, j) at c[i * rsc + j * csc]
+ * (column-stored, rsc 1, runs fastest). next_a, next_b: the panels the
+ * next call reads (a prefetch hint). uc_ukr_dims gives mr, nr and the k
+ * block; it returns -1 when this CPU's kernel does not have that shape
+ * (or UNCLIP_NO_UKR is set), and then uc_ukr must not be called. */
+int uc_ukr_dims(int64_t *mr, int64_t *nr, int64_t *kc);
+/* Tests: off nonzero makes uc_ukr_dims fail, as on a CPU without the kernel. */
+void uc_ukr_disable(int off);
+void uc_ukr(int64_t m, int64_t n, int64_t k, const float *a, const float *b, float beta, float *c, int64_t rsc,
+            int64_t csc, const float *next_a, const float *next_b);
+
 /* out[M,N] = in[M,K] W[N,K]^T (+ b[N] when b). W as stored by nn.Linear. */
 void uc_linear(float *out, const float *in, const float *W, const float *b, int64_t M, int64_t K, int64_t N);
 /* out[M,N] = in[M,K] P[K,N]: a projection stored [in, out] (CLIP's proj). */

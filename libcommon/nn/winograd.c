@@ -18,9 +18,15 @@
  * a time, written as loops over l < VB that the compiler vectorizes. */
 #include "libcommon/nn/winograd.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "formats/base.h"
+#include "libcommon/nn/bf16.h"
 #include "libcommon/nn/ops.h"
 
 #define WM 4         /* output tile side */
@@ -31,9 +37,13 @@
  * U cin x (output channels of a block); a chunk is at least one tile row, a
  * block at least MIN_BLOCK channels (the products need that much width).
  * Chunks and blocks are split evenly. */
+#ifndef V_BUDGET
 #define V_BUDGET ((int64_t)256 << 10)
+#endif
 #define U_BUDGET ((int64_t)512 << 10)
 #define MIN_BLOCK 128
+/* Default budget of the cache of transformed weights, MiB (see winograd.h) */
+#define CACHE_MB 1024
 
 /* The 1-D transforms, on VB lanes: o[k * os + l] for k < 6 (4 for A^T)
  * from inputs x0[l], x1[l], ... */
@@ -48,19 +58,6 @@ static inline void bt_1d(float *o, int64_t os, const float *x0, const float *x1,
         o[3 * os + l] = e - c + 2 * (d - b);
         o[4 * os + l] = e - c + 2 * (b - d);
         o[5 * os + l] = 4 * b - 5 * d + f;
-    }
-}
-
-static inline void g_1d(float *o, int64_t os, const float *x0, const float *x1, const float *x2)
-{
-    for (int l = 0; l < VB; l++) {
-        float a = x0[l], b = x1[l], c = x2[l];
-        o[l] = a * (1.0f / 4);
-        o[os + l] = (a + b + c) * (-1.0f / 6);
-        o[2 * os + l] = (a - b + c) * (-1.0f / 6);
-        o[3 * os + l] = a * (1.0f / 24) + b * (1.0f / 12) + c * (1.0f / 6);
-        o[4 * os + l] = a * (1.0f / 24) - b * (1.0f / 12) + c * (1.0f / 6);
-        o[5 * os + l] = c;
     }
 }
 
@@ -86,13 +83,6 @@ static inline void unzip(float p[WM][VB], const float *restrict s)
     }
 }
 
-/* p[e * ps + m] = s[3 * m + e], e < 3, m < n: triples by position. */
-static inline void unzip3(float *restrict p, int64_t ps, const float *restrict s, int n)
-{
-    for (int m = 0; m < n; m++)
-        p[m] = s[3 * m], p[ps + m] = s[3 * m + 1], p[2 * ps + m] = s[3 * m + 2];
-}
-
 /* s[WM * l + e] = p[e][l]: the inverse, for output rows. */
 static inline void zip(float *restrict s, float p[WM][VB])
 {
@@ -116,13 +106,28 @@ typedef struct {
     int64_t chunk, nchunks;   /* tile rows per pass; passes */
     int64_t block, nblocks;   /* output channels per block; blocks */
     int chunks_outer;         /* loop order */
+    int ukr;                  /* products by uc_ukr on packed panels (else uc_gemm) */
+    int64_t mr, nr, kc;       /* the micro-kernel's tile and k block (ukr) */
+    int64_t vmax, umax;       /* floats per position: V (cin x tiles of a chunk, padded), U of a block */
 } wplan;
 
-static wplan make_plan(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t cout)
+static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+/* Panel widths: tiles (V, the micro-kernel's A side) in panels of mr,
+ * output channels (U, its B side) in panels of nr. Without the kernel, one
+ * panel each: V is [cin][tiles] and U [cin][channels], plain matrices for
+ * uc_gemm. */
+static int64_t tile_panel(const wplan *p, int64_t nt) { return p->ukr ? p->mr : round_up(nt, VB); }
+static int64_t chan_panel(const wplan *p, int64_t nb) { return p->ukr ? p->nr : nb; }
+
+static wplan make_plan(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t cout, int cached)
 {
     wplan p;
+    p.ukr = uc_ukr_dims(&p.mr, &p.nr, &p.kc) == 0;
     p.th = (h + WM - 1) / WM, p.tw = (w + WM - 1) / WM, p.rows = B * p.th;
     int64_t most_rows = UC_MAX(1, V_BUDGET / (cin * p.tw)), most_co = UC_MAX(MIN_BLOCK, U_BUDGET / cin);
+    if (cached && p.ukr)
+        most_co = cout; /* the whole transform is at hand, in the kernel's panels */
     p.nchunks = (p.rows + most_rows - 1) / most_rows, p.chunk = (p.rows + p.nchunks - 1) / p.nchunks;
     p.nblocks = (cout + most_co - 1) / most_co, p.block = (cout + p.nblocks - 1) / p.nblocks;
     /* With several chunks and several blocks, one transform is redone on
@@ -130,33 +135,46 @@ static wplan make_plan(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t cou
      * outside) or the input's (cin x tiles, blocks outside). They cost
      * about the same per element: redo the smaller. */
     p.chunks_outer = cout * (p.nchunks - 1) <= p.rows * p.tw * (p.nblocks - 1);
+    int64_t nt = p.chunk * p.tw;
+    p.vmax = cin * round_up(nt, tile_panel(&p, nt));
+    p.umax = cin * round_up(p.block, chan_panel(&p, p.block));
     return p;
+}
+
+/* Floats of scratch a run needs: V, U unless cached, M. */
+static int64_t need(const wplan *p, int64_t cin, int64_t cout, int cached)
+{
+    int64_t nb = p->block;
+    (void)cout;
+    return WN * (p->vmax + (cached ? 0 : p->umax) + p->vmax / cin * round_up(nb, chan_panel(p, nb)));
 }
 
 int64_t uc_winograd_scratch(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t cout)
 {
-    wplan p = make_plan(B, cin, h, w, cout);
-    int64_t nt = p.chunk * p.tw;
-    return WN * (cin * nt + p.block * cin + p.block * nt);
+    wplan p = make_plan(B, cin, h, w, cout, 0), q = make_plan(B, cin, h, w, cout, 1);
+    return UC_MAX(need(&p, cin, cout, 0), need(&q, cin, cout, 1));
 }
 
 typedef struct {
-    const float *x, *wgt, *bias;
+    const float *x, *bias;
+    uc_wref wgt;
     float *y, *V, *U, *M;
+    const float *Uc;    /* the transform in use: U, or the cached one */
     int64_t B, cin, h, w;
     int accumulate;
     wplan p;
     int64_t r0, nt;     /* the chunk: nt tiles from tile row r0 on */
     int64_t c0, nb;     /* the block: output channels c0 .. c0+nb */
+    int64_t mr, ntp;    /* tile panel width; tiles rounded up to it */
+    int64_t nr, nbp;    /* channel panel width; channels rounded up to it */
 } job;
 
-/* dst[k] = src[x0 + k] for k < n where 0 <= x0 + k < w (the rest of dst
- * stays zero). */
-static void span(float *dst, const float *src, int64_t x0, int64_t n, int64_t w)
+/* dst[k] = src[x0 + k] where 0 <= x0 + k < w, else 0, for k < n; src NULL:
+ * zeros. */
+static inline void span(float *dst, const float *src, int64_t x0, int64_t n, int64_t w)
 {
-    int64_t lo = UC_MAX(0, -x0), hi = UC_MIN(n, w - x0);
-    if (hi > lo)
-        memcpy(dst + lo, src + x0 + lo, (size_t)(hi - lo) * sizeof *dst);
+    for (int64_t k = 0; k < n; k++)
+        dst[k] = src && x0 + k >= 0 && x0 + k < w ? src[x0 + k] : 0.0f;
 }
 
 /* The runs of a group of VB tiles (g0 .. g0+n of the chunk) that lie in one
@@ -178,23 +196,101 @@ static int next_run(const job *j, int64_t g0, int64_t n, run *r)
 /* V[pos][ci][t] = B^T d B for items (input channel, group of VB tiles of
  * the chunk): each input row under the tiles is split into phases and
  * transformed along x, then the six rows are combined along y. */
+#ifdef __AVX512F__
+/* bt_1d on vectors: o[k] from x[0..5]. */
+static inline void bt_vec(__m512 o[WA], const __m512 x[WA])
+{
+    __m512 four = _mm512_set1_ps(4), five = _mm512_set1_ps(5), two = _mm512_set1_ps(2);
+    __m512 a = x[0], b = x[1], c = x[2], d = x[3], e = x[4], f = x[5], ec = _mm512_sub_ps(e, c);
+    o[0] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, a), _mm512_mul_ps(five, c)), e);
+    o[1] = _mm512_sub_ps(_mm512_add_ps(d, e), _mm512_mul_ps(four, _mm512_add_ps(b, c)));
+    o[2] = _mm512_add_ps(_mm512_sub_ps(e, d), _mm512_mul_ps(four, _mm512_sub_ps(b, c)));
+    o[3] = _mm512_add_ps(ec, _mm512_mul_ps(two, _mm512_sub_ps(d, b)));
+    o[4] = _mm512_add_ps(ec, _mm512_mul_ps(two, _mm512_sub_ps(b, d)));
+    o[5] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, b), _mm512_mul_ps(five, d)), f);
+}
+
+#endif
+
 static void input_items(void *ctx, int64_t i0, int64_t i1)
 {
     const job *j = ctx;
-    int64_t h = j->h, w = j->w, groups = (j->nt + VB - 1) / VB, cn = j->cin * j->nt;
+    int64_t h = j->h, w = j->w, groups = (j->nt + VB - 1) / VB, cn = j->cin * j->ntp, mr = j->mr;
     for (int64_t it = i0; it < i1; it++) {
         int64_t ci = it / groups, g0 = it % groups * VB, n = UC_MIN(VB, j->nt - g0);
+        float *dst = j->V + g0 / mr * j->cin * mr + ci * mr + g0 % mr;
+#ifdef __AVX512F__
+        /* Per input row: R[v] (and S[v], 4 columns on) hold 64 columns
+         * from a base such that lane l's tile starts at element 4 l: each
+         * run of lanes loads the elements of its lanes that lie in the
+         * image, the rest stay zero. Phases k of the tiles' columns are
+         * then gathered from them by permutes. */
+        run runs[VB];
+        int nruns = 0;
+        for (run u = {0}; next_run(j, g0, n, &u);)
+            runs[nruns++] = u;
+        __m512i idx[4];
+        for (int k = 0; k < 4; k++)
+            idx[k] = _mm512_add_epi32(_mm512_set_epi32(60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0),
+                                      _mm512_set1_epi32(k));
+        __m512 r[WA][WA]; /* r[a][e]: row a transformed along x, phase e */
+        for (int a = 0; a < WA; a++) {
+            __m512 R[4], S[4], x[WA];
+            R[0] = R[1] = R[2] = R[3] = S[0] = S[1] = S[2] = S[3] = _mm512_setzero_ps();
+            for (int q = 0; q < nruns; q++) {
+                const run *u = &runs[q];
+                int64_t y = u->y0 - 1 + a;
+                if (y < 0 || y >= h)
+                    continue;
+                int64_t base = u->x0 - 1 - WM * u->l0; /* column of element 0 */
+                int64_t lo = UC_MAX(WM * u->l0, -base), hi = UC_MIN(WM * u->l1, w - base);
+                int64_t lo4 = UC_MAX(WM * u->l0, -base - 4), hi4 = UC_MIN(WM * u->l1, w - base - 4);
+                /* elements outside [lo, hi) are never read */
+                const float *row = j->x + ((ci * j->B + u->b) * h + y) * w + base;
+                /* whole masks: merging loads into R and S then stay in registers */
+                uint64_t mr64 = hi > lo ? (~0ull >> (64 - (hi - lo))) << lo : 0;
+                uint64_t ms64 = hi4 > lo4 ? (~0ull >> (64 - (hi4 - lo4))) << lo4 : 0;
+                R[0] = _mm512_mask_loadu_ps(R[0], (__mmask16)mr64, row);
+                R[1] = _mm512_mask_loadu_ps(R[1], (__mmask16)(mr64 >> 16), row + 16);
+                R[2] = _mm512_mask_loadu_ps(R[2], (__mmask16)(mr64 >> 32), row + 32);
+                R[3] = _mm512_mask_loadu_ps(R[3], (__mmask16)(mr64 >> 48), row + 48);
+                S[0] = _mm512_mask_loadu_ps(S[0], (__mmask16)ms64, row + 4);
+                S[1] = _mm512_mask_loadu_ps(S[1], (__mmask16)(ms64 >> 16), row + 20);
+                S[2] = _mm512_mask_loadu_ps(S[2], (__mmask16)(ms64 >> 32), row + 36);
+                S[3] = _mm512_mask_loadu_ps(S[3], (__mmask16)(ms64 >> 48), row + 52);
+            }
+            for (int k = 0; k < 6; k++) {
+                const __m512 *src = k < 4 ? R : S;
+                __m512 lo8 = _mm512_permutex2var_ps(src[0], idx[k & 3], src[1]);
+                __m512 hi8 = _mm512_permutex2var_ps(src[2], idx[k & 3], src[3]);
+                x[k] = _mm512_shuffle_f32x4(lo8, hi8, 0x44);
+            }
+            bt_vec(r[a], x);
+        }
+        __mmask16 m = (__mmask16)((1u << n) - 1);
+        for (int e = 0; e < WA; e++) {
+            __m512 x[WA], o[WA];
+            for (int a = 0; a < WA; a++)
+                x[a] = r[a][e];
+            bt_vec(o, x);
+            for (int a = 0; a < WA; a++)
+                _mm512_mask_storeu_ps(dst + (a * WA + e) * cn, m, o[a]);
+        }
+#else
         /* row a under lane l: the tile's columns 0..3 at cols[a][WM * l], 4..7 at next[a][WM * l] */
-        float cols[WA][WM * VB] = {{0}}, next[WA][WM * VB] = {{0}};
+        float cols[WA][WM * VB], next[WA][WM * VB];
         float r[WA][WA][VB], o[WA][WA][VB], p[WM][VB], q[WM][VB];
+        if (n < VB) { /* lanes past the last tile: zeros, never stored */
+            memset(cols, 0, sizeof cols);
+            memset(next, 0, sizeof next);
+        }
         for (run u = {0}; next_run(j, g0, n, &u);) {
             const float *xc = j->x + (ci * j->B + u.b) * h * w;
             for (int a = 0; a < WA; a++) {
                 int64_t y = u.y0 - 1 + a;
-                if (y >= 0 && y < h) {
-                    span(cols[a] + WM * u.l0, xc + y * w, u.x0 - 1, WM * (u.l1 - u.l0), w);
-                    span(next[a] + WM * u.l0, xc + y * w, u.x0 + WM - 1, WM * (u.l1 - u.l0), w);
-                }
+                const float *row = y >= 0 && y < h ? xc + y * w : NULL;
+                span(cols[a] + WM * u.l0, row, u.x0 - 1, WM * (u.l1 - u.l0), w);
+                span(next[a] + WM * u.l0, row, u.x0 + WM - 1, WM * (u.l1 - u.l0), w);
             }
         }
         for (int a = 0; a < WA; a++) {
@@ -206,39 +302,104 @@ static void input_items(void *ctx, int64_t i0, int64_t i1)
             bt_1d(o[0][e], WA * VB, r[0][e], r[1][e], r[2][e], r[3][e], r[4][e], r[5][e]);
         for (int a = 0; a < WA; a++)
             for (int e = 0; e < WA; e++)
-                put(j->V + (a * WA + e) * cn + ci * j->nt + g0, o[a][e], n);
+                put(dst + (a * WA + e) * cn, o[a][e], n);
+#endif
     }
 }
 
-/* U[pos][co][ci] = G g G^T for items (output channel of the block), VB
- * input channels at a time: the kernels' rows (3 * VB triples) along x,
- * then their columns along y. */
+/* U = G g G^T for output channels co0 .. co0+nb of wgt [cout, cin, 3, 3],
+ * into u in panels of nr channels: position pos, channel co, input
+ * channel ci at u[pos * ups + co / nr * cin * nr + ci * nr + co % nr],
+ * ups = cin x nb rounded up to nr. Items: runs of at most VB channels
+ * inside one panel, all input channels each, VB channels in the lanes. */
+typedef struct {
+    uc_wref wgt;
+    float *u;
+    int64_t cin, co0, nb, nr, ups;
+} wjob;
+
+static int64_t lane_groups(int64_t nb, int64_t nr) { return nb / nr * ((nr + VB - 1) / VB) + (nb % nr + VB - 1) / VB; }
+
+/* The first channel and the count of lane group g. */
+static void lane_group(const wjob *j, int64_t g, int64_t *co, int64_t *n)
+{
+    int64_t per = (j->nr + VB - 1) / VB, panel = g / per, k = g % per;
+    *co = panel * j->nr + k * VB;
+    *n = UC_MIN(UC_MIN(VB, j->nr - k * VB), j->nb - *co);
+}
+
+#ifdef __AVX512F__
+static inline void g_vec(__m512 o[WA], __m512 a, __m512 b, __m512 c)
+{
+    __m512 ac = _mm512_add_ps(a, c), q = _mm512_fmadd_ps(a, _mm512_set1_ps(1.0f / 24), _mm512_mul_ps(c, _mm512_set1_ps(1.0f / 6)));
+    __m512 b12 = _mm512_mul_ps(b, _mm512_set1_ps(1.0f / 12));
+    o[0] = _mm512_mul_ps(a, _mm512_set1_ps(1.0f / 4));
+    o[1] = _mm512_mul_ps(_mm512_add_ps(ac, b), _mm512_set1_ps(-1.0f / 6));
+    o[2] = _mm512_mul_ps(_mm512_sub_ps(ac, b), _mm512_set1_ps(-1.0f / 6));
+    o[3] = _mm512_add_ps(q, b12);
+    o[4] = _mm512_sub_ps(q, b12);
+    o[5] = c;
+}
+#endif
+
 static void weight_items(void *ctx, int64_t i0, int64_t i1)
 {
-    const job *j = ctx;
+    const wjob *j = ctx;
     int64_t cin = j->cin;
-    for (int64_t co = i0; co < i1; co++) {
-        const float *g = j->wgt + (j->c0 + co) * cin * 9;
-        for (int64_t ci = 0; ci < cin; ci += VB) {
-            int64_t n = UC_MIN(VB, cin - ci);
-            float last[9 * VB], k[3][3 * VB], r[WA][3 * VB], t[WA][3][VB], u[WA][WA][VB];
-            const float *src = g + ci * 9;
-            if (n < VB) { /* the last channels: do not read past the kernels */
-                memset(last, 0, sizeof last);
-                src = memcpy(last, src, (size_t)(9 * n) * sizeof(float));
-            }
-            unzip3(k[0], 3 * VB, src, 3 * VB); /* k[e][3l + a] = g[ci + l][a][e] */
-            for (int m = 0; m < 3 * VB; m += VB)
-                g_1d(r[0] + m, 3 * VB, k[0] + m, k[1] + m, k[2] + m);
-            for (int e = 0; e < WA; e++)
-                unzip3(t[e][0], VB, r[e], VB); /* t[e][a][l] = r[e][3l + a] */
-            for (int e = 0; e < WA; e++)
-                g_1d(u[0][e], WA * VB, t[e][0], t[e][1], t[e][2]);
-            for (int a = 0; a < WA; a++)
-                for (int e = 0; e < WA; e++)
-                    put(j->U + ((a * WA + e) * j->nb + co) * cin + ci, u[a][e], n);
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t co, n;
+        lane_group(j, it, &co, &n);
+        static _Thread_local float *rows;
+        static _Thread_local int64_t cap;
+        if (j->wgt.h && VB * cin * 9 > cap) {
+            uc_free(rows);
+            cap = VB * cin * 9;
+            rows = uc_alloc_raw((size_t)cap, sizeof *rows);
         }
+        const float *g = uc_wref_rows(j->wgt, j->co0 + co, n, cin * 9, rows); /* half weights widened */
+        float *u = j->u + co / j->nr * cin * j->nr + co % j->nr;
+#ifdef __AVX512F__
+        __mmask16 m = (__mmask16)((1u << n) - 1);
+        __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                         _mm512_set1_epi32((int)(cin * 9)));
+        for (int64_t ci = 0; ci < cin; ci++, g += 9, u += j->nr) {
+            __m512 k[9], r[3][WA], o[WA];
+            for (int e = 0; e < 9; e++)
+                k[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, g + e, 4);
+            for (int e = 0; e < 3; e++) /* along y: column e of the kernel */
+                g_vec(o, k[e], k[3 + e], k[6 + e]), memcpy(r[e], o, sizeof o);
+            for (int a = 0; a < WA; a++) { /* along x: row a */
+                g_vec(o, r[0][a], r[1][a], r[2][a]);
+                for (int e = 0; e < WA; e++)
+                    _mm512_mask_storeu_ps(u + (a * WA + e) * j->ups, m, o[e]);
+            }
+        }
+#else
+        for (int64_t ci = 0; ci < cin; ci++, u += j->nr)
+            for (int64_t l = 0; l < n; l++) {
+                const float *k = g + l * cin * 9 + ci * 9;
+                float r[3][WA], o[WA];
+                for (int e = 0; e < 3; e++) {
+                    float a = k[e], b = k[3 + e], c = k[6 + e], ac = a + c, q = a * (1.0f / 24) + c * (1.0f / 6);
+                    r[e][0] = a * (1.0f / 4), r[e][1] = (ac + b) * (-1.0f / 6), r[e][2] = (ac - b) * (-1.0f / 6);
+                    r[e][3] = q + b * (1.0f / 12), r[e][4] = q - b * (1.0f / 12), r[e][5] = c;
+                }
+                for (int a = 0; a < WA; a++) {
+                    float x0 = r[0][a], x1 = r[1][a], x2 = r[2][a], ac = x0 + x2, q = x0 * (1.0f / 24) + x2 * (1.0f / 6);
+                    o[0] = x0 * (1.0f / 4), o[1] = (ac + x1) * (-1.0f / 6), o[2] = (ac - x1) * (-1.0f / 6);
+                    o[3] = q + x1 * (1.0f / 12), o[4] = q - x1 * (1.0f / 12), o[5] = x2;
+                    for (int e = 0; e < WA; e++)
+                        u[(a * WA + e) * j->ups + l] = o[e];
+                }
+            }
+#endif
     }
+}
+
+static void transform_weights(uc_wref wgt, int64_t cin, int64_t co0, int64_t nb, int64_t nr, float *u)
+{
+    wjob j = {wgt, u, cin, co0, nb, nr, cin * round_up(nb, nr)};
+    uc_parallel_for(lane_groups(nb, nr), 60.0 * (double)(nb * cin), weight_items, &j);
 }
 
 /* dst[k] = src[k] + bias (+ dst[k] when acc), k < n. */
@@ -257,13 +418,13 @@ static void emit(float *dst, const float *src, int64_t n, float bias, int acc)
 static void output_items(void *ctx, int64_t i0, int64_t i1)
 {
     const job *j = ctx;
-    int64_t h = j->h, w = j->w, groups = (j->nt + VB - 1) / VB, bn = j->nb * j->nt;
+    int64_t h = j->h, w = j->w, groups = (j->nt + VB - 1) / VB, bn = j->nbp * j->ntp;
     for (int64_t it = i0; it < i1; it++) {
         int64_t co = it / groups, g0 = it % groups * VB, n = UC_MIN(VB, j->nt - g0);
         float d[WA][WA][VB] = {{{0}}}, t[WM][WA][VB], o[WM][VB], out[WM][WM * VB];
         for (int a = 0; a < WA; a++)
             for (int e = 0; e < WA; e++)
-                put(d[a][e], j->M + (a * WA + e) * bn + co * j->nt + g0, n);
+                put(d[a][e], j->M + (a * WA + e) * bn + co * j->ntp + g0, n);
         for (int e = 0; e < WA; e++)
             at_1d(t[0][e], WA * VB, d[0][e], d[1][e], d[2][e], d[3][e], d[4][e], d[5][e]);
         for (int a = 0; a < WM; a++) {
@@ -279,40 +440,146 @@ static void output_items(void *ctx, int64_t i0, int64_t i1)
 }
 
 /* M[pos] = U[pos] V[pos] for positions p0 .. p1, each product on the
- * thread that takes it (a loop inside a parallel loop runs inline): whole
- * products pack U[pos] once, where splitting one into column blocks packs
- * it per block, and narrow ones (few tiles) would not split at all. */
+ * thread that takes it (a loop inside a parallel loop runs inline), so
+ * that every element is summed in the same order whichever thread runs
+ * it. M is [pos][channel][tile] (row stride ntp). With the micro-kernel:
+ * per k block, per group of tile panels (kept in L2), per channel panel
+ * (in L1), the tile panels; C = V^T U is column-stored, i.e. M. */
+#define TILE_PANELS 8
+
 static void gemm_items(void *ctx, int64_t p0, int64_t p1)
 {
     const job *j = ctx;
-    for (int64_t pos = p0; pos < p1; pos++)
-        uc_gemm(j->nb, j->nt, j->cin, j->U + pos * j->nb * j->cin, j->cin, 1, j->V + pos * j->cin * j->nt, j->nt, 1,
-                0.0f, j->M + pos * j->nb * j->nt, j->nt);
+    int64_t cin = j->cin, ntp = j->ntp, mr = j->mr, nr = j->nr;
+    for (int64_t pos = p0; pos < p1; pos++) {
+        const float *V = j->V + pos * cin * ntp, *U = j->Uc + pos * cin * j->nbp;
+        float *M = j->M + pos * j->nbp * ntp;
+        if (!j->p.ukr) {
+            uc_gemm(j->nb, j->nt, cin, U, 1, j->nbp, V, ntp, 1, 0.0f, M, ntp);
+            continue;
+        }
+        for (int64_t k0 = 0; k0 < cin; k0 += j->p.kc) {
+            int64_t kk = UC_MIN(j->p.kc, cin - k0);
+            float beta = k0 ? 1.0f : 0.0f;
+            for (int64_t t0 = 0; t0 < j->nt; t0 += TILE_PANELS * mr)
+                for (int64_t c = 0; c < j->nb; c += nr) {
+                    const float *b = U + c * cin + k0 * nr;
+                    int64_t t1 = UC_MIN(j->nt, t0 + TILE_PANELS * mr);
+                    for (int64_t t = t0; t < t1; t += mr) {
+                        const float *a = V + t * cin + k0 * mr;
+                        uc_ukr(UC_MIN(mr, j->nt - t), UC_MIN(nr, j->nb - c), kk, a, b, beta, M + c * ntp + t, 1,
+                               ntp, t + mr < t1 ? a + mr * cin : V + t0 * cin + k0 * mr, b);
+                    }
+                }
+        }
+    }
 }
 
-void uc_winograd_conv3x3(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt,
-                         const float *bias, int64_t cout, float *y, int accumulate, float *scratch)
+static void wrun(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt, const float *cached,
+                const float *bias, int64_t cout, float *y, int accumulate, float *scratch)
 {
     job j = {.x = x, .wgt = wgt, .bias = bias, .y = y, .B = B, .cin = cin, .h = h, .w = w, .accumulate = accumulate};
-    wplan p = j.p = make_plan(B, cin, h, w, cout);
+    wplan p = j.p = make_plan(B, cin, h, w, cout, cached != NULL);
     j.V = scratch;
-    j.U = j.V + WN * cin * p.chunk * p.tw;
-    j.M = j.U + WN * cin * p.block;
+    j.U = j.V + WN * p.vmax;
+    j.M = j.U + (cached ? 0 : WN * p.umax);
     int64_t held_chunk = -1, held_block = -1; /* what V and U hold */
     for (int64_t i = 0; i < (p.chunks_outer ? p.nchunks : p.nblocks); i++)
         for (int64_t k = 0; k < (p.chunks_outer ? p.nblocks : p.nchunks); k++) {
             int64_t c = p.chunks_outer ? i : k, b = p.chunks_outer ? k : i;
             if (c != held_chunk) {
                 j.r0 = c * p.chunk, j.nt = UC_MIN(p.chunk, p.rows - j.r0) * p.tw;
+                j.mr = tile_panel(&p, j.nt), j.ntp = round_up(j.nt, j.mr);
                 uc_parallel_for(cin * ((j.nt + VB - 1) / VB), 200.0 * (double)(cin * j.nt), input_items, &j);
                 held_chunk = c;
             }
             if (b != held_block) {
                 j.c0 = b * p.block, j.nb = UC_MIN(p.block, cout - j.c0);
-                uc_parallel_for(j.nb, 100.0 * (double)(j.nb * cin), weight_items, &j);
+                j.nr = chan_panel(&p, j.nb), j.nbp = round_up(j.nb, j.nr);
+                if (cached) /* with the kernel one block of all channels, else block after block */
+                    j.Uc = p.ukr ? cached : cached + WN * cin * j.c0;
+                else
+                    transform_weights(wgt, cin, j.c0, j.nb, j.nr, j.U), j.Uc = j.U;
                 held_block = b;
             }
             uc_parallel_for(WN, 2.0 * WN * (double)(j.nb * j.nt * cin), gemm_items, &j);
             uc_parallel_for(j.nb * ((j.nt + VB - 1) / VB), 200.0 * (double)(j.nb * j.nt), output_items, &j);
         }
+}
+
+void uc_winograd_conv3x3(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt,
+                         const float *bias, int64_t cout, float *y, int accumulate, float *scratch)
+{
+    wrun(x, B, cin, h, w, (uc_wref){.f = wgt}, NULL, bias, cout, y, accumulate, scratch);
+}
+
+/* ---- the cache of transformed weights --------------------------------- */
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t cache_held, cache_budget = -1; /* bytes */
+static int cache_explicit;                    /* the budget was set by UNCLIP_WINOGRAD_CACHE_MB */
+
+int64_t uc_winograd_packed_floats(int64_t cin, int64_t cout)
+{
+    int64_t mr, nr, kc;
+    return WN * cin * (uc_ukr_dims(&mr, &nr, &kc) ? cout : round_up(cout, nr));
+}
+
+int64_t uc_winograd_cache_bytes(void)
+{
+    pthread_mutex_lock(&cache_mu);
+    int64_t n = cache_held;
+    pthread_mutex_unlock(&cache_mu);
+    return n;
+}
+
+static const float *cached_transform(uc_winograd_slot *s, uc_wref wgt, int64_t cin, int64_t cout)
+{
+    pthread_mutex_lock(&cache_mu);
+    if (cache_budget < 0) {
+        const char *e = getenv("UNCLIP_WINOGRAD_CACHE_MB");
+        char *end;
+        double mb = e ? strtod(e, &end) : CACHE_MB;
+        cache_explicit = e && end != e && !*end && mb >= 0 && mb <= 1e9;
+        cache_budget = cache_explicit ? (int64_t)(mb * 1048576.0) : (int64_t)CACHE_MB << 20;
+    }
+    if (!s->state && wgt.h && !cache_explicit)
+        s->state = -1; /* half-precision weights were chosen to save memory: no F32 transforms by default */
+    if (!s->state) {
+        int64_t n = uc_winograd_packed_floats(cin, cout), bytes = n * (int64_t)sizeof(float);
+        s->state = -1;
+        if (cache_held + bytes <= cache_budget) {
+            s->u = uc_alloc_raw((size_t)n, sizeof(float));
+            s->bytes = bytes;
+            cache_held += bytes;
+            /* the blocks of a run, each as the run transforms it */
+            wplan p = make_plan(1, cin, WM, WM, cout, 1);
+            for (int64_t c0 = 0; c0 < cout; c0 += p.block) {
+                int64_t nb = UC_MIN(p.block, cout - c0);
+                transform_weights(wgt, cin, c0, nb, chan_panel(&p, nb), s->u + WN * cin * c0);
+            }
+            s->state = 1;
+        }
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return s->u;
+}
+
+void uc_winograd_conv3x3_cached(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt,
+                                uc_winograd_slot *slot, const float *bias, int64_t cout, float *y, int accumulate,
+                                float *scratch)
+{
+    const float *u = slot ? cached_transform(slot, wgt, cin, cout) : NULL;
+    wrun(x, B, cin, h, w, wgt, u, bias, cout, y, accumulate, scratch);
+}
+
+void uc_winograd_slot_free(uc_winograd_slot *s)
+{
+    if (!s || s->state != 1)
+        return;
+    pthread_mutex_lock(&cache_mu);
+    cache_held -= s->bytes;
+    pthread_mutex_unlock(&cache_mu);
+    uc_free(s->u);
+    memset(s, 0, sizeof *s);
 }

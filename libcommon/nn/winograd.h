@@ -13,16 +13,32 @@
  * Layout as uc_conv2d: x[cin, B*h, w] (the B images stacked along the
  * rows, never mixed), weights [cout, cin, 3, 3], y[cout, B*h, w]; any h
  * and w (partial tiles at the right and bottom edges are zero-padded).
- * The weights are transformed on every call into the scratch buffer (no
- * transformed copy of the model is kept); tiles are taken in chunks of
- * tile rows and output channels in blocks, so the scratch grows with the
- * channel counts and the width but not with the batch or the height
- * (about 50-120 MB on Karlo's layers). Results do not depend on the
- * thread count. */
+ * The 36 products run on BLIS's micro-kernel (ops.h uc_ukr) directly:
+ * the input transform writes the tiles as the kernel's packed A panels
+ * and the weight transform writes the weights as its B panels, so nothing
+ * is packed twice (uc_gemm on plain matrices where the CPU's kernel has
+ * another shape). Tiles are taken in chunks of tile rows and output
+ * channels in blocks, so the scratch grows with the channel counts and
+ * the width but not with the batch or the height (about 50-150 MB on
+ * Karlo's layers).
+ *
+ * The weight transform is 4x the size of the weights (36 values per 9).
+ * uc_winograd_conv3x3 makes it on every call, block by block;
+ * uc_winograd_conv3x3_cached keeps it in a slot, made at the first call,
+ * while the process's cache stays within UNCLIP_WINOGRAD_CACHE_MB MiB
+ * (default 1024; 0 turns the cache off); past that, a slot's weights are
+ * transformed per call as without one. Half-precision weights are only
+ * cached when UNCLIP_WINOGRAD_CACHE_MB is set (their F32 transform is 8x
+ * their size, and such files are chosen to save memory). Karlo's decoder would need 4.7 GB
+ * for all of its 3x3 convolutions (1.2 GB of F32 weights), an SR UNet
+ * about as much. Cached or not, the same transform and the same products
+ * run: results do not depend on the cache, nor on the thread count. */
 #ifndef UNCLIP_WINOGRAD_H
 #define UNCLIP_WINOGRAD_H
 
 #include <stdint.h>
+
+#include "libcommon/nn/bf16.h"
 
 /* Floats of scratch uc_winograd_conv3x3 needs for this shape. */
 int64_t uc_winograd_scratch(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t cout);
@@ -31,5 +47,24 @@ int64_t uc_winograd_scratch(int64_t B, int64_t cin, int64_t h, int64_t w, int64_
  * scratch: uc_winograd_scratch(...) floats. */
 void uc_winograd_conv3x3(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, const float *wgt,
                          const float *bias, int64_t cout, float *y, int accumulate, float *scratch);
+
+/* One weight's cached transform. Zero-initialise; the weights it was made
+ * from must stay the same while it lives. */
+typedef struct {
+    float *u;      /* the transform, or NULL */
+    int64_t bytes; /* held by u */
+    int state;     /* 0 not tried, 1 made, -1 over the budget when tried */
+} uc_winograd_slot;
+
+/* uc_winograd_conv3x3 with the weights F32 or half precision (widened as
+ * they are transformed) and the transform kept in slot (NULL: none). */
+void uc_winograd_conv3x3_cached(const float *x, int64_t B, int64_t cin, int64_t h, int64_t w, uc_wref wgt,
+                                uc_winograd_slot *slot, const float *bias, int64_t cout, float *y, int accumulate,
+                                float *scratch);
+/* Free a slot's transform (its bytes go back to the budget). */
+void uc_winograd_slot_free(uc_winograd_slot *slot);
+/* Floats of one weight's transform; bytes the cache holds now. */
+int64_t uc_winograd_packed_floats(int64_t cin, int64_t cout);
+int64_t uc_winograd_cache_bytes(void);
 
 #endif

@@ -165,6 +165,22 @@ for want in 'model.input_blocks.1.0.in_layers.2.weight F16' 'model.input_blocks.
     'model.text_seq_proj.1.weight F32'; do
     grep -qx "$want" "$tmp/h.txt" || fail "--f16: expected '$want'"
 done
+# --bf16: the same tensors halved, as BF16, each weight rounded to nearest even
+conv --bf16 --config "$tmp/decoder-forward.json" "$tmp/decoder-forward.ckpt" "$tmp/b.st"
+mk dtypes "$tmp/b.st" > "$tmp/b.txt"
+sed 's/ F16$/ BF16/' "$tmp/h.txt" | cmp -s - "$tmp/b.txt" || fail "--bf16: not --f16's tensors as BF16"
+conv --f32 --config "$tmp/decoder-forward.json" "$tmp/decoder-forward.ckpt" "$tmp/f.st"
+/usr/bin/python3 - "$tmp/b.st" "$tmp/f.st" <<'PY' || fail "--bf16: values not F32 rounded to nearest even"
+import json, struct, sys, numpy as np, torch
+def tensor(path, name, dt):
+    f = open(path, "rb"); n = struct.unpack("<Q", f.read(8))[0]; e = json.loads(f.read(n))[name]
+    f.seek(8 + n + e["data_offsets"][0])
+    return np.frombuffer(f.read(e["data_offsets"][1] - e["data_offsets"][0]), dt)
+for name in ("model.input_blocks.1.0.in_layers.2.weight", "model.middle_block.1.qkv.weight"):
+    want = torch.from_numpy(tensor(sys.argv[2], name, "<f4").copy()).bfloat16().view(torch.int16).numpy()
+    if not np.array_equal(tensor(sys.argv[1], name, "<u2"), want.view(np.uint16)):
+        sys.exit(1)
+PY
 mk karlo "$G/karlo/decoder-forward-f16" "$tmp/wide" --f32
 conv --f16 --config "$tmp/wide.json" "$tmp/wide.ckpt" "$tmp/h2.st"
 mk compare "$tmp/h2.st" "$G/karlo/decoder-forward-f16/model.safetensors" || fail "--f16 changed values"

@@ -202,10 +202,10 @@ static void test_conv2d(void **state)
         for (int t = 0; t < 3; t++) {
             float *col = uc_alloc((size_t)sizes[t], 4);
             memset(got, 0, (size_t)ny * 4);
-            uc_conv2d(x, B, cin, h, w, wt, bias, cout, k, s, got, 0, col, sizes[t]);
+            uc_conv2d(x, B, cin, h, w, wt, bias, cout, k, s, got, 0, col, sizes[t], NULL);
             assert_true(max_diff(got, want, ny) < 1e-5);
             /* accumulate: adds the same again */
-            uc_conv2d(x, B, cin, h, w, wt, bias, cout, k, s, got, 1, col, sizes[t]);
+            uc_conv2d(x, B, cin, h, w, wt, bias, cout, k, s, got, 1, col, sizes[t], NULL);
             for (int64_t i = 0; i < ny; i++)
                 assert_true(fabsf(got[i] - 2 * want[i]) < 2e-5f);
             uc_free(col);

@@ -99,6 +99,47 @@ static void check_shape(int64_t B, int64_t cin, int64_t h, int64_t w, int64_t co
     if (!(e < 2 * TOL))
         fail_msg("accumulate, B %lld cin %lld %lldx%lld cout %lld: error %.3g", (long long)B, (long long)cin,
                  (long long)h, (long long)w, (long long)cout, e);
+
+    /* the cached transform: the same bits, at its first call and after */
+    uc_winograd_slot slot = {0};
+    for (int k = 0; k < 2; k++) {
+        uc_winograd_conv3x3_cached(x, B, cin, h, w, (uc_wref){.f = wt}, &slot, bias, cout, y, 0, scratch);
+        assert_int_equal(slot.state, 1);
+        assert_memory_equal(y, y1, (size_t)ny * sizeof(float));
+    }
+    assert_true(uc_winograd_cache_bytes() >= slot.bytes);
+    uc_winograd_slot_free(&slot);
+    assert_null(slot.u);
+
+    /* without the micro-kernel (plain uc_gemm products): as exact */
+    uc_ukr_disable(1);
+    uc_winograd_conv3x3(x, B, cin, h, w, wt, bias, cout, y, 0, scratch);
+    e = rel_err(y, want, 1, ny, step);
+    if (!(e < TOL))
+        fail_msg("no micro-kernel, B %lld cin %lld %lldx%lld cout %lld: error %.3g", (long long)B, (long long)cin,
+                 (long long)h, (long long)w, (long long)cout, e);
+    uc_winograd_conv3x3_cached(x, B, cin, h, w, (uc_wref){.f = wt}, &slot, bias, cout, y1, 0, scratch);
+    assert_memory_equal(y, y1, (size_t)ny * sizeof(float));
+    uc_winograd_slot_free(&slot);
+    uc_ukr_disable(0);
+
+    /* half-precision weights, widened as they are transformed: the bits of
+     * the same weights given as F32, cached or not */
+    uint16_t *hw = uc_alloc((size_t)nw, sizeof *hw);
+    for (int half = 0; half < 2; half++) {
+        for (int64_t i = 0; i < nw; i++) {
+            hw[i] = half ? uc_f32_to_f16(wt[i]) : uc_f32_to_bf16(wt[i]);
+            wt[i] = half ? uc_f16_to_f32(hw[i]) : uc_bf16_to_f32(hw[i]);
+        }
+        uc_wref hr = {.h = hw, .type = half ? UC_HALF_F16 : UC_HALF_BF16};
+        uc_winograd_conv3x3(x, B, cin, h, w, wt, bias, cout, y1, 0, scratch);
+        uc_winograd_conv3x3_cached(x, B, cin, h, w, hr, NULL, bias, cout, y, 0, scratch);
+        assert_memory_equal(y, y1, (size_t)ny * sizeof(float));
+        uc_winograd_conv3x3_cached(x, B, cin, h, w, hr, &slot, bias, cout, y, 0, scratch);
+        assert_memory_equal(y, y1, (size_t)ny * sizeof(float));
+        uc_winograd_slot_free(&slot);
+    }
+    uc_free(hw);
     uc_threads_init(1);
     uc_free(x);
     uc_free(wt);
