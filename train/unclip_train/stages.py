@@ -572,7 +572,9 @@ class SRStage(Stage):
             p.requires_grad_(False)
 
     def extra_state(self):
-        return {"config": config.SR}
+        # the crop side it trains on: upsample runs it on tiles of that side
+        # (export: unclip.default_tile)
+        return {"config": config.SR, "crop": self.hp["crop"]}
 
     def degrade(self, lo, gen):
         b = lo.shape[0]
