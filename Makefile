@@ -5,6 +5,7 @@
 #   make bench           benchmarks (never part of check)
 #   make check-real      real-size weights: convert and run each stage (40 min)
 #   make eval            the default model's shapes-eval scores (200 captions)
+#   make eval-diversity  the default model's layout diversity (20 captions x 16 seeds, variations)
 #   make eval-clip       CLIP as an instrument: zero-shot classification,
 #                        reranking, the portmanteau probe (about 15 min)
 #   make eval-filter     clip-filter's no-triangles policy at the three points
@@ -152,9 +153,11 @@ check-real: all
 
 # The default model's fidelity: pictures for EVAL_N captions drawn from the
 # grammar (fixed seed) through the whole pipeline at default settings, judged
-# by shapes-eval per caption kind. Each stage's output stays in $(EVAL)
-# ($(BUILD)/eval unless given). EVAL_DECODER_OPTS, EVAL_SR_OPTS: more options
-# of decoder-diffuse and upsample (EVAL_DECODER_OPTS="-S 10 --sampler dpm++2m").
+# by shapes-eval per caption kind, and with --quality the ground, the
+# objects' shapes and the count pictures' sizes. Each stage's output stays
+# in $(EVAL) ($(BUILD)/eval unless given). EVAL_DECODER_OPTS, EVAL_SR_OPTS:
+# more options of decoder-diffuse and upsample (EVAL_DECODER_OPTS="-S 10
+# --sampler dpm++2m").
 EVAL_N    ?= 200
 EVAL_SEED ?= 1
 EVAL      ?= $(BUILD)/eval
@@ -167,8 +170,18 @@ eval: all
 	$(BIN)/prior-sample $(EVAL)/text.rec > $(EVAL)/prior.rec
 	$(BIN)/decoder-diffuse -f record $(EVAL_DECODER_OPTS) $(EVAL)/prior.rec > $(EVAL)/decoder.rec
 	$(BIN)/upsample -f record $(EVAL_SR_OPTS) $(EVAL)/decoder.rec > $(EVAL)/images.rec
-	$(BIN)/shapes-eval $(EVAL)/images.rec > $(EVAL)/scores.txt
+	$(BIN)/shapes-eval --quality $(EVAL)/images.rec > $(EVAL)/scores.txt
 	@cat $(EVAL)/scores.txt
+
+# The default model's diversity (scripts/eval-diversity.sh): DIV_N captions
+# drawn DIV_SEEDS times each, the spread of their layouts and sizes against
+# the world's; and DIV_VAR pictures' DIV_SEEDS variations, judged against
+# the caption. Files stay in $(BUILD)/eval-diversity.
+DIV_N     ?= 20
+DIV_SEEDS ?= 16
+DIV_VAR   ?= 4
+eval-diversity: all
+	sh scripts/eval-diversity.sh $(BIN) $(BUILD)/eval-diversity $(DIV_N) $(DIV_SEEDS) $(EVAL_SEED) $(DIV_VAR)
 
 # CLIP as an instrument (scripts/eval-clip.sh): zero-shot classification
 # of EVAL_CLIP_N rendered scenes among every caption of their kind,
@@ -219,6 +232,6 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-ulimit check-real bench eval eval-clip eval-filter eval-edit install clean deps fuzz \
+.PHONY: all unit golden shell check check-ulimit check-real bench eval eval-diversity eval-clip eval-filter eval-edit install clean deps fuzz \
         fuzz-run regen layers
 .SECONDARY:

@@ -57,6 +57,10 @@ def main():
     ap.add_argument("--seed", type=int, default=config.SEED)
     ap.add_argument("--runs", default=stages.RUNS, help="checkpoint directory (train/runs)")
     ap.add_argument("--out", default=os.path.join(data.ROOT, "models"), help="export: output directory")
+    ap.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a training setting of the stage (config.TRAIN), e.g. crop=128")
+    ap.add_argument("--ema-restart", action="store_true",
+                    help="restart the EMA of the weights from the resumed weights (a fine-tune)")
     ap.add_argument("--smoke", action="store_true",
                     help="smoke test: datasets 1/20 the size, checkpoints in train/runs/smoke")
     a = ap.parse_args()
@@ -84,7 +88,14 @@ def main():
             caps, imgs = data.dataset(name, d["n"], d["seed"], d["size"])
             print(f"{name}: {len(caps)} scenes of {imgs.shape[1]} px")
         return 0
+    for kv in a.hp:
+        key, _, value = kv.partition("=")
+        old = config.TRAIN[a.what].get(key)
+        if old is None or not value:
+            ap.error(f"--hp {kv}: {a.what} has no setting {key!r} (config.TRAIN)")
+        config.TRAIN[a.what][key] = type(old)(value)
     st = stages.STAGES[a.what](a.seed)
+    st.ema_restart = a.ema_restart
     done = st.run(a.minutes, a.total_minutes, a.plan_minutes, a.ckpt_every, a.total_steps, a.plan_steps)
     return 0 if done else 3
 

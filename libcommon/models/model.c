@@ -148,6 +148,9 @@ int uc_model_info_fill(const st_file *f, const char *stage, uc_model_info *info)
         meta_number(f, "unclip.default_best_of", 1, 0, 64, 1, 0, &k))
         return -1;
     info->default_best_of = (int)k;
+    if (meta_number(f, "unclip.default_tile", 1, 0, 4096, 1, 0, &k))
+        return -1;
+    info->default_tile = (int)k;
     info->vocabulary = st_meta(f, "unclip.vocabulary");
     info->clip = st_meta(f, "unclip.clip");
     if (info->clip && check_pairing(f, info->clip))

@@ -34,6 +34,7 @@ typedef struct {
                                 when the file declares none */
     double default_guidance; /* unclip.default_guidance in (0, 1000], 0 when absent */
     int default_best_of;     /* unclip.default_best_of in [1, 64], 0 when absent */
+    int default_tile;        /* unclip.default_tile in [1, 4096], 0 when absent */
     const char *vocabulary;  /* unclip.vocabulary: the words the model was trained on,
                                 separated by spaces, or NULL when it does not say */
 } uc_model_info;

@@ -72,6 +72,7 @@ struct uc_sr {
     float *in, *emb; /* cat[x, low_res] [B, 6, H, W]; time embedding [B, 4C] */
     double *t;       /* sampling timesteps, t_n of them */
     int64_t t_n;
+    int tile;        /* uc_sr_set_tile: the side of the tiles a sample runs on, 0: whole */
 };
 
 static int parse_stage(const cJSON *config, sr_config *cfg, const cJSON **diff)
@@ -250,6 +251,71 @@ double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W)
     return uc_unet_ws_bytes(s->first, B, H, W, 0) + 2 * img + 7 * img;
 }
 
+int uc_sr_set_tile(uc_sr *s, int tile)
+{
+    int unit = 1 << (s->cfg.unet.nlevels - 1);
+    if (tile < 0 || tile % unit)
+        return uc_err("sr: tile %d: not 0 or a positive multiple of %d (the network's levels)", tile, unit);
+    s->tile = tile;
+    return 0;
+}
+
+/* Tiles of side T along a side of L: k * T, the last one ending at L
+ * (overlapping the one before when T does not divide L). */
+static int64_t tile_count(int64_t L, int64_t T) { return (L + T - 1) / T; }
+static int64_t tile_origin(int64_t L, int64_t T, int64_t k) { return UC_MIN(k * T, L - T); }
+
+/* uc_sr_forward over the tiles of s->tile (all of them one batch), each
+ * output pixel the mean of the tiles that hold it. */
+static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
+                         const float *low_res, float *out)
+{
+    if (s->tile == 0 || (s->tile >= H && s->tile >= W))
+        return uc_sr_forward(s, last, B, H, W, x, t, low_res, out);
+    int64_t th = UC_MIN((int64_t)s->tile, H), tw = UC_MIN((int64_t)s->tile, W);
+    int64_t nx = tile_count(W, tw), nt = tile_count(H, th) * nx, oc = s->cfg.unet.out_channels;
+    int64_t tpx = th * tw, N = B * nt;
+    float *tx = uc_alloc((size_t)(N * 3 * tpx), sizeof(float)), *tl = uc_alloc((size_t)(N * 3 * tpx), sizeof(float));
+    float *to = uc_alloc((size_t)(N * oc * tpx), sizeof(float)), *cover = uc_alloc((size_t)(H * W), sizeof(float));
+    double *tt = uc_alloc((size_t)N, sizeof(double));
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t k = 0; k < nt; k++) {
+            int64_t oy = tile_origin(H, th, k / nx), ox = tile_origin(W, tw, k % nx), n = b * nt + k;
+            tt[n] = t[b];
+            for (int64_t c = 0; c < 3; c++)
+                for (int64_t y = 0; y < th; y++) {
+                    size_t src = (size_t)(((b * 3 + c) * H + oy + y) * W + ox), dst = (size_t)(((n * 3 + c) * th + y) * tw);
+                    memcpy(tx + dst, x + src, (size_t)tw * sizeof(float));
+                    memcpy(tl + dst, low_res + src, (size_t)tw * sizeof(float));
+                }
+        }
+    int rc = uc_sr_forward(s, last, N, th, tw, tx, tt, tl, to);
+    if (rc == 0) {
+        memset(out, 0, (size_t)(B * oc * H * W) * sizeof(float));
+        for (int64_t k = 0; k < nt; k++)
+            for (int64_t y = 0; y < th; y++)
+                for (int64_t i = 0; i < tw; i++)
+                    cover[(tile_origin(H, th, k / nx) + y) * W + tile_origin(W, tw, k % nx) + i] += 1;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < nt; k++) {
+                int64_t oy = tile_origin(H, th, k / nx), ox = tile_origin(W, tw, k % nx), n = b * nt + k;
+                for (int64_t c = 0; c < oc; c++)
+                    for (int64_t y = 0; y < th; y++) {
+                        float *o = out + ((b * oc + c) * H + oy + y) * W + ox;
+                        const float *p = to + ((n * oc + c) * th + y) * tw;
+                        for (int64_t i = 0; i < tw; i++)
+                            o[i] += p[i] / cover[(oy + y) * W + ox + i];
+                    }
+            }
+    }
+    uc_free(tx);
+    uc_free(tl);
+    uc_free(to);
+    uc_free(cover);
+    uc_free(tt);
+    return rc;
+}
+
 double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W)
 {
     int64_t C = s->cfg.unet.model_channels, E = 4 * C;
@@ -268,7 +334,7 @@ static int model_fn(void *ctx, const uc_step *st, const float *x, float *out)
     sample_ctx *k = ctx;
     for (int64_t i = 0; i < k->B; i++)
         k->s->t[i] = (double)st->t_model;
-    int rc = uc_sr_forward(k->s, st->index == st->count - 1, k->B, k->H, k->W, x, k->s->t, k->low_res, out);
+    int rc = forward_tiled(k->s, st->index == st->count - 1, k->B, k->H, k->W, x, k->s->t, k->low_res, out);
     if (rc == 0 && k->o->progress)
         k->o->progress(k->o->progress_ctx, st->call + 1, st->calls);
     return rc;

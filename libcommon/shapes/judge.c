@@ -24,7 +24,7 @@
 #define SAT_BINS 32  /* the colour vote takes the most saturated half of a region, */
                      /* cut at one of these saturation bins */
 
-static int is_fg(const unsigned char *p)
+int sh_foreground(const unsigned char *p)
 {
     int mx = UC_MAX(p[0], UC_MAX(p[1], p[2])), mn = UC_MIN(p[0], UC_MIN(p[1], p[2]));
     return mx >= FG_VALUE && (float)(mx - mn) >= FG_SAT * (float)mx;
@@ -144,17 +144,21 @@ static void measure(const unsigned char *px, const uint32_t *label, int w, int h
     }
 }
 
-int sh_analyse(const unsigned char *px, int w, int h, sh_analysis *a)
+int sh_analyse(const unsigned char *px, int w, int h, sh_analysis *a) { return sh_analyse_mask(px, w, h, a, NULL); }
+
+int sh_analyse_mask(const unsigned char *px, int w, int h, sh_analysis *a, unsigned char *mask)
 {
     memset(a, 0, sizeof *a);
     if (w <= 0 || h <= 0 || (uint64_t)w * (uint64_t)h >= UINT32_MAX)
         return uc_err("image of %dx%d pixels: bad size", w, h);
     size_t np = (size_t)w * h;
+    if (mask)
+        memset(mask, 0, np);
     int64_t min_area = UC_MAX(1, (int64_t)(SH_JUDGE_MIN_AREA * (double)np + 0.5));
     /* label: 0 background, 1 foreground not yet reached, 2.. region ids */
     uint32_t *label = uc_alloc(np, sizeof *label), *queue = uc_alloc(np, sizeof *queue);
     for (size_t i = 0; i < np; i++)
-        label[i] = is_fg(px + i * 3) ? 1 : 0;
+        label[i] = sh_foreground(px + i * 3) ? 1 : 0;
     uint32_t id = 1;
     for (size_t start = 0; start < np; start++) {
         if (label[start] != 1)
@@ -180,6 +184,9 @@ int sh_analyse(const unsigned char *px, int w, int h, sh_analysis *a)
         }
         if ((int64_t)tail < min_area)
             continue;
+        if (mask)
+            for (size_t i = 0; i < tail; i++)
+                mask[queue[i]] = a->n < SH_MAX_FOUND ? (unsigned char)(a->n + 1) : 255;
         if (a->n < SH_MAX_FOUND)
             measure(px, label, w, h, id, queue, tail, &a->obj[a->n]);
         a->n++;

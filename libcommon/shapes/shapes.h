@@ -148,5 +148,70 @@ int sh_analyse(const unsigned char *px, int w, int h, sh_analysis *a);
  * SH_JUDGE_SIZE_SPLIT; a relation by centroids, at least SH_JUDGE_REL_MIN
  * apart on the named side and less far across. */
 int sh_judge(const sh_caption *c, const sh_analysis *a, char *why, size_t n);
+/* sh_analyse, and when mask is not NULL (w*h bytes) it gets, for every
+ * pixel of a found object, 1 + the object's index in a (255 beyond
+ * SH_MAX_FOUND), and 0 elsewhere (the ground, and specks below the minimum
+ * area). */
+int sh_analyse_mask(const unsigned char *px, int w, int h, sh_analysis *a, unsigned char *mask);
+/* 1 when the RGB pixel p is foreground (saturated and not too dark). */
+int sh_foreground(const unsigned char *p);
+
+/* ---- what a person sees (quality.c) ---- */
+
+#define SH_GROUND_TOL 6 /* a ground pixel is clean within this of white, every channel */
+#define SH_CLEAN_PICTURE 0.99 /* a picture is clean with at least this share of clean ground */
+
+typedef struct {
+    int64_t pixels;   /* ground: farther than sh_ground_margin(w, h) pixels from every object */
+    int64_t clean;    /* ... of them within SH_GROUND_TOL of white (255) in every channel */
+    double deviation; /* the sum over them of the largest channel's distance from 255 */
+} sh_ground_stat;
+
+/* Pixels around an object left out of the ground (its antialiased edge,
+ * blurred over a 32 px source pixel after upsampling to 128):
+ * max(1, round(max(w, h) / 32)). */
+int sh_ground_margin(int w, int h);
+/* The ground of an RGB image whose objects mask marks (sh_analyse_mask). */
+void sh_ground(const unsigned char *px, int w, int h, const unsigned char *mask, sh_ground_stat *g);
+/* Intersection over union of found object k (mask value k + 1, f its
+ * measures) with the world's rendering of the ideal shape f->shape of the
+ * same area and centroid (sh_render, then sh_foreground): 1 for a
+ * rendered object, less for a lumpy or squarish one. */
+float sh_shape_iou(const unsigned char *mask, int w, int h, int k, const sh_found *f);
+
+/* A layout as the pixels show it: each object's centroid (x, y, in image
+ * widths and heights) and width (s, image widths: the width of its shape
+ * with its area, which a stray pixel moves less than its bounding box).
+ * For a relation [0] is A and [1] B; a count's objects are in any order. */
+typedef struct {
+    int n;
+    float x[SH_MAX_OBJ], y[SH_MAX_OBJ], s[SH_MAX_OBJ];
+} sh_placement;
+
+/* The placement of the analysis of a w x h image that matches c
+ * (sh_judge); -1 when it does not match. */
+int sh_placement_found(const sh_caption *c, const sh_analysis *a, int w, int h, sh_placement *p);
+/* The placement of a world scene (centroids, widths). */
+void sh_placement_scene(const sh_scene *s, sh_placement *p);
+/* The distance between two placements of caption c: pos, the root mean
+ * square distance between the objects' centroids, size, the mean absolute
+ * difference of their widths; objects paired as the caption's roles say
+ * (relation: A with A), a count's in the pairing with the least pos. */
+void sh_placement_dist(const sh_caption *c, const sh_placement *a, const sh_placement *b, double *pos,
+                       double *size);
+
+/* Spread of n placements of one caption: the mean distance over all pairs. */
+typedef struct {
+    double pos, size; /* mean pos and size distances */
+    long pairs;
+} sh_spread;
+void sh_spread_of(const sh_caption *c, const sh_placement *p, int n, sh_spread *out);
+/* The world's spread of caption c: m layouts (sh_layout, streams (seed, i)).
+ * -1 when a layout fails. */
+int sh_world_spread(const sh_caption *c, int m, uint64_t seed, sh_spread *out);
+/* Range of sizes (largest minus smallest width) within one placement. */
+float sh_size_range(const sh_placement *p);
+/* Its mean over m world layouts of caption c. */
+int sh_world_size_range(const sh_caption *c, int m, uint64_t seed, double *range);
 
 #endif

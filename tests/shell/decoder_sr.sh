@@ -124,6 +124,27 @@ grep -q '"image":{"dtype":"U8","shape":\[128,128,3\]' "$tmp/v.json" || fail "ups
     fail "upsample: params.sr does not name dpm++2m"
 expect 2 "\-\-sampler: 'euler' is not ddpm, ddim or dpm++2m" "$BIN/upsample" -m "$tmp/sr.st" --sampler euler "$tmp/d.png"
 
+# --tile: 0, or a tile holding the whole picture, changes no pixel; a
+# smaller one runs the network on the tiles (other pixels) and records it
+img() { "$BIN/upsample" -m "$tmp/sr.st" -f record "$@" "$tmp/d.rec" | "$BIN/rec-dump" | grep -o '"image":{[^}]*}'; }
+whole=$(img)
+[ "$(img --tile 0)" = "$whole" ] || fail "upsample --tile 0 changed the picture"
+[ "$(img --tile 32)" = "$whole" ] || fail "upsample --tile 32 (the whole 32 px picture) changed it"
+[ "$(img --tile 16)" != "$whole" ] || fail "upsample --tile 16 ran on the whole picture"
+"$BIN/upsample" -m "$tmp/sr.st" -f record --tile 16 "$tmp/d.rec" | "$BIN/rec-dump" | grep -q '"index":0,"tile":16,"scale":4}' ||
+    fail "upsample --tile 16: params.sr.tile missing"
+expect 2 "tile 3: not 0 or a positive multiple" "$BIN/upsample" -m "$tmp/sr.st" --tile 3 "$tmp/d.rec"
+# the model's unclip.default_tile stands in for --tile; --tile 0 overrides it
+"$MKMODEL" sr "$tmp/sr-t.st" $G/karlo/sr-forward-updown unclip.default_tile=16
+[ "$(img --tile 16)" = "$("$BIN/upsample" -m "$tmp/sr-t.st" -f record "$tmp/d.rec" | "$BIN/rec-dump" | grep -o '"image":{[^}]*}')" ] ||
+    fail "upsample ignores unclip.default_tile"
+[ "$("$BIN/upsample" -m "$tmp/sr-t.st" --tile 0 -f record "$tmp/d.rec" | "$BIN/rec-dump" | grep -o '"image":{[^}]*}')" = "$whole" ] ||
+    fail "upsample --tile 0 does not override unclip.default_tile"
+"$MKMODEL" sr "$tmp/sr-t3.st" $G/karlo/sr-forward-updown unclip.default_tile=3
+expect 1 "sr-t3.st: metadata unclip.default_tile: sr: tile 3" "$BIN/upsample" -m "$tmp/sr-t3.st" "$tmp/d.rec"
+"$MKMODEL" sr "$tmp/sr-tx.st" $G/karlo/sr-forward-updown unclip.default_tile=x
+expect 1 "metadata unclip.default_tile 'x' is not an integer" "$BIN/upsample" -m "$tmp/sr-tx.st" "$tmp/d.rec"
+
 # bad input: clear one-line messages naming record and field, exit 1 / 2
 expect 1 "record 1 field image_emb: missing" "$BIN/decoder-diffuse" -m "$tmp/dec.st" "$tmp/a.rec"
 expect 1 "a sr model, not a decoder model" "$BIN/decoder-diffuse" -m "$tmp/sr.st" "$tmp/p.rec"

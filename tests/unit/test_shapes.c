@@ -583,6 +583,245 @@ static void test_judge_details(void **state)
     assert_int_equal(sh_analyse(px, 0, N, &a), -1);
 }
 
+/* ---- what a person sees (quality.c) ---- */
+
+/* Analyse a picture into a and its object mask (caller frees the mask). */
+static unsigned char *analyse_mask(const unsigned char *px, int n, sh_analysis *a)
+{
+    unsigned char *mask = malloc((size_t)n * n);
+    assert_non_null(mask);
+    assert_int_equal(sh_analyse_mask(px, n, n, a, mask), 0);
+    return mask;
+}
+
+static void test_ground(void **state)
+{
+    (void)state;
+    enum { N = 128, SMALL = 32, SCENES = 60 };
+    unsigned char *px = malloc(N * N * 3), *lo = malloc(SMALL * SMALL * 3);
+    assert_true(px && lo);
+    assert_int_equal(sh_ground_margin(128, 128), 4);
+    assert_int_equal(sh_ground_margin(64, 32), 2);
+    assert_int_equal(sh_ground_margin(16, 16), 1);
+    /* rendered scenes at 128 px, and at 32 px upscaled bicubic to 128:
+     * every ground pixel is white */
+    for (int up = 0; up < 2; up++)
+        for (uint32_t i = 0; i < SCENES; i++) {
+            sh_caption c;
+            sh_scene s;
+            sh_analysis a;
+            sh_ground_stat g;
+            random_caption(41, i, &c);
+            layout(&c, 41, i, &s);
+            if (up) {
+                sh_render(&s, SMALL, lo);
+                upscale(lo, SMALL, px, N, i);
+            } else {
+                sh_render(&s, N, px);
+            }
+            unsigned char *mask = analyse_mask(px, N, &a);
+            assert_int_equal(a.n, c.count);
+            sh_ground(px, N, N, mask, &g);
+            /* the objects cover at most about half of the canvas */
+            assert_true(g.pixels > N * N / 3);
+            if (!up) {
+                assert_int_equal(g.clean, g.pixels);
+                assert_true(g.deviation == 0);
+            } else if ((double)g.clean < 0.999 * (double)g.pixels) {
+                fail_msg("upscaled scene %u: %lld of %lld ground pixels clean", i, (long long)g.clean,
+                         (long long)g.pixels);
+            }
+            free(mask);
+        }
+    /* the patch of issue 24: (247, 250, 254) over the ground in a 64 x 48
+     * box away from the object; every one of its pixels is 8 off white */
+    sh_scene s = {1, {{SH_CIRCLE, SH_YELLOW, 0.2f, 0.2f, 0.2f}}};
+    sh_render(&s, N, px);
+    for (int y = 70; y < 118; y++)
+        for (int x = 60; x < 124; x++) {
+            unsigned char *p = px + ((size_t)y * N + x) * 3;
+            p[0] = 247, p[1] = 250, p[2] = 254;
+        }
+    sh_analysis a;
+    sh_ground_stat g;
+    unsigned char *mask = analyse_mask(px, N, &a);
+    assert_int_equal(a.n, 1);
+    sh_ground(px, N, N, mask, &g);
+    assert_int_equal(g.pixels - g.clean, 64 * 48);
+    assert_true(fabs(g.deviation - 8.0 * 64 * 48) < 1e-9);
+    /* a faint tint within the tolerance is clean; one step more is not */
+    for (int i = 0; i < N * N; i++)
+        if (!mask[i] && px[i * 3] == 247)
+            px[i * 3] = 255 - SH_GROUND_TOL;
+    sh_ground(px, N, N, mask, &g);
+    assert_int_equal(g.pixels, g.clean);
+    for (int i = 0; i < N * N; i++)
+        if (!mask[i] && px[i * 3] == 255 - SH_GROUND_TOL)
+            px[i * 3] = 255 - SH_GROUND_TOL - 1;
+    sh_ground(px, N, N, mask, &g);
+    assert_int_equal(g.pixels - g.clean, 64 * 48);
+    free(mask);
+    free(px);
+    free(lo);
+}
+
+static void test_shape_iou(void **state)
+{
+    (void)state;
+    enum { N = 128 };
+    unsigned char *px = malloc(N * N * 3);
+    assert_non_null(px);
+    /* a rendered object overlaps the world's shape of its area and centroid
+     * almost exactly, at any size and place */
+    for (int shape = 0; shape < SH_NSHAPE; shape++)
+        for (int k = 0; k < 4; k++) {
+            float w = k % 2 ? 0.2f : 0.4f, c = k < 2 ? 0.5f : 0.37f;
+            sh_scene s = {1, {{shape, SH_BLUE, c, c, w}}};
+            sh_render(&s, N, px);
+            sh_analysis a;
+            unsigned char *mask = analyse_mask(px, N, &a);
+            assert_int_equal(a.n, 1);
+            assert_int_equal(a.obj[0].shape, shape);
+            float iou = sh_shape_iou(mask, N, N, 0, &a.obj[0]);
+            if (iou < 0.97f)
+                fail_msg("%s of width %.2f: IoU %.3f with the world's", sh_shape_names[shape], w, iou);
+            free(mask);
+        }
+    /* a square measured as a circle (a squarish circle): a circle and a
+     * square of one area and centre overlap by IoU 0.834 */
+    sh_scene s = {1, {{SH_SQUARE, SH_RED, 0.5f, 0.5f, 0.4f}}};
+    sh_render(&s, N, px);
+    sh_analysis a;
+    unsigned char *mask = analyse_mask(px, N, &a);
+    sh_found f = a.obj[0];
+    f.shape = SH_CIRCLE;
+    float iou = sh_shape_iou(mask, N, N, 0, &f);
+    if (fabsf(iou - 0.834f) > 0.01f)
+        fail_msg("a square as a circle: IoU %.3f, expected 0.834", iou);
+    /* a lumpy circle: a bump of a fifth of its width on its side */
+    free(mask);
+    s.obj[0].shape = SH_CIRCLE;
+    sh_render(&s, N, px);
+    for (int y = 58; y < 70; y++)
+        for (int x = 88; x < 100; x++)
+            memcpy(px + ((size_t)y * N + x) * 3, sh_palette[SH_RED], 3);
+    mask = analyse_mask(px, N, &a);
+    assert_int_equal(a.n, 1);
+    iou = sh_shape_iou(mask, N, N, 0, &a.obj[0]);
+    if (iou > 0.95f || iou < 0.85f)
+        fail_msg("a lumpy circle: IoU %.3f", iou);
+    free(mask);
+    free(px);
+}
+
+/* The placements of n renders (sh_render at px pixels, 32 px ones
+ * upscaled) of caption text drawn with the layouts of (seed, 0..n). */
+static int rendered_placements(const char *text, uint64_t seed, int n, int size, sh_placement *p)
+{
+    enum { N = 128 };
+    unsigned char *px = malloc(N * N * 3), *lo = malloc((size_t)size * size * 3);
+    assert_true(px && lo);
+    sh_caption c;
+    assert_int_equal(sh_caption_parse(text, &c), 0);
+    int got = 0;
+    for (int i = 0; i < n; i++) {
+        sh_scene s;
+        sh_analysis a;
+        layout(&c, seed, (uint32_t)i, &s);
+        if (size == N) {
+            sh_render(&s, N, px);
+        } else {
+            sh_render(&s, size, lo);
+            upscale(lo, size, px, N, (uint32_t)i);
+        }
+        assert_int_equal(sh_analyse(px, N, N, &a), 0);
+        got += sh_placement_found(&c, &a, N, N, &p[got]) == 0;
+    }
+    free(px);
+    free(lo);
+    return got;
+}
+
+static void test_diversity(void **state)
+{
+    (void)state;
+    enum { SEEDS = 16, CAPTIONS = 12 };
+    static const char *const texts[CAPTIONS] = {
+        "a red circle",       "a small blue square",  "a big green triangle", "an orange circle",
+        "two purple triangles", "three yellow squares", "four blue circles",  "two red squares",
+        "a red circle above a blue square", "a green triangle to the left of an orange circle",
+        "a purple square below a purple circle", "a yellow circle to the right of a red triangle",
+    };
+    sh_placement p[SEEDS];
+    double pos = 0, size = 0;
+    for (int k = 0; k < CAPTIONS; k++) {
+        sh_caption c;
+        sh_spread m, w;
+        assert_int_equal(sh_caption_parse(texts[k], &c), 0);
+        /* the world against itself, from the pixels (at 128 px and upscaled from 32) */
+        for (int size_px = 32; size_px <= 128; size_px *= 4) {
+            assert_int_equal(rendered_placements(texts[k], 51 + (uint64_t)k, SEEDS, size_px, p), SEEDS);
+            sh_spread_of(&c, p, SEEDS, &m);
+            assert_int_equal(m.pairs, SEEDS * (SEEDS - 1) / 2);
+            assert_int_equal(sh_world_spread(&c, 256, 7, &w), 0);
+            if (size_px == 128) {
+                pos += m.pos / w.pos / CAPTIONS;
+                size += m.size / w.size / CAPTIONS;
+            }
+            /* one caption's 16 pictures: within a factor of 1.5 */
+            if (m.pos < w.pos / 1.5 || m.pos > w.pos * 1.5 || m.size < w.size / 1.5 || m.size > w.size * 1.5)
+                fail_msg("'%s' at %d px: spread %.3f, %.3f; the world's %.3f, %.3f", texts[k], size_px, m.pos,
+                         m.size, w.pos, w.size);
+        }
+        /* one layout drawn 16 times: no diversity at all */
+        for (int i = 1; i < SEEDS; i++)
+            p[i] = p[0];
+        sh_spread_of(&c, p, SEEDS, &m);
+        assert_true(m.pos == 0 && m.size == 0);
+        /* the world's layouts pulled halfway to the canvas centre: half the spread */
+        sh_placement q[SEEDS];
+        for (int i = 0; i < SEEDS; i++) {
+            uc_rng r;
+            sh_scene s;
+            sh_rng_for(&r, 99, (uint32_t)i, SH_RNG_LAYOUT);
+            assert_int_equal(sh_layout(&c, &r, &s), 0);
+            sh_placement_scene(&s, &p[i]);
+            q[i] = p[i];
+            for (int j = 0; j < q[i].n; j++) {
+                q[i].x[j] = 0.5f + 0.5f * (q[i].x[j] - 0.5f);
+                q[i].y[j] = 0.5f + 0.5f * (q[i].y[j] - 0.5f);
+            }
+        }
+        sh_spread_of(&c, p, SEEDS, &w);
+        sh_spread_of(&c, q, SEEDS, &m);
+        assert_true(fabs(m.pos - 0.5 * w.pos) < 1e-6 * w.pos && fabs(m.size - w.size) < 1e-9);
+    }
+    print_message("  diversity of the world's renders against the world: position %.3f, size %.3f\n", pos, size);
+    assert_true(pos > 0.9 && pos < 1.1);
+    assert_true(size > 0.85 && size < 1.15);
+    /* a count's objects pair up however they are listed */
+    sh_caption c;
+    assert_int_equal(sh_caption_parse("three red squares", &c), 0);
+    sh_placement a = {3, {0.2f, 0.5f, 0.8f}, {0.3f, 0.6f, 0.2f}, {0.2f, 0.21f, 0.22f}}, b = a;
+    b.x[0] = a.x[2], b.y[0] = a.y[2], b.s[0] = a.s[2];
+    b.x[2] = a.x[0], b.y[2] = a.y[0], b.s[2] = a.s[0];
+    double dp, ds;
+    sh_placement_dist(&c, &a, &b, &dp, &ds);
+    assert_true(dp == 0 && ds == 0);
+    b.x[1] += 0.3f;
+    sh_placement_dist(&c, &a, &b, &dp, &ds);
+    assert_true(fabs(dp - 0.3 / sqrt(3)) < 1e-6 && ds == 0);
+    assert_true(fabsf(sh_size_range(&a) - 0.02f) < 1e-6f);
+    /* a picture that does not match has no placement */
+    assert_int_equal(sh_caption_parse("four red squares", &c), 0);
+    unsigned char px[64 * 64 * 3];
+    sh_scene s = {1, {{SH_SQUARE, SH_RED, 0.5f, 0.5f, 0.3f}}};
+    sh_render(&s, 64, px);
+    sh_analysis an;
+    assert_int_equal(sh_analyse(px, 64, 64, &an), 0);
+    assert_int_equal(sh_placement_found(&c, &an, 64, 64, &a), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +835,9 @@ int main(void)
         cmocka_unit_test(test_judge_upscaled_noisy),
         cmocka_unit_test(test_judge_altered),
         cmocka_unit_test(test_judge_details),
+        cmocka_unit_test(test_ground),
+        cmocka_unit_test(test_shape_iou),
+        cmocka_unit_test(test_diversity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

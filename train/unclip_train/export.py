@@ -3,7 +3,9 @@ safetensors with the upstream key names, hyperparameters in __metadata__
 (unclip.stage, unclip.config, unclip.model_id, unclip.checksum; for
 CLIP, unclip.tokenizer.merges; for prior and decoder,
 unclip.default_guidance and unclip.clip, the checksum of the CLIP they
-pair with; for the decoder, unclip.default_best_of).
+pair with; for the decoder, unclip.default_best_of; for
+the upsampler, unclip.default_tile when it trained on crops smaller than
+its output).
 
 Storage: the weights and biases of linear, convolution and embedding layers
 (and CLIP's fused in_proj, text_projection, visual.proj) as F16, like
@@ -115,6 +117,12 @@ def export_all(runs, out_dir, stages=("clip", "prior", "decoder", "sr"), log=pri
             extra["unclip.default_best_of"] = str(int(config.BEST_OF[stage]))
         if stage in ("prior", "decoder") and pair is not None:
             extra["unclip.clip"] = pair  # records of another CLIP are refused (formats/MODEL.md)
+        # an upsampler trained on crops runs on tiles of their side: its group
+        # norms' statistics over a whole 128 px picture, mostly white ground,
+        # are not those of its training crops (it tinted the ground, issue 24)
+        crop = ck.get("crop", config.TRAIN["sr"]["crop"]) if stage == "sr" else None
+        if crop is not None and crop < config.IMAGE * config.SR_SCALE:
+            extra["unclip.default_tile"] = str(int(crop))
         if stage == "clip":
             cfg = ck["config"]
             extra["unclip.tokenizer.merges"] = ck["merges"]

@@ -55,6 +55,7 @@ class Stage:
         self.elapsed = 0.0
         self.ema_from = 0  # the step the EMA of the weights started at
         self.warm_from = 0  # the step the learning-rate warmup started at
+        self.ema_restart = False  # restart the EMA from the resumed weights (train.py --ema-restart)
 
     # checkpoint -------------------------------------------------------
     def state(self):
@@ -103,6 +104,10 @@ class Stage:
             self.log(f"{self.name}: step {self.step}: mean prediction changed to {'x0' if now else 'eps'}; EMA restarted")
             self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
             self.ema_from = self.step
+        if self.ema is not None and self.ema_restart:
+            self.ema = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            self.ema_from = self.step
+            self.log(f"{self.name}: step {self.step}: EMA restarted from the resumed weights (--ema-restart)")
         self.load_extra(ck)
         return True
 
@@ -567,7 +572,9 @@ class SRStage(Stage):
             p.requires_grad_(False)
 
     def extra_state(self):
-        return {"config": config.SR}
+        # the crop side it trains on: upsample runs it on tiles of that side
+        # (export: unclip.default_tile)
+        return {"config": config.SR, "crop": self.hp["crop"]}
 
     def degrade(self, lo, gen):
         b = lo.shape[0]
