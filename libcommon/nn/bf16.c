@@ -14,6 +14,7 @@
 #include <string.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <cpuid.h>
 #define HAVE_X86 1
 #endif
 
@@ -73,8 +74,9 @@ static void widen(float *dst, const uint16_t *src, int64_t n, uc_half type)
 #ifdef HAVE_X86
     static int f16c = -1;
     if (f16c < 0) {
+        unsigned a, b, c, d; /* F16C by cpuid: clang 14 has no "f16c" for __builtin_cpu_supports */
         __builtin_cpu_init();
-        f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+        f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2");
     }
     if (f16c) {
         widen_f16c(dst, src, n);
