@@ -85,6 +85,10 @@ for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; don
 "$BIN/decoder-diffuse" -t 1 -S ddim10 --eta 0.5 "$tmp/A.rec" | "$BIN/upsample" -t 1 -S 3 -s 9 > "$tmp/t1.png"
 "$BIN/decoder-diffuse" -f record --float "$tmp/B.rec" | "$BIN/upsample" > "$tmp/float.png"
 "$BIN/upsample" --fast "$tmp/alone.png" > "$tmp/fast.png"
+# the whole picture (--tile 0) and other tiles than the model's default:
+# replay passes the record's tile (none: the whole picture)
+"$BIN/upsample" --tile 0 "$tmp/alone.png" > "$tmp/whole.png"
+"$BIN/upsample" --tile 32 "$tmp/alone.png" > "$tmp/tile32.png"
 # DPM-Solver++ at both stages: the records name it, and replay redraws it
 "$BIN/decoder-diffuse" -S 10 --sampler dpm++2m "$tmp/A.rec" | "$BIN/upsample" -S 5 --sampler dpm++2m > "$tmp/dpm.png"
 "$BIN/rec-dump" "$tmp/dpm.png" | grep -q '"decoder":{"steps":"10","guidance":[0-9.]*,"sampler":"dpm++2m"' ||
@@ -94,12 +98,13 @@ for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; don
 "$BIN/rec-dump" "$tmp/up-0.png" | grep -q '"sr":{[^}]*"sampler"' && fail "params.sr names the default sampler"
 n=0
 for f in "$tmp"/batch-?.png "$tmp"/n-?.png "$tmp"/interp-?.png "$tmp"/textdiff-?.png "$tmp"/variation-?.png \
-    "$tmp"/up-?.png "$tmp/alone.png" "$tmp/t1.png" "$tmp/float.png" "$tmp/fast.png" "$tmp/dpm.png"; do
+    "$tmp"/up-?.png "$tmp/alone.png" "$tmp/t1.png" "$tmp/float.png" "$tmp/fast.png" "$tmp/dpm.png" \
+    "$tmp/whole.png" "$tmp/tile32.png"; do
     "$BIN/unclip-replay" "$f" > "$tmp/again.png" 2> "$tmp/err" || { cat "$tmp/err" >&2; fail "unclip-replay ${f##*/} failed"; }
     cmp -s "$tmp/again.png" "$f" || fail "unclip-replay ${f##*/}: not the same PNG bytes"
     n=$((n + 1))
 done
-[ "$n" -ge 31 ] || fail "only $n pictures replayed"
+[ "$n" -ge 33 ] || fail "only $n pictures replayed"
 
 # replay refuses what it cannot redraw, and another model
 "$BIN/shapes-render" "a red circle" > "$tmp/render.png"
