@@ -228,9 +228,12 @@ int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const flo
     if (fit(s, B, H, W))
         return -1;
     /* one UNet in memory at a time: the other's weights (mapped F32) go
-     * back to the page cache before this one's are read */
-    if (s->held >= 0 && s->held != last)
+     * back to the page cache before this one's are read, and its cached
+     * Winograd transforms are freed */
+    if (s->held >= 0 && s->held != last) {
         st_release(s->wf, s->held ? "model_last_step." : "model_first_steps.");
+        uc_unet_drop_transforms(s->held ? s->last : s->first);
+    }
     s->held = last;
     int64_t img = 3 * H * W;
     float *in = s->in, *emb = s->emb;

@@ -350,14 +350,19 @@ fail:
     return NULL;
 }
 
+void uc_unet_drop_transforms(uc_unet *u)
+{
+    for (int i = 0; i < u->nslots; i++)
+        uc_winograd_slot_free(u->slots[i]);
+}
+
 void uc_unet_free(uc_unet *u)
 {
     if (!u)
         return;
-    for (int i = 0; i < u->nslots; i++) {
-        uc_winograd_slot_free(u->slots[i]);
+    uc_unet_drop_transforms(u);
+    for (int i = 0; i < u->nslots; i++)
         uc_free(u->slots[i]);
-    }
     uc_free(u->slots);
     uc_free(u->layers);
     uc_free(u);

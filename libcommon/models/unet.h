@@ -60,6 +60,9 @@ typedef struct uc_unet uc_unet;
  * a missing or mismatched tensor, or an invalid config. */
 uc_unet *uc_unet_load(st_file *f, const char *prefix, const uc_unet_config *cfg);
 void uc_unet_free(uc_unet *u);
+/* Free the network's cached Winograd weight transforms (their bytes go back
+ * to the process's budget; the next forward makes them again). */
+void uc_unet_drop_transforms(uc_unet *u);
 /* Every tensor a model of cfg has, in load order, reported as
  * fn(ctx, prefix + key, ndim, shape, dtype) by the walk that also loads
  * (models/walk.h; dtype as there). 0, fn's first nonzero return, or -1

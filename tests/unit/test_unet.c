@@ -21,6 +21,7 @@
 #include "formats/base.h"
 #include "libcommon/models/decoder.h"
 #include "libcommon/nn/conv.h"
+#include "libcommon/nn/winograd.h"
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 #include "libcommon/models/sr.h"
@@ -505,16 +506,22 @@ static void test_sr(void **state)
     if (!s)
         fail_msg("open: %s", uc_errmsg());
     assert_int_equal(uc_sr_get_info(s)->scale, 4);
-    int64_t B = 2, H = 16, W = 12, n = B * 3 * H * W;
+    int64_t B = 2, H = 32, W = 24, n = B * 3 * H * W; /* 96 tiles of 4x4: Winograd */
     float *x = uc_alloc((size_t)n, 4), *low = uc_alloc((size_t)n, 4), *a = uc_alloc((size_t)n, 4);
     float *b = uc_alloc((size_t)n, 4), *one = uc_alloc((size_t)n, 4);
     double t[2] = {999, 0};
     randn(x, n, 1);
     randn(low, n, 2);
     /* the two models differ; rows are independent; any size that divides */
+    int64_t held0 = uc_winograd_cache_bytes();
     assert_int_equal(uc_sr_forward(s, 0, B, H, W, x, t, low, a), 0);
+    int64_t held1 = uc_winograd_cache_bytes() - held0;
     assert_int_equal(uc_sr_forward(s, 1, B, H, W, x, t, low, b), 0);
     assert_true(max_diff(a, b, n) > 1e-3);
+    /* one UNet at a time: the first one's Winograd transforms were freed
+     * when the second ran (the two have the same layers) */
+    assert_true(held1 > 0);
+    assert_int_equal(uc_winograd_cache_bytes() - held0, held1);
     assert_int_equal(uc_sr_forward(s, 1, 1, H, W, x + n / 2, t + 1, low + n / 2, one), 0);
     assert_true(max_diff(one, b + n / 2, n / 2) < 1e-5);
     assert_int_not_equal(uc_sr_forward(s, 0, 1, 10, 12, x, t, low, a), 0); /* 10 % 4 */
