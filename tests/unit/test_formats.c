@@ -424,7 +424,7 @@ static void test_history_bounded(void **state)
     char *argv[N + 1];
     argv[0] = "tool";
     for (int i = 0; i < N; i++) {
-        snprintf(args[i], sizeof args[i], "prompt %04d", i); /* 11 bytes each */
+        snprintf(args[i], sizeof args[i], "prompt %04u", (unsigned)i % 10000u); /* 11 bytes each */
         argv[i + 1] = args[i];
     }
     rec *r = rec_new();
