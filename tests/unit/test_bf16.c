@@ -26,14 +26,7 @@
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 
-static float *randn(int64_t n, uint64_t seed)
-{
-    uc_rng r;
-    uc_rng_init(&r, seed, 0);
-    float *x = uc_alloc((size_t)n + 1, sizeof *x);
-    uc_rng_normal(&r, x, n);
-    return x;
-}
+#include "tests/unit/randn.h"
 
 static double half_value(uint16_t h, uc_half type) { return type == UC_HALF_BF16 ? uc_bf16_to_f32(h) : uc_f16_to_f32(h); }
 

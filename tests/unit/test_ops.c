@@ -17,14 +17,7 @@
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 
-static float *randn(int64_t n, uint64_t seed)
-{
-    uc_rng r;
-    uc_rng_init(&r, seed, 0);
-    float *x = uc_alloc((size_t)n + 1, sizeof *x);
-    uc_rng_normal(&r, x, n);
-    return x;
-}
+#include "tests/unit/randn.h"
 
 /* |got - C[i][j]| within a bound scaled by sum_k |a||b|, C = alpha A B +
  * beta C0 in double; A[i][k] = A[i*rsa + k*csa], B[k][j] = B[k*rsb + j*csb]. */
