@@ -15,6 +15,21 @@ int sh_ground_margin(int w, int h)
     return UC_MAX(1, (side + 16) / 32);
 }
 
+/* out = in dilated by r pixels along one axis: (sx, sy) = (1, 0) rows,
+ * (0, 1) columns. */
+static void dilate(const unsigned char *in, unsigned char *out, int w, int h, int r, int sx, int sy)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            unsigned char v = 0;
+            for (int d = -r; d <= r && !v; d++) {
+                int xx = x + d * sx, yy = y + d * sy;
+                v = xx >= 0 && xx < w && yy >= 0 && yy < h && in[(size_t)yy * w + xx];
+            }
+            out[(size_t)y * w + x] = v;
+        }
+}
+
 void sh_ground(const unsigned char *px, int w, int h, const unsigned char *mask, sh_ground_stat *g)
 {
     memset(g, 0, sizeof *g);
@@ -22,24 +37,8 @@ void sh_ground(const unsigned char *px, int w, int h, const unsigned char *mask,
     size_t np = (size_t)w * h;
     /* near: an object within r pixels (Chebyshev), by a row pass and a column pass */
     unsigned char *row = uc_alloc(np, 1), *near = uc_alloc(np, 1);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            unsigned char v = 0;
-            for (int dx = -r; dx <= r && !v; dx++) {
-                int xx = x + dx;
-                v = xx >= 0 && xx < w && mask[(size_t)y * w + xx];
-            }
-            row[(size_t)y * w + x] = v;
-        }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            unsigned char v = 0;
-            for (int dy = -r; dy <= r && !v; dy++) {
-                int yy = y + dy;
-                v = yy >= 0 && yy < h && row[(size_t)yy * w + x];
-            }
-            near[(size_t)y * w + x] = v;
-        }
+    dilate(mask, row, w, h, r, 1, 0);
+    dilate(row, near, w, h, r, 0, 1);
     for (size_t i = 0; i < np; i++) {
         if (near[i])
             continue;
