@@ -176,12 +176,13 @@ eval: all
 # The default model's diversity (scripts/eval-diversity.sh): DIV_N captions
 # drawn DIV_SEEDS times each, the spread of their layouts and sizes against
 # the world's; and DIV_VAR pictures' DIV_SEEDS variations, judged against
-# the caption. Files stay in $(BUILD)/eval-diversity.
+# the caption (EVAL_DECODER_OPTS: more decoder-diffuse options for both).
+# Files stay in $(BUILD)/eval-diversity.
 DIV_N     ?= 20
 DIV_SEEDS ?= 16
 DIV_VAR   ?= 4
 eval-diversity: all
-	sh scripts/eval-diversity.sh $(BIN) $(BUILD)/eval-diversity $(DIV_N) $(DIV_SEEDS) $(EVAL_SEED) $(DIV_VAR)
+	DECODER_OPTS="$(EVAL_DECODER_OPTS)" sh scripts/eval-diversity.sh $(BIN) $(BUILD)/eval-diversity $(DIV_N) $(DIV_SEEDS) $(EVAL_SEED) $(DIV_VAR)
 
 # CLIP as an instrument (scripts/eval-clip.sh): zero-shot classification
 # of EVAL_CLIP_N rendered scenes among every caption of their kind,

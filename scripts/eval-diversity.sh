@@ -12,13 +12,15 @@
 # (clip-encode --image | decoder-diffuse -n SEEDS | upsample), judged
 # against the caption: do they keep it true, and vary its layout?
 # Defaults 20 captions, 16 seeds, seed 1, 4 variations. Files stay in DIR.
+# $DECODER_OPTS: more options of decoder-diffuse for the seeds and the
+# variations (split at spaces), e.g. "--best-of 1".
 set -eu
 BIN=$1 DIR=$2 N=${3:-20} S=${4:-16} SEED=${5:-1} V=${6:-4}
 mkdir -p "$DIR"
 "$BIN/shapes-render" --random "$N" --seed "$SEED" --captions-only > "$DIR/captions.txt"
 "$BIN/clip-encode" < "$DIR/captions.txt" > "$DIR/text.rec"
 "$BIN/prior-sample" -q -n "$S" "$DIR/text.rec" > "$DIR/prior.rec"
-"$BIN/decoder-diffuse" -q -f record "$DIR/prior.rec" > "$DIR/decoder.rec"
+"$BIN/decoder-diffuse" -q -f record ${DECODER_OPTS:-} "$DIR/prior.rec" > "$DIR/decoder.rec"
 "$BIN/upsample" -q -f record "$DIR/decoder.rec" > "$DIR/images.rec"
 "$BIN/shapes-eval" --quality -v "$DIR/images.rec" > "$DIR/seeds-v.txt"
 grep -v '	' "$DIR/seeds-v.txt" > "$DIR/seeds.txt"
@@ -31,7 +33,7 @@ i=0
 head -n "$V" "$DIR/captions.txt" | while IFS= read -r cap; do
     i=$((i + 1))
     "$BIN/clip-encode" "$cap" | "$BIN/prior-sample" -q | "$BIN/decoder-diffuse" -q -o "$DIR/var-$i.png"
-    "$BIN/clip-encode" --image "$DIR/var-$i.png" | "$BIN/decoder-diffuse" -q -n "$S" -f record |
+    "$BIN/clip-encode" --image "$DIR/var-$i.png" | "$BIN/decoder-diffuse" -q -n "$S" -f record ${DECODER_OPTS:-} |
         "$BIN/upsample" -q -f record > "$DIR/var-$i.rec"
     "$BIN/shapes-eval" --quality -c "$cap" "$DIR/var-$i.rec" > "$DIR/var-$i.txt"
     awk -v cap="$cap" '$1 == "overall" { acc = $2 " " $3 } $1 == "position" { pos = $2 } $1 == "size" { size = $2 }
