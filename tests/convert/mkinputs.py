@@ -706,10 +706,10 @@ def cmd_evil(prefix):
 
 def cmd_views(prefix):
     """Checkpoints whose one tensor views more than its storage: a zero
-    stride, overlapping strides, a size or an offset past the storage, and
-    a view of 128 M elements over a storage of one."""
+    stride, overlapping strides, a size or an offset past the storage, an
+    empty tensor that starts past it, and a view of 128 M elements over a storage of one."""
     views = {"zero": (0, (2, 8), (0, 1)), "overlap": (0, (4, 4), (1, 1)), "past": (0, (4, 5), (5, 1)),
-             "offset": (10, (8,), (1,)), "bomb": (0, (16384, 8192), (0, 0))}
+             "offset": (10, (8,), (1,)), "empty": (20, (0, 3), (3, 1)), "bomb": (0, (16384, 8192), (0, 0))}
     for kind, view in views.items():
         t = Tensor("0", "F32", np.arange(1 if kind == "bomb" else 16, dtype=np.float32), view)
         torch_save(OrderedDict([("state_dict", OrderedDict([("model.prd_emb", t)]))]), "%s-%s.ckpt" % (prefix, kind))

@@ -203,10 +203,12 @@ done
 [ "$(cat "$tmp/keep.st")" = keep ] || fail "a refused conversion touched an existing OUT"
 # tensors that view more than their storage: zero or overlapping strides,
 # a size or an offset past the storage, 128 M elements (512 MiB of F32) over
-# a storage of one, in a checkpoint of 741 bytes
+# a storage of one, in a checkpoint of 741 bytes; an empty tensor that
+# starts past its storage
 mk views "$tmp/view"
 for v in 'zero:a zero stride 0 (strides \[0, 1\])' 'overlap:an overlapping stride 1 (strides \[1, 1\])' \
     'past:shape \[4, 5\] reaches element 19 of a storage of 16' 'offset:shape \[8\] reaches element 17 of a storage of 16' \
+    'empty:shape \[0, 3\] starts at element 20, past the end of its storage of 16' \
     'bomb:shape \[16384, 8192\] (134217728 elements) views more than its storage holds past offset 0 (1 elements)'; do
     expect 1 "${v#*:}" "$BIN/unclip-convert" "$tmp/view-${v%%:*}.ckpt" "$tmp/view.st"
     [ ! -e "$tmp/view.st" ] || fail "view ${v%%:*}: an output was written"
