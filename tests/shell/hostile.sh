@@ -571,6 +571,11 @@ long=$long/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(prin
 long=$long/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/x.png
 t 1 'too long|File name too long|No such file' "$tmp/empty" "$BIN/upsample" --fast -o "$long" "$tmp/r.png"
 ls "$tmp/o" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+# an empty -o is a usage error (it named no file to rename the temporary
+# to: exit 0, nothing written, a .tmp.PID left in the working folder)
+t 2 "^shapes-render: -o: empty \(give a file name\)$" "$tmp/empty" "$BIN/shapes-render" -o "" "a red circle"
+t 2 "^upsample: -o: empty" "$tmp/empty" "$BIN/upsample" --fast -f record -o "" "$tmp/r.png"
+ls -a | grep -q '^\.tmp\.[0-9]*$' && fail "-o '': a temporary file was left behind"
 # a signal that ends the process (USR1, XCPU, ALRM...) leaves no temporary
 for sig in USR1 USR2 ALRM XCPU XFSZ; do
     "$BIN/shapes-render" --random 100000 --size 256 -f record -o "$tmp/o/sig.rec" 2> /dev/null &
