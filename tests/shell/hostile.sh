@@ -359,6 +359,10 @@ open(sys.argv[2], "wb").write(b)
 PY
 t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/huge.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2
 [ ! -s "$tmp/out" ] || fail "decoder-diffuse wrote a picture of NaN"
+# DDIM's --eta: at 1 (DDPM's variance) rounding made the first step's
+# sqrt(1 - acp_prev - sigma^2) NaN with -S 2; past 1 every sample was NaN
+t 0 '' "$tmp/p.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2 --sampler ddim --eta 1
+t 2 "^decoder-diffuse: --eta: '1.01' is not in \[0, 1\]$" "$tmp/p.rec" "$BIN/decoder-diffuse" -S 2 --sampler ddim --eta 1.01
 
 # class 7: a FIFO given as a model is refused without blocking; a model
 # file that shrinks under a running tool ends it with exit 1, not SIGBUS
