@@ -591,6 +591,24 @@ for sig in USR1 USR2 ALRM XCPU XFSZ; do
     ls "$tmp/o" | grep -q '\.tmp\.' && fail "SIG$sig left a temporary file"
 done
 
+# shapes-edit --check reads a task folder: an offset that is not one, a
+# mask or a result that does not fit the task's pictures (a negative
+# offset was SIGSEGV; a 4x4 mask of a 32x32 picture was read past its end)
+mkdir "$tmp/se"
+"$BIN/shapes-edit" --tasks 3 "$tmp/se" > "$tmp/se/tasks.txt"
+for i in 0 1 2; do cp "$tmp/se/$i-pic.png" "$tmp/se/$i-dec.png" && cp "$tmp/se/$i-big.png" "$tmp/se/$i-out.png"; done
+printf '2\toutpaint\tx\tleft=-100000000\n' > "$tmp/se/tasks.txt"
+t 1 "se/tasks.txt: task 2: 'left=-100000000' is not an offset in 0\.\.16384$" "$tmp/empty" "$BIN/shapes-edit" --check "$tmp/se"
+printf '0\tinpaint\tx\t-\n' > "$tmp/se/tasks.txt"
+cp "$PNGS/rgb8.png" "$tmp/se/0-mask.png"
+set +e
+"$BIN/shapes-edit" --check "$tmp/se" > "$tmp/out" 2> "$tmp/err"
+st=$?
+set -e
+rows=$((rows + 1))
+[ "$st" -eq 1 ] && grep -q "task 0: dec: its size or channels do not fit the task's pictures" "$tmp/err" ||
+    { cat "$tmp/err" >&2; fail "shapes-edit --check with a 4x4 mask of a 32x32 picture: status $st"; }
+
 # ---- third round (issue 26): memory budget, sums, trailing bytes, escapes, disk full ----
 
 # class 4: the memory a piece of work needs is sized before it starts and
