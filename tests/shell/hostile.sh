@@ -363,6 +363,22 @@ t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/huge.rec" "$BIN/d
 # sqrt(1 - acp_prev - sigma^2) NaN with -S 2; past 1 every sample was NaN
 t 0 '' "$tmp/p.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2 --sampler ddim --eta 1
 t 2 "^decoder-diffuse: --eta: '1.01' is not in \[0, 1\]$" "$tmp/p.rec" "$BIN/decoder-diffuse" -S 2 --sampler ddim --eta 1.01
+# a field of a nested map is named with its place: a NaN in uncond.text_emb
+# was reported as one in text_emb, and unclip-replay said "record 1 field
+# params.decoder.steps: record 1 field steps: not a string"
+python3 - "$tmp/p.rec" "$tmp/in" << 'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+i = b.index(b"\xa4data", b.index(b"\xa8text_emb", b.index(b"\xa6uncond")))
+k = i + 5 + {0xC4: 2, 0xC5: 3, 0xC6: 5}[b[i + 5]]
+b[k:k + 4] = b"\x00\x00\xc0\x7f"
+open(sys.argv[2], "wb").write(b)
+PY
+t 1 '^prior-sample: stdin: record 1 field uncond.text_emb: element 0 is not finite$' "$tmp/in" "$BIN/prior-sample" -S 2
+"$BIN/decoder-diffuse" -S 2 --best-of 1 -f record "$tmp/p.rec" > "$tmp/d.rec"
+python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); i = b.rindex(b"\xa5steps\xa12")
+open(sys.argv[2], "wb").write(b[:i + 6] + b"\xcc\x02" + b[i + 8:])' "$tmp/d.rec" "$tmp/in"
+t 1 '^unclip-replay: record 1 field params.decoder.steps: not a string$' "$tmp/empty" "$BIN/unclip-replay" "$tmp/in"
 
 # class 7: a FIFO given as a model is refused without blocking; a model
 # file that shrinks under a running tool ends it with exit 1, not SIGBUS
