@@ -308,7 +308,7 @@ void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total
 FILE *uc_out_open(const uc_cli *c, const char *path)
 {
     if (!*path) /* no name to rename the temporary to: it would stay, and nothing be written */
-        uc_die(c, UC_EXIT_USAGE, "-o: empty (give a file name)");
+        uc_die(c, UC_EXIT_USAGE, "an output file name is empty (give a file name)");
     int i = 0;
     while (i < ntmp && (tmp_paths[i][0] || tmp_files[i])) /* reuse committed slots */
         i++;

@@ -595,6 +595,7 @@ ls "$tmp/o" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
 # to: exit 0, nothing written, a .tmp.PID left in the working folder)
 t 2 "^shapes-render: -o: empty \(give a file name\)$" "$tmp/empty" "$BIN/shapes-render" -o "" "a red circle"
 t 2 "^upsample: -o: empty" "$tmp/empty" "$BIN/upsample" --fast -f record -o "" "$tmp/r.png"
+t 2 "^clip-lexicon: an output file name is empty" "$tmp/empty" "$BIN/clip-lexicon" --cache "" cube
 ls -a | grep -q '^\.tmp\.[0-9]*$' && fail "-o '': a temporary file was left behind"
 # a signal that ends the process (USR1, XCPU, ALRM...) leaves no temporary
 for sig in USR1 USR2 ALRM XCPU XFSZ; do
