@@ -19,6 +19,7 @@ struct rec {
     msgpack_object_kv *kv;
     int n, cap;
     long number;
+    char path[128]; /* a nested map's place in its record ("uncond."), for messages */
 };
 
 /* memcpy that accepts the NULL pointers msgpack-c gives empty strings */
@@ -143,6 +144,7 @@ rec *rec_clone(const rec *src)
     for (int i = 0; i < src->n; i++)
         push(r, obj_clone(r->zone, src->kv[i].key), obj_clone(r->zone, src->kv[i].val));
     r->number = src->number;
+    memcpy(r->path, src->path, sizeof r->path);
     return r;
 }
 
@@ -193,8 +195,8 @@ static int ferr(const rec *r, const char *key, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (r->number > 0)
-        return uc_err("record %ld field %s: %s", r->number, key, msg);
-    return uc_err("field %s: %s", key, msg);
+        return uc_err("record %ld field %s%s: %s", r->number, r->path, key, msg);
+    return uc_err("field %s%s: %s", r->path, key, msg);
 }
 
 int rec_has(const rec *r, const char *key) { return find(r, key) != NULL; }
@@ -371,6 +373,20 @@ int rec_get_f64(const rec *r, const char *key, double *v)
     return 0;
 }
 
+/* The fields of a nested map s, at key of r, are named key.field in
+ * messages (uncond.text_emb), below r's own place. */
+static void set_path(rec *s, const rec *r, const char *key)
+{
+    size_t lp = strlen(r->path), lk = strlen(key);
+    if (lp + lk + 2 > sizeof s->path) { /* a key far longer than any the tools use */
+        memcpy(s->path, "(nested).", sizeof "(nested).");
+        return;
+    }
+    memcpy(s->path, r->path, lp);
+    memcpy(s->path + lp, key, lk);
+    memcpy(s->path + lp + lk, ".", 2);
+}
+
 rec *rec_get_map(const rec *r, const char *key)
 {
     const msgpack_object *o = find(r, key);
@@ -384,6 +400,7 @@ rec *rec_get_map(const rec *r, const char *key)
     }
     rec *s = rec_empty();
     s->number = r->number;
+    set_path(s, r, key);
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         if (o->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR) {
             rec_free(s);

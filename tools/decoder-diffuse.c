@@ -43,7 +43,7 @@ static const char usage[] =
     "                      for fewer steps: -S 10; not for edits) (default:\n"
     "                      ddim for \"ddim...\" and \"fast...\" respacings, else\n"
     "                      ddpm)\n"
-    "      --eta F         DDIM noise (default 0)\n"
+    "      --eta F         DDIM noise, 0..1 (default 0)\n"
     "      --image FILE    edit this picture (PNG or image record) instead of\n"
     "                      drawing a new one: inpaint the pixels that --mask\n"
     "                      marks (or that are transparent), keep the others\n"
@@ -580,8 +580,10 @@ int main(int argc, char **argv)
         case OPT_JUMP: o.jump = uc_parse_long(&o.cli, "--jump", optarg, 1, 1000); break;
         case OPT_ETA:
             o.eta = uc_parse_double(&o.cli, "--eta", optarg);
-            if (!(o.eta >= 0) || o.eta > 1000)
-                uc_die(&o.cli, UC_EXIT_USAGE, "--eta: '%s' is not in [0, 1000]", optarg);
+            /* past 1 the first step's variance exceeds 1 - acp_prev (its
+             * acp is near 0): every sample would be NaN */
+            if (!(o.eta >= 0) || o.eta > 1)
+                uc_die(&o.cli, UC_EXIT_USAGE, "--eta: '%s' is not in [0, 1]", optarg);
             break;
         default: uc_die(&o.cli, UC_EXIT_USAGE, "bad option");
         }

@@ -200,11 +200,17 @@ static int read_png(ctx *C, long i, const char *name, uc_image *im)
 }
 
 /* Pixels of res that differ from the kept pixels of pic (placed at ox,
- * oy): keep where mask (when given) is dark and pic's alpha is 255. */
+ * oy): keep where mask (when given) is dark and pic's alpha is 255. -1
+ * when the pictures do not fit each other (a task folder not made by
+ * --tasks): pic is RGB or RGBA, the mask covers pic at 1/k of its size,
+ * res holds pic at its offset. */
 static long changed(const uc_image *pic, const uc_image *mask, int k, const uc_image *res, int ox, int oy)
 {
     long bad = 0;
-    if (res->channels != 3 || res->w < pic->w + ox || res->h < pic->h + oy)
+    if (res->channels != 3 || (pic->channels != 3 && pic->channels != 4) || ox < 0 || oy < 0 ||
+        (long)res->w < (long)pic->w + ox || (long)res->h < (long)pic->h + oy)
+        return -1;
+    if (mask && ((long)mask->w * k < pic->w || (long)mask->h * k < pic->h))
         return -1;
     for (int y = 0; y < pic->h; y++)
         for (int x = 0; x < pic->w; x++) {
@@ -235,8 +241,14 @@ static int check(ctx *C)
         int outpaint = strstr(line, "\toutpaint\t") != NULL;
         int ox = 0, oy = 0;
         const char *ext = strrchr(line, '\t');
-        if (ext && (!strncmp(ext + 1, "left=", 5) || !strncmp(ext + 1, "top=", 4)))
-            *(ext[1] == 'l' ? &ox : &oy) = atoi(strchr(ext, '=') + 1);
+        if (ext && (!strncmp(ext + 1, "left=", 5) || !strncmp(ext + 1, "top=", 4))) {
+            char *end;
+            long v = strtol(strchr(ext, '=') + 1, &end, 10);
+            if (v < 0 || v > UC_PNG_MAX_SIDE || (*end && *end != '\n'))
+                uc_die(&C->cli, UC_EXIT_DATA, "%s: task %ld: '%.*s' is not an offset in 0..%d", path, i,
+                       (int)strcspn(ext + 1, "\n"), ext + 1, UC_PNG_MAX_SIDE);
+            *(ext[1] == 'l' ? &ox : &oy) = (int)v;
+        }
         tasks++;
         uc_image pic, big, mask, dec, out;
         int has_mask = !outpaint && !read_png(C, i, "mask", &mask);
@@ -254,6 +266,8 @@ static int check(ctx *C)
                           : changed(&pic, has_mask ? &mask : NULL, 1, res, ox, oy);
             if (bad == 0)
                 ok[st]++;
+            else if (bad < 0)
+                uc_warn(&C->cli, "task %ld: %s: its size or channels do not fit the task's pictures", i, stage[st]);
             else
                 uc_warn(&C->cli, "task %ld: %s: %ld kept pixels changed", i, stage[st], bad);
             uc_image_free(res);

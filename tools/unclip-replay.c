@@ -93,7 +93,7 @@ static rec *stage_params(const uc_cli *c, const rec *r, const char *stage)
         uc_die_err(c);
     rec *p = params && rec_has(params, stage) ? rec_get_map(params, stage) : NULL;
     if (params && rec_has(params, stage) && !p)
-        uc_die(c, UC_EXIT_DATA, "record 1 field params.%s: %s", stage, uc_errmsg());
+        uc_die_err(c); /* "record 1 field params.STAGE: ..." */
     rec_free(params);
     return p;
 }
@@ -105,7 +105,7 @@ static const char *need_str(const uc_cli *c, const rec *p, const char *stage, co
                key);
     const char *s = rec_get_str(p, key);
     if (!s)
-        uc_die(c, UC_EXIT_DATA, "record 1 field params.%s.%s: %s", stage, key, uc_errmsg());
+        uc_die_err(c); /* "record 1 field params.STAGE.KEY: ..." */
     return s;
 }
 
@@ -116,7 +116,7 @@ static uint64_t need_u64(const uc_cli *c, const rec *p, const char *stage, const
         uc_die(c, UC_EXIT_DATA, "record 1 field params.%s.%s: missing (drawn before unclip-replay existed?)", stage,
                key);
     if (rec_get_u64(p, key, &v))
-        uc_die(c, UC_EXIT_DATA, "record 1 field params.%s.%s: %s", stage, key, uc_errmsg());
+        uc_die_err(c);
     return v;
 }
 
@@ -126,7 +126,7 @@ static double need_f64(const uc_cli *c, const rec *p, const char *stage, const c
     if (!rec_has(p, key))
         uc_die(c, UC_EXIT_DATA, "record 1 field params.%s.%s: missing", stage, key);
     if (rec_get_f64(p, key, &v))
-        uc_die(c, UC_EXIT_DATA, "record 1 field params.%s.%s: %s", stage, key, uc_errmsg());
+        uc_die_err(c);
     return v;
 }
 

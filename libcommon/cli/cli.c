@@ -307,6 +307,8 @@ void uc_progress(const uc_cli *c, const char *label, int64_t done, int64_t total
 
 FILE *uc_out_open(const uc_cli *c, const char *path)
 {
+    if (!*path) /* no name to rename the temporary to: it would stay, and nothing be written */
+        uc_die(c, UC_EXIT_USAGE, "an output file name is empty (give a file name)");
     int i = 0;
     while (i < ntmp && (tmp_paths[i][0] || tmp_files[i])) /* reuse committed slots */
         i++;
@@ -398,6 +400,8 @@ void uc_out_pattern(const uc_cli *c, const char *pattern, long index, char *buf,
 
 void uc_out_dir_check(const uc_cli *c, const char *path)
 {
+    if (!*path)
+        uc_die(c, UC_EXIT_USAGE, "-o: empty (give a file name)");
     char dir[PATH_MAX];
     const char *slash = strrchr(path, '/');
     if (!slash)

@@ -102,7 +102,8 @@ FILE *uc_out_open(const uc_cli *c, const char *path);
 void uc_out_commit(const uc_cli *c, FILE *f);
 /* Expand a pattern with one %d (e.g. "img-%d.png"); exits 2 if invalid. */
 void uc_out_pattern(const uc_cli *c, const char *pattern, long index, char *buf, size_t n);
-/* Before any work: exits 1 unless the folder of path exists and is writable. */
+/* Before any work: exits 1 unless the folder of path exists and is writable
+ * (2 for an empty path). */
 void uc_out_dir_check(const uc_cli *c, const char *path);
 /* Check stdout after writing; a write error exits 1. */
 void uc_stdout_check(const uc_cli *c);

@@ -408,7 +408,9 @@ void uc_ddim_step(const uc_diffusion *d, int64_t n, int64_t cs, const int64_t *t
         float a = (float)d->sqrt_recip_alphas_cumprod[tr], b = (float)d->sqrt_recipm1_alphas_cumprod[tr];
         float ab = (float)d->alphas_cumprod[tr], abp = (float)d->alphas_cumprod_prev[tr];
         float sigma = eta * sqrtf((1.0f - abp) / (1.0f - ab)) * sqrtf(1.0f - ab / abp);
-        float c0 = sqrtf(abp), ce = sqrtf(1.0f - abp - sigma * sigma);
+        /* 1 - abp - sigma^2 is (1 - abp)^2 ab / (abp (1 - ab)) at eta 1: tiny at
+         * the first step (ab near 0), where rounding made it negative (NaN) */
+        float c0 = sqrtf(abp), ce = sqrtf(fmaxf(0.0f, 1.0f - abp - sigma * sigma));
         float nz = tr != 0 ? 1.0f : 0.0f;
         for (int64_t i = r * cs; i < (r + 1) * cs; i++) {
             float eps = (a * x[i] - pred_xstart[i]) / b;

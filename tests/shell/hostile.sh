@@ -359,6 +359,26 @@ open(sys.argv[2], "wb").write(b)
 PY
 t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/huge.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2
 [ ! -s "$tmp/out" ] || fail "decoder-diffuse wrote a picture of NaN"
+# DDIM's --eta: at 1 (DDPM's variance) rounding made the first step's
+# sqrt(1 - acp_prev - sigma^2) NaN with -S 2; past 1 every sample was NaN
+t 0 '' "$tmp/p.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2 --sampler ddim --eta 1
+t 2 "^decoder-diffuse: --eta: '1.01' is not in \[0, 1\]$" "$tmp/p.rec" "$BIN/decoder-diffuse" -S 2 --sampler ddim --eta 1.01
+# a field of a nested map is named with its place: a NaN in uncond.text_emb
+# was reported as one in text_emb, and unclip-replay said "record 1 field
+# params.decoder.steps: record 1 field steps: not a string"
+python3 - "$tmp/p.rec" "$tmp/in" << 'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+i = b.index(b"\xa4data", b.index(b"\xa8text_emb", b.index(b"\xa6uncond")))
+k = i + 5 + {0xC4: 2, 0xC5: 3, 0xC6: 5}[b[i + 5]]
+b[k:k + 4] = b"\x00\x00\xc0\x7f"
+open(sys.argv[2], "wb").write(b)
+PY
+t 1 '^prior-sample: stdin: record 1 field uncond.text_emb: element 0 is not finite$' "$tmp/in" "$BIN/prior-sample" -S 2
+"$BIN/decoder-diffuse" -S 2 --best-of 1 -f record "$tmp/p.rec" > "$tmp/d.rec"
+python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); i = b.rindex(b"\xa5steps\xa12")
+open(sys.argv[2], "wb").write(b[:i + 6] + b"\xcc\x02" + b[i + 8:])' "$tmp/d.rec" "$tmp/in"
+t 1 '^unclip-replay: record 1 field params.decoder.steps: not a string$' "$tmp/empty" "$BIN/unclip-replay" "$tmp/in"
 
 # class 7: a FIFO given as a model is refused without blocking; a model
 # file that shrinks under a running tool ends it with exit 1, not SIGBUS
@@ -571,6 +591,12 @@ long=$long/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(prin
 long=$long/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/$(printf '%0250d' 0)/x.png
 t 1 'too long|File name too long|No such file' "$tmp/empty" "$BIN/upsample" --fast -o "$long" "$tmp/r.png"
 ls "$tmp/o" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
+# an empty -o is a usage error (it named no file to rename the temporary
+# to: exit 0, nothing written, a .tmp.PID left in the working folder)
+t 2 "^shapes-render: -o: empty \(give a file name\)$" "$tmp/empty" "$BIN/shapes-render" -o "" "a red circle"
+t 2 "^upsample: -o: empty" "$tmp/empty" "$BIN/upsample" --fast -f record -o "" "$tmp/r.png"
+t 2 "^clip-lexicon: an output file name is empty" "$tmp/empty" "$BIN/clip-lexicon" --cache "" cube
+ls -a | grep -q '^\.tmp\.[0-9]*$' && fail "-o '': a temporary file was left behind"
 # a signal that ends the process (USR1, XCPU, ALRM...) leaves no temporary
 for sig in USR1 USR2 ALRM XCPU XFSZ; do
     "$BIN/shapes-render" --random 100000 --size 256 -f record -o "$tmp/o/sig.rec" 2> /dev/null &
@@ -581,6 +607,24 @@ for sig in USR1 USR2 ALRM XCPU XFSZ; do
     rows=$((rows + 1))
     ls "$tmp/o" | grep -q '\.tmp\.' && fail "SIG$sig left a temporary file"
 done
+
+# shapes-edit --check reads a task folder: an offset that is not one, a
+# mask or a result that does not fit the task's pictures (a negative
+# offset was SIGSEGV; a 4x4 mask of a 32x32 picture was read past its end)
+mkdir "$tmp/se"
+"$BIN/shapes-edit" --tasks 3 "$tmp/se" > "$tmp/se/tasks.txt"
+for i in 0 1 2; do cp "$tmp/se/$i-pic.png" "$tmp/se/$i-dec.png" && cp "$tmp/se/$i-big.png" "$tmp/se/$i-out.png"; done
+printf '2\toutpaint\tx\tleft=-100000000\n' > "$tmp/se/tasks.txt"
+t 1 "se/tasks.txt: task 2: 'left=-100000000' is not an offset in 0\.\.16384$" "$tmp/empty" "$BIN/shapes-edit" --check "$tmp/se"
+printf '0\tinpaint\tx\t-\n' > "$tmp/se/tasks.txt"
+cp "$PNGS/rgb8.png" "$tmp/se/0-mask.png"
+set +e
+"$BIN/shapes-edit" --check "$tmp/se" > "$tmp/out" 2> "$tmp/err"
+st=$?
+set -e
+rows=$((rows + 1))
+[ "$st" -eq 1 ] && grep -q "task 0: dec: its size or channels do not fit the task's pictures" "$tmp/err" ||
+    { cat "$tmp/err" >&2; fail "shapes-edit --check with a 4x4 mask of a 32x32 picture: status $st"; }
 
 # ---- third round (issue 26): memory budget, sums, trailing bytes, escapes, disk full ----
 
