@@ -289,9 +289,12 @@ float *rec_get_f32(const rec *r, const char *key, int ndim, const int64_t *want,
     float *x = uc_alloc((size_t)n, sizeof(float));
     uc_tensor_to_f32(&t, x);
     for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) {
+        if (!(fabsf(x[i]) <= REC_MAX_ABS)) {
+            if (isfinite(x[i]))
+                ferr(r, key, "element %lld is %g, past the bound of %g", (long long)i, (double)x[i], REC_MAX_ABS);
+            else
+                ferr(r, key, "element %lld is not finite", (long long)i);
             uc_free(x);
-            ferr(r, key, "element %lld is not finite", (long long)i);
             return NULL;
         }
     if (shape)

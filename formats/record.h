@@ -45,7 +45,10 @@ const char *rec_key_at(const rec *r, int i);
 int rec_has(const rec *r, const char *key);
 int rec_get_tensor(const rec *r, const char *key, uc_tensor *t);
 /* A float tensor widened to F32 (caller frees with uc_free). `want` gives
- * the expected dims (-1: any); ndim must match. Rejects NaN and Inf. */
+ * the expected dims (-1: any); ndim must match. Rejects NaN, Inf and
+ * values past +-REC_MAX_ABS: no CLIP output, embedding or sample comes near
+ * it, and a huge finite input gave a plausible-looking wrong picture. */
+#define REC_MAX_ABS 1e4
 float *rec_get_f32(const rec *r, const char *key, int ndim, const int64_t *want, int64_t *shape);
 /* String as a NUL-terminated copy owned by the record; error if it holds a
  * NUL byte or is not valid UTF-8. */

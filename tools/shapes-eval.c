@@ -158,13 +158,14 @@ static void see(eval *E, const rec *r, const sh_caption *cap, const unsigned cha
     }
 }
 
-/* Judge one picture (record r, with its image) named `where`. */
-static void judge(eval *E, const rec *r, const char *png_prompt, const char *where)
+/* Judge one picture (record r, with its image) named `where`, from the
+ * input `name` (a record's field errors name the record themselves). */
+static void judge(eval *E, const rec *r, const char *png_prompt, const char *name, const char *where)
 {
     const uc_cli *c = &E->cli;
     const char *text = E->caption;
     if (!text && rec_has(r, "prompt") && !(text = rec_get_str(r, "prompt")))
-        uc_die(c, UC_EXIT_DATA, "%s: %s", where, uc_errmsg());
+        uc_die(c, UC_EXIT_DATA, "%s: %s", rec_number(r) > 0 ? name : where, uc_errmsg());
     if (!text)
         text = png_prompt;
     if (!text)
@@ -223,7 +224,7 @@ static void judge_pngs(eval *E, int fd, const char *name)
         rec *r = uc_record_from_png(&img);
         if (!r)
             uc_die(&E->cli, UC_EXIT_DATA, "%s: %s", where, uc_errmsg());
-        judge(E, r, uc_png_text_get(&img, "prompt"), where);
+        judge(E, r, uc_png_text_get(&img, "prompt"), name, where);
         rec_free(r);
         uc_image_free(&img);
     }
@@ -252,7 +253,7 @@ static void judge_input(eval *E, const char *path)
     char where[300];
     while ((rc = rec_read(rr, &r)) == 1) {
         snprintf(where, sizeof where, "%s: record %ld", name, rec_number(r));
-        judge(E, r, NULL, where);
+        judge(E, r, NULL, name, where);
         rec_free(r);
     }
     if (rc < 0)

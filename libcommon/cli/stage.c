@@ -160,6 +160,12 @@ rec *uc_inputs_next(uc_inputs *in)
         int got = in->images ? uc_image_reader_next(in->ir, &in->r) : rec_read(in->rr, &in->r);
         if (got == 1) {
             in->ordinal++;
+            /* the text a stage carries on: checked here, not found bad
+             * when the output is written */
+            static const char *const text[] = {"prompt", "negative_prompt", "source"};
+            for (size_t i = 0; i < UC_COUNT(text); i++)
+                if (rec_has(in->r, text[i]) && !rec_get_str(in->r, text[i]))
+                    uc_die(in->cli, UC_EXIT_DATA, "%s: %s", in->src, uc_errmsg());
             return in->r;
         }
         if (got < 0)

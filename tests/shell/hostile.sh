@@ -281,6 +281,14 @@ head -c 100 "$tmp/ok.png" > "$tmp/cut.png"
 t 1 'cut.png: bad PNG: truncated' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/cut.png"
 t 1 'stdin: bad PNG: truncated' "$tmp/cut.png" "$BIN/clip-encode" -m "$tmp/clip.st" --image -
 t 1 'stdin: image 1: bad PNG: truncated' "$tmp/cut.png" "$BIN/shapes-eval"
+# a prompt that is not a string: the record and field named once (it said
+# "stdin: record 1: record 1 field prompt")
+{ map 2 && str version && by 1 && str prompt && by 7; } > "$tmp/in"
+t 1 '^shapes-eval: stdin: record 1 field prompt: ' "$tmp/in" "$BIN/shapes-eval"
+# ... and a stage finds it in its input, not when it writes its output (it
+# said "stdout: record 1 field prompt", and with -f record passed it on)
+{ map 3 && str version && by 1 && str prompt && by 7 && str image_emb && tensor F32 16 4 && rep 4 $ONE; } > "$tmp/in"
+t 1 '^decoder-diffuse: stdin: record 1 field prompt: ' "$tmp/in" "$BIN/decoder-diffuse" -m "$tmp/dec.st" -f record
 # bad CRCs: in IHDR, IDAT, and a text chunk (which may carry the record)
 cp "$tmp/ok.png" "$tmp/crc.png"
 by 255 | dd of="$tmp/crc.png" bs=1 seek=29 conv=notrunc 2> /dev/null
@@ -343,9 +351,10 @@ PY
 t 1 'bomb.png: image 1: bad PNG: zTXt: .*more than 128 MiB in all' "$tmp/empty" "$BIN/rec-dump" "$tmp/bomb.png"
 t 1 'bomb.png: bad PNG: zTXt: .*more than 128 MiB in all' "$tmp/empty" "$BIN/clip-encode" -m "$tmp/clip.st" --image "$tmp/bomb.png"
 
-# class 1: a stage checks what it computes. An image embedding of 1e37
-# (finite, so the reader takes it) makes the decoder compute NaN: exit 1
-# naming the record, the field and the stage, not a black picture
+# class 1: an image embedding of 1e37 (finite) made the decoder compute
+# NaN, a black picture; a value past 1e4, which no CLIP output comes near,
+# is refused by the reader. A stage checks what it computes: a NaN in the
+# model's weights is exit 1 naming the record, the field and the stage
 "$BIN/clip-encode" "a red circle" | "$BIN/prior-sample" -S 2 > "$tmp/p.rec" # the default model
 python3 - "$tmp/p.rec" "$tmp/huge.rec" << 'PY'
 import struct, sys
@@ -357,7 +366,18 @@ k = j + (2 if b[j] == 0xC4 else 3)
 b[k:k + n] = struct.pack("<%df" % (n // 4), *[1e37] * (n // 4))
 open(sys.argv[2], "wb").write(b)
 PY
-t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/huge.rec" "$BIN/decoder-diffuse" --best-of 1 -S 2
+t 1 '^decoder-diffuse: stdin: record 1 field image_emb: element 0 is 1e\+37, past the bound of 10000$' "$tmp/huge.rec" \
+    "$BIN/decoder-diffuse" --best-of 1 -S 2
+python3 - models/decoder.safetensors "$tmp/nan.st" << 'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+t = json.loads(b[8:8 + n])["model.time_embed.2.bias"]
+k = 8 + n + t["data_offsets"][0]
+b[k:k + 4] = {"F16": b"\x00\x7e\x00\x7e", "BF16": b"\xc0\x7f\xc0\x7f", "F32": b"\x00\x00\xc0\x7f"}[t["dtype"]]
+open(sys.argv[2], "wb").write(b)
+PY
+t 1 'record 1 field image: decoder-diffuse computed NaN' "$tmp/p.rec" "$BIN/decoder-diffuse" -m "$tmp/nan.st" --best-of 1 -S 2
 [ ! -s "$tmp/out" ] || fail "decoder-diffuse wrote a picture of NaN"
 # DDIM's --eta: at 1 (DDPM's variance) rounding made the first step's
 # sqrt(1 - acp_prev - sigma^2) NaN with -S 2; past 1 every sample was NaN
