@@ -44,8 +44,9 @@ static const char usage[] =
     "      --cache FILE    the vocabulary cache (default: vocab-CHECKSUM.rec in\n"
     "                      $UNCLIP_CACHE, else $XDG_CACHE_HOME/unclip, else\n"
     "                      ~/.cache/unclip)\n"
-    "                      (a --cache FILE of another model is an error; a\n"
-    "                      damaged cache is made again)\n"
+    "                      (a --cache FILE of another model, or a file that\n"
+    "                      is not a cache, is an error; a damaged cache is\n"
+    "                      made again)\n"
     "      --no-cache      encode the vocabulary without reading or writing a cache\n"
     "  -f, --format FMT    table (default): TSV lines KIND, QUERY, RANK, ENTRY,\n"
     "                      SCORE (KIND piece: ENTRY is the piece and the fifth\n"
@@ -198,7 +199,8 @@ static void cache_path(const uc_cli *c, const char *checksum, char *buf, size_t 
 }
 
 /* Read the cache: 0 when it holds the whole vocabulary for this model,
- * -2 when it was made with another model, -1 (uc_err says why) when it is
+ * -2 when it was made with another model or is no cache at all (its first
+ * record unreadable or without token_id), -1 (uc_err says why) when it is
  * missing or damaged; lex is left empty unless 0. */
 static int cache_read(lexicon *L, const char *path, int V)
 {
@@ -212,12 +214,15 @@ static int cache_read(lexicon *L, const char *path, int V)
     int got, rc = 0;
     while (!rc && (got = rec_read(rr, &r)) != 0) {
         if (got < 0) {
-            rc = -1;
+            rc = L->lex.n ? -1 : -2;
             break;
         }
         const char *label = rec_get_str(r, "prompt");
         uint64_t id;
-        if (!label || rec_get_u64(r, "token_id", &id))
+        if (L->lex.n == 0 && !rec_has(r, "token_id")) {
+            uc_err("%s: not a vocabulary cache (its first record has no token_id)", path);
+            rc = -2;
+        } else if (!label || rec_get_u64(r, "token_id", &id))
             rc = uc_err_prefix("%s", path);
         else if (id != (uint64_t)L->lex.n || L->lex.n >= V)
             rc = uc_err("%s: record %ld: token_id %llu out of order or beyond the vocabulary of %d", path,

@@ -616,6 +616,12 @@ ls "$tmp/o" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
 t 2 "^shapes-render: -o: empty \(give a file name\)$" "$tmp/empty" "$BIN/shapes-render" -o "" "a red circle"
 t 2 "^upsample: -o: empty" "$tmp/empty" "$BIN/upsample" --fast -f record -o "" "$tmp/r.png"
 t 2 "^clip-lexicon: an output file name is empty" "$tmp/empty" "$BIN/clip-lexicon" --cache "" cube
+# a --cache FILE that is no cache at all (a record of clip-encode) is not
+# replaced by one (it was, silently, as a damaged cache)
+cp "$tmp/a.rec" "$tmp/notcache.rec"
+t 1 '^clip-lexicon: --cache .*notcache.rec: not a vocabulary cache \(its first record has no token_id\)' "$tmp/empty" \
+    "$BIN/clip-lexicon" --cache "$tmp/notcache.rec" cube
+cmp -s "$tmp/a.rec" "$tmp/notcache.rec" || fail "clip-lexicon replaced a file that is not a cache"
 ls -a | grep -q '^\.tmp\.[0-9]*$' && fail "-o '': a temporary file was left behind"
 # a signal that ends the process (USR1, XCPU, ALRM...) leaves no temporary
 for sig in USR1 USR2 ALRM XCPU XFSZ; do
