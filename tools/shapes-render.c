@@ -190,7 +190,7 @@ int main(int argc, char **argv)
             else
                 uc_die(c, UC_EXIT_USAGE, "--format: '%s' is not png, record or raw", optarg);
             break;
-        case 'o': R.output = optarg; break;
+        case 'o': R.output = strcmp(optarg, "-") ? optarg : NULL; break; /* -o -: standard output */
         default: uc_die(c, UC_EXIT_USAGE, "bad option");
         }
     }

@@ -88,6 +88,15 @@ void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char 
     const char *mb = getenv("UNCLIP_MEMORY_BUDGET");
     if (mb && *mb)
         uc_mem_set_budget(uc_parse_size(c, "UNCLIP_MEMORY_BUDGET", mb));
+    /* read by the Winograd cache (nn/winograd.c), which would take junk
+     * as its default: refused here, before any work */
+    const char *wc = getenv("UNCLIP_WINOGRAD_CACHE_MB");
+    if (wc) {
+        char *end;
+        double v = strtod(wc, &end);
+        if (end == wc || *end || !(v >= 0 && v <= 1e9))
+            uc_die(c, UC_EXIT_USAGE, "UNCLIP_WINOGRAD_CACHE_MB: '%s' is not a number of MiB in [0, 1e9]", wc);
+    }
     signal(SIGBUS, on_sigbus);
 }
 

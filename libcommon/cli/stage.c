@@ -416,7 +416,7 @@ int uc_image_out_option(uc_image_out *o, const uc_cli *c, int opt, const char *a
             uc_die(c, UC_EXIT_USAGE, "--format: '%s' is not png or record", arg);
         return 1;
     case UC_OPT_FLOAT: o->want_float = 1; return 1;
-    case 'o': o->path = arg; return 1;
+    case 'o': o->path = strcmp(arg, "-") ? arg : NULL; return 1; /* -o -: standard output */
     default: return 0;
     }
 }

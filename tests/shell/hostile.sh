@@ -616,6 +616,13 @@ ls "$tmp/o" | grep -q '\.tmp\.' && fail "a temporary file was left behind"
 t 2 "^shapes-render: -o: empty \(give a file name\)$" "$tmp/empty" "$BIN/shapes-render" -o "" "a red circle"
 t 2 "^upsample: -o: empty" "$tmp/empty" "$BIN/upsample" --fast -f record -o "" "$tmp/r.png"
 t 2 "^clip-lexicon: an output file name is empty" "$tmp/empty" "$BIN/clip-lexicon" --cache "" cube
+# -o - is standard output (it wrote a file named "-"); junk in
+# UNCLIP_WINOGRAD_CACHE_MB is refused (the cache took its default silently)
+render=$(cd "$BIN" && pwd)/shapes-render
+(cd "$tmp" && "$render" -o - "a red circle" > "$tmp/dash.png") || fail "shapes-render -o - failed"
+[ ! -e "$tmp/-" ] && [ -s "$tmp/dash.png" ] || fail "shapes-render -o - did not write to standard output"
+t 2 "^shapes-render: UNCLIP_WINOGRAD_CACHE_MB: 'junk' is not a number of MiB" "$tmp/empty" \
+    env UNCLIP_WINOGRAD_CACHE_MB=junk "$BIN/shapes-render" "a red circle"
 # a --cache FILE that is no cache at all (a record of clip-encode) is not
 # replaced by one (it was, silently, as a damaged cache)
 cp "$tmp/a.rec" "$tmp/notcache.rec"
