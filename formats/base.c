@@ -59,6 +59,8 @@ static void oom(size_t n)
     abort();
 }
 
+void uc_oom(size_t bytes) { oom(bytes); }
+
 static uint64_t mem_budget = UC_MEM_BUDGET_DEFAULT;
 
 void uc_mem_set_budget(uint64_t bytes) { mem_budget = bytes; }

@@ -34,6 +34,9 @@ const char *uc_errmsg(void);
 void *uc_alloc(size_t n, size_t size);
 /* What happens when an allocation fails: fn(bytes asked) must not return. */
 void uc_set_oom_handler(void (*fn)(size_t bytes));
+/* The end of a failed allocation made outside uc_alloc (msgpack's zones):
+ * the handler (the tools': a message and exit 1), else abort. */
+void uc_oom(size_t bytes);
 void uc_free(void *p);
 /* The same without zeroing, for buffers the caller fills at once. */
 void *uc_alloc_raw(size_t n, size_t size);

@@ -34,10 +34,8 @@ static void mcpy(void *d, const void *s, size_t n)
 static void *zalloc(msgpack_zone *z, size_t n)
 {
     void *p = msgpack_zone_malloc(z, n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "unclip: out of memory\n");
-        abort();
-    }
+    if (!p)
+        uc_oom(n);
     return p;
 }
 
@@ -104,10 +102,8 @@ static rec *rec_empty(void)
 {
     rec *r = uc_alloc(1, sizeof *r);
     r->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-    if (!r->zone) {
-        fprintf(stderr, "unclip: out of memory\n");
-        abort();
-    }
+    if (!r->zone)
+        uc_oom(MSGPACK_ZONE_CHUNK_SIZE);
     return r;
 }
 
@@ -530,16 +526,16 @@ void rec_history_add(rec *r, const char *tool, int argc, char **argv)
 
 /* ---- writing ---- */
 
-static int pack(const rec *r, msgpack_sbuffer *sb)
+/* msgpack-c's packer fails only when its buffer cannot grow */
+static void pack(const rec *r, msgpack_sbuffer *sb)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, (size_t)r->n);
-    for (int i = 0; i < r->n; i++) {
-        msgpack_pack_object(&pk, r->kv[i].key);
-        msgpack_pack_object(&pk, r->kv[i].val);
-    }
-    return 0;
+    int bad = msgpack_pack_map(&pk, (size_t)r->n);
+    for (int i = 0; i < r->n && !bad; i++)
+        bad = msgpack_pack_object(&pk, r->kv[i].key) || msgpack_pack_object(&pk, r->kv[i].val);
+    if (bad)
+        uc_oom(sb->alloc * 2);
 }
 
 int rec_encode(const rec *r, char **buf, size_t *n)
@@ -868,6 +864,8 @@ int rec_read(rec_reader *r, rec **out)
     scan_reset(&r->scan);
     msgpack_object obj;
     msgpack_unpack_return ret = msgpack_unpack(bytes, msg, &off, rc->zone, &obj);
+    if (ret == MSGPACK_UNPACK_NOMEM_ERROR)
+        uc_oom(msg);
     if (ret != MSGPACK_UNPACK_SUCCESS || off != msg || obj.type != MSGPACK_OBJECT_MAP) {
         rec_free(rc);
         r->count--;

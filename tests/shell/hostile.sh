@@ -687,6 +687,27 @@ if (set +e; ulimit -v 6000000 && "$BIN/rec-dump" --version > /dev/null 2>&1; exi
         sh -c 'ulimit -v 6000000 && exec "$0" --memory-budget 100G -S 2 "$1"' "$BIN/upsample" "$tmp/big.png"
     t 0 '' "$tmp/empty" sh -c 'ulimit -v 1500000 && exec "$0" --full "$1"' "$BIN/rec-dump" "$tmp/wide.png"
     [ "$(wc -c < "$tmp/out")" -eq 54000122 ] || fail "rec-dump --full of a 3000x3000 PNG: $(wc -c < "$tmp/out") bytes"
+    # a record of one 60 MiB tensor read under limits from 100 to 200 MB:
+    # where the reader's buffer fit and the copy into msgpack's zone did
+    # not, the reader called abort() (status 134); now every limit ends in
+    # the record read (0) or an out-of-memory message (1)
+    python3 - "$tmp/big.rec" << 'EOF'
+import struct, sys
+n = 60 << 20
+s = lambda x: bytes([0xA0 | len(x)]) + x.encode()
+t = bytes([0x83]) + s("dtype") + s("F32") + s("shape") + b"\x91\xce" + struct.pack(">I", n // 4) + s("data") + b"\xc6" + struct.pack(">I", n)
+open(sys.argv[1], "wb").write(bytes([0x82]) + s("version") + b"\x01" + s("x") + t + bytes(n))
+EOF
+    v=100000
+    while [ "$v" -le 200000 ]; do
+        set +e
+        sh -c "ulimit -v $v && exec \"\$0\" \"\$1\"" "$BIN/rec-dump" "$tmp/big.rec" > /dev/null 2> "$tmp/err"
+        st=$?
+        set -e
+        [ "$st" -eq 0 ] || { [ "$st" -eq 1 ] && grep -q 'out of memory' "$tmp/err"; } ||
+            fail "rec-dump of a 60 MiB record under ulimit -v $v: status $st ($(head -c 200 "$tmp/err"))"
+        v=$((v + 1000))
+    done
 else
     echo "hostile.sh: this build cannot start under ulimit -v (a sanitizer build?): ulimit rows skipped" >&2
 fi
