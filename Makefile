@@ -29,7 +29,7 @@ OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sani
 else
 BUILD   := build/rel
 BIN     := bin
-OPT     := -O2 -g -march=native
+OPT     := -O2 -g -march=x86-64-v3
 endif
 
 CFLAGS  ?=
@@ -59,7 +59,13 @@ $(BIN)/unclip-convert: scripts/unclip-convert | $(BIN)/unclip-spec
 	@mkdir -p $(BIN)
 	install -m 755 $< $@
 
-$(BUILD)/%.o: %.c
+# every object depends on the compiler and its flags: changing either
+# (CC=clang, OPT in this file; -Werror aside) rebuilds them all
+$(BUILD)/flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CC) $(filter-out -Werror,$(CFLAGS))' | cmp -s - $@ || echo '$(CC) $(filter-out -Werror,$(CFLAGS))' > $@
+
+$(BUILD)/%.o: %.c $(BUILD)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -225,7 +231,7 @@ install: all $(BIN)/unclip-bench
 # Debian 12 packages (run as root). BLIS is the pthreads build, linked
 # statically so no other BLIS variant on the machine can take its place.
 DEBS := build-essential clang libclang-rt-14-dev libblis-pthread-dev libmsgpack-dev libpng-dev zlib1g-dev \
-        libcmocka-dev libcjson-dev libutf8proc-dev python3 python3-numpy
+        libcmocka-dev libcjson-dev libutf8proc-dev python3 python3-numpy qemu-user
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS)
@@ -233,6 +239,8 @@ deps:
 clean:
 	rm -rf build bin
 
-.PHONY: all unit golden shell check check-ulimit check-real bench eval eval-diversity eval-clip eval-filter eval-edit install clean deps fuzz \
+.PHONY: FORCE all unit golden shell check check-ulimit check-real bench eval eval-diversity eval-clip eval-filter eval-edit install clean deps fuzz \
         fuzz-run regen layers
 .SECONDARY:
+
+FORCE:

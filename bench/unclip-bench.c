@@ -28,9 +28,11 @@
 #include "libcommon/models/clip.h"
 #include "formats/base.h"
 #include "libcommon/models/decoder.h"
+#include "libcommon/nn/cpu.h"
 #include "libcommon/nn/ops.h"
 #include "libcommon/models/prior.h"
 #include "libcommon/nn/rng.h"
+#include "libcommon/nn/winograd.h"
 #include "libcommon/models/sr.h"
 #include "bench.h"
 
@@ -44,7 +46,8 @@ static const char usage[] =
     "\n"
     "Benchmarks (a NAME selects those it equals or prefixes up to a '-', so\n"
     "'sgemm', 'clip' and 'prior' select groups; none selects all):\n"
-    "  peak-f32-t1          register-only AVX-512 FMA loop: one core's F32 peak\n"
+    "  peak-f32-t1          register-only FMA loop (AVX-512; 256-bit below that level):\n"
+    "                       one core's F32 peak\n"
     "  peak-bf16-t1         register-only vdpbf16ps loop: one core's BF16 peak\n"
     "  sgemm-square-tN      uc_gemm 2048x2048x2048 on 1 and on all threads\n"
     "  sgemm-xf-tN          uc_linear 162x2048 -> 8192 (the prior's MLP at batch 2)\n"
@@ -213,10 +216,32 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) static float peak_loop(l
         s = _mm512_add_ps(s, a[i]);
     return _mm512_reduce_add_ps(s);
 }
+
+/* The F32 loop on 256-bit FMA (16 FLOP an instruction), for AVX2 CPUs. */
+__attribute__((target("avx2,fma"), noinline)) static float peak_loop_avx2(long iters)
+{
+    __m256 a[PEAK_ACC], x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-3f);
+#pragma GCC unroll 24
+    for (int i = 0; i < PEAK_ACC; i++)
+        a[i] = _mm256_set1_ps((float)i);
+    for (long k = 0; k < iters; k++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < PEAK_ACC; i++)
+            a[i] = _mm256_fmadd_ps(a[i], x, y);
+        __asm__ volatile("" : "+v"(x), "+v"(y));
+    }
+    float s = 0, v[8];
+    for (int i = 0; i < PEAK_ACC; i++) {
+        _mm256_storeu_ps(v, a[i]);
+        for (int l = 0; l < 8; l++)
+            s += v[l];
+    }
+    return s;
+}
 #endif
 
 typedef struct {
-    int bf16;
+    int bf16, avx2; /* avx2: the 256-bit F32 loop */
     volatile float sink;
 } peak_ctx;
 
@@ -225,7 +250,7 @@ static int peak_run(void *ctx, double *parts)
     peak_ctx *c = ctx;
     double t0 = uc_now();
 #if defined(__x86_64__) && defined(__GNUC__)
-    c->sink = peak_loop(PEAK_ITERS, c->bf16);
+    c->sink = c->avx2 ? peak_loop_avx2(PEAK_ITERS) : peak_loop(PEAK_ITERS, c->bf16);
 #endif
     parts[0] = uc_now() - t0;
     return 0;
@@ -235,16 +260,16 @@ static int peak_run(void *ctx, double *parts)
 static int bench_peak(const opts *o, const char *name, int bf16)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || (bf16 && !__builtin_cpu_supports("avx512bf16"))) {
-        uc_info(&o->cli, "%s: this CPU lacks %s", name, bf16 ? "AVX512_BF16" : "AVX-512");
+    int level = uc_cpu_level();
+    if (bf16 && level < UC_CPU_AVX512BF16) {
+        uc_info(&o->cli, "%s: this CPU lacks AVX512_BF16 (or UNCLIP_CPU caps it)", name);
         return 0;
     }
-    peak_ctx c = {bf16, 0};
+    peak_ctx c = {bf16, level < UC_CPU_AVX512, 0};
     double med;
     int rc = measure(o, name, peak_run, &c, 1, &med);
     if (!rc)
-        emit(o, name, med, (double)PEAK_ITERS * PEAK_ACC * (bf16 ? 64.0 : 32.0));
+        emit(o, name, med, (double)PEAK_ITERS * PEAK_ACC * (bf16 ? 64.0 : c.avx2 ? 16.0 : 32.0));
     return rc;
 #else
     (void)bf16;
@@ -539,6 +564,7 @@ static int sr_run(void *ctx, double *parts)
  * 64 -> 256 model), batch 1. */
 static int bench_sr(const opts *o, const char *name, const char *path)
 {
+    uc_winograd_default_cache_mb(0); /* as upsample */
     uc_sr *s = uc_sr_open(path);
     if (!s)
         return -1;

@@ -20,6 +20,7 @@
 #include "libcommon/cli/cli.h"
 #include "libcommon/cli/stage.h"
 #include "libcommon/image/imageio.h"
+#include "libcommon/nn/cpu.h"
 
 static const char usage[] =
     "Usage: unclip-replay [OPTION]... [FILE]\n"
@@ -59,6 +60,7 @@ typedef struct {
     char *argv[MAX_ARGS];
     char buf[MAX_ARGS][PATH_MAX];
     int n;
+    char cpu[16]; /* UNCLIP_CPU for the stage, or "" */
 } cmd;
 
 static void arg(cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -130,11 +132,32 @@ static double need_f64(const uc_cli *c, const rec *p, const char *stage, const c
     return v;
 }
 
+/* The kernels' level the stage drew at (params.STAGE.cpu; absent in
+ * pictures drawn before it was recorded): the stage runs at it, or at
+ * this CPU's level when that is lower, with a warning. */
+static void cpu_level(const uc_cli *c, cmd *x, const rec *p, const char *stage)
+{
+    if (!rec_has(p, "cpu"))
+        return;
+    const char *name = need_str(c, p, stage, "cpu");
+    int l = uc_cpu_parse(name);
+    if (l < 0 || !strcmp(name, "native"))
+        uc_die(c, UC_EXIT_DATA, "record 1 field params.%s.cpu: '%.32s' is not a kernel level (avx2, avx512, avx512bf16)",
+               stage, name);
+    if (l > uc_cpu_level()) {
+        uc_warn(c, "record 1 field params.%s.cpu: drawn with %s kernels, replayed with %s: the picture may differ in "
+                   "its last bits", stage, name, uc_cpu_name(uc_cpu_level()));
+        l = uc_cpu_level();
+    }
+    snprintf(x->cpu, sizeof x->cpu, "%s", uc_cpu_name(l));
+}
+
 /* The command line of decoder-diffuse for the record's params.decoder. */
 static void decoder_cmd(const uc_cli *c, cmd *d, const char *dir, const rec *p, const char *model, const char *clip,
                         int want_float)
 {
     arg(d, "%s/decoder-diffuse", dir);
+    cpu_level(c, d, p, "decoder");
     arg(d, "-q");
     arg(d, "-f");
     arg(d, "record");
@@ -179,6 +202,7 @@ static void sr_cmd(const uc_cli *c, cmd *u, const char *dir, const rec *p, const
         arg(u, "--fast");
         return;
     }
+    cpu_level(c, u, p, "sr");
     arg(u, "-t");
     arg(u, "%llu", c->threads ? (unsigned long long)c->threads : (unsigned long long)need_u64(c, p, "sr", "threads"));
     arg(u, "-s");
@@ -202,6 +226,8 @@ static void show(const uc_cli *c, const cmd *x)
     if (c->verbose < 1)
         return;
     fprintf(stderr, "%s:", c->tool);
+    if (x->cpu[0])
+        fprintf(stderr, " UNCLIP_CPU=%s", x->cpu);
     for (int i = 0; i < x->n; i++)
         fprintf(stderr, " %s", x->argv[i]);
     fputc('\n', stderr);
@@ -226,6 +252,8 @@ static rec *run(const uc_cli *c, const rec *in, cmd *s1, cmd *s2)
             if (fds[i] > 2)
                 posix_spawn_file_actions_addclose(&fa, fds[i]);
         show(c, stage[k]);
+        if (stage[k]->cpu[0])
+            setenv("UNCLIP_CPU", stage[k]->cpu, 1);
         int e = posix_spawn(&pid[k], stage[k]->argv[0], &fa, NULL, stage[k]->argv, environ);
         posix_spawn_file_actions_destroy(&fa);
         if (e)

@@ -15,7 +15,9 @@
 
 #include "formats/base.h"
 #include "libcommon/models/model.h"
+#include "libcommon/nn/cpu.h"
 #include "libcommon/nn/ops.h"
+#include "libcommon/nn/winograd.h"
 
 #ifndef UC_SHARE_DIR
 #define UC_SHARE_DIR "/usr/local/share/unclip"
@@ -88,15 +90,19 @@ void uc_cli_init(uc_cli *c, const char *tool, const char *usage, int argc, char 
     const char *mb = getenv("UNCLIP_MEMORY_BUDGET");
     if (mb && *mb)
         uc_mem_set_budget(uc_parse_size(c, "UNCLIP_MEMORY_BUDGET", mb));
-    /* read by the Winograd cache (nn/winograd.c), which would take junk
-     * as its default: refused here, before any work */
+    /* the Winograd cache's budget (nn/winograd.c) */
     const char *wc = getenv("UNCLIP_WINOGRAD_CACHE_MB");
     if (wc) {
         char *end;
         double v = strtod(wc, &end);
         if (end == wc || *end || !(v >= 0 && v <= 1e9))
             uc_die(c, UC_EXIT_USAGE, "UNCLIP_WINOGRAD_CACHE_MB: '%s' is not a number of MiB in [0, 1e9]", wc);
+        uc_winograd_set_cache_mb(v);
     }
+    /* the kernels' level (nn/cpu.h), which would take junk as "native" */
+    const char *cpu = getenv("UNCLIP_CPU");
+    if (cpu && *cpu && uc_cpu_parse(cpu) < 0)
+        uc_die(c, UC_EXIT_USAGE, "UNCLIP_CPU: '%s' is not one of avx2, avx512, avx512bf16, native", cpu);
     signal(SIGBUS, on_sigbus);
 }
 

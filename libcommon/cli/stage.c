@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "formats/base.h"
+#include "libcommon/nn/cpu.h"
 #include "libcommon/sample/emb.h"
 
 /* ---- options ---- */
@@ -108,6 +109,7 @@ uint64_t uc_output_noise_key(uint64_t noise_key, const char *stage, uint64_t i)
 void uc_set_draw(const uc_cli *c, rec *params, uint64_t seed, uint64_t noise_key, uint64_t index)
 {
     rec_set_u64(params, "threads", (uint64_t)c->threads); /* sums split by thread differ in the last bits */
+    rec_set_str(params, "cpu", uc_cpu_name(uc_cpu_level())); /* and so do kernels of another level */
     rec_set_u64(params, "seed", seed);
     rec_set_u64(params, "noise_key", noise_key);
     rec_set_u64(params, "index", index);

@@ -19,6 +19,7 @@
 #endif
 
 #include "formats/base.h"
+#include "libcommon/nn/cpu.h"
 #include "libcommon/nn/ops.h"
 
 #define NB 64  /* columns of a block: 4 vectors */
@@ -33,11 +34,7 @@ void uc_bf16_force_widen(int on) { forced_widen = on ? 1 : 0; }
 int uc_bf16_native(void)
 {
 #ifdef HAVE_X86
-    static int has = -1;
-    if (has < 0) {
-        __builtin_cpu_init();
-        has = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-    }
+    int has = uc_cpu_level() >= UC_CPU_AVX512BF16;
     if (forced_widen < 0) {
         const char *e = getenv("UNCLIP_BF16_WIDEN");
         forced_widen = e && *e && strcmp(e, "0") ? 1 : 0;

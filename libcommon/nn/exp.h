@@ -13,7 +13,7 @@
  * blocks vectorize: 2^n by the exponent bits, e^r on |r| <= ln2/2 by a
  * degree-6 polynomial (Cephes' coefficients); within 2 ulp of expf.
  * Below -87 it is 0 (exp(-inf) included); above 88 it saturates. */
-static inline float uc_exp_f(float x)
+static inline __attribute__((always_inline)) float uc_exp_f(float x)
 {
     float xc = x > 88.0f ? 88.0f : x;
     float t = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */

@@ -3,15 +3,16 @@
 
 #include <math.h>
 
+#include "libcommon/nn/cpu.h"
 #include "libcommon/nn/exp.h"
 #include "libcommon/nn/ops.h"
 
-static inline float silu_f(float v) { return v / (1.0f + uc_exp_f(-v)); }
+UC_INLINE float silu_f(float v) { return v / (1.0f + uc_exp_f(-v)); }
 
 #define VB 16 /* block width of the vectorized passes */
 
 /* y = x * a + s, then * sc + sh when film, then SiLU when silu; n floats. */
-static void affine_act(const float *x, float *y, int64_t n, float a, float s, int film, float sc, float sh, int silu)
+UC_INLINE void affine_act(const float *x, float *y, int64_t n, float a, float s, int film, float sc, float sh, int silu)
 {
     int64_t i = 0;
     for (; i + VB <= n; i += VB) {
@@ -36,7 +37,7 @@ static void affine_act(const float *x, float *y, int64_t n, float a, float s, in
 }
 
 /* Sum of x[n] - m and of its square, 16 float lanes, in double at the end. */
-static void moments(const float *x, int64_t n, float m, double *sum, double *sq)
+UC_INLINE void moments(const float *x, int64_t n, float m, double *sum, double *sq)
 {
     float s[VB] = {0}, q[VB] = {0};
     int64_t i = 0;
@@ -71,7 +72,7 @@ typedef struct {
 } gn_job;
 
 /* Items are (image, group) pairs. */
-static void gn_items(void *ctx, int64_t i0, int64_t i1)
+UC_INLINE void gn_body(void *ctx, int64_t i0, int64_t i1)
 {
     const gn_job *j = ctx;
     int64_t C = j->C, B = j->B, hw = j->hw, G = j->groups, cpg = C / G;
@@ -98,9 +99,11 @@ static void gn_items(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
+UC_CLONE(gn_items, gn_body)
+
 void uc_group_norm(const float *x, float *y, int64_t C, int64_t B, int64_t hw, int groups, double eps,
                    const float *gamma, const float *beta, const float *film, int silu)
 {
     gn_job j = {x, y, C, B, hw, groups, eps, gamma, beta, film, silu};
-    uc_parallel_for(B * groups, 3.0 * (double)(C * B * hw), gn_items, &j);
+    uc_parallel_for(B * groups, 3.0 * (double)(C * B * hw), uc_pick(gn_items), &j);
 }

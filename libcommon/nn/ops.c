@@ -3,10 +3,11 @@
 #include "libcommon/nn/ops.h"
 
 #include "formats/base.h"
+#include "libcommon/nn/cpu.h"
 #include "libcommon/nn/exp.h"
 
 #include <blis.h>
-#ifdef __AVX512F__
+#ifdef UC_HAVE_X86
 #include <immintrin.h>
 #endif
 #include <math.h>
@@ -20,7 +21,10 @@
 static int nthreads = 1;
 static cntx_t *small_cntx; /* kernels for products with few rows, or NULL */
 
-#ifdef __AVX512F__
+/* Our AVX-512 paths run (cpu.h) */
+static inline int avx512(void) { return uc_cpu_level() >= UC_CPU_AVX512; }
+
+#ifdef UC_HAVE_X86
 /* The Skylake-X micro-kernel for the products with nn.Linear weights (see
  * "products with nn.Linear weights" below); ukr NULL when BLIS runs them. */
 static struct {
@@ -34,30 +38,31 @@ static void lin_init(void);
 /* BLIS 0.9 (Debian 12) knows no Zen 4: on an AVX-512 AMD processor it falls
  * back to its generic kernels, five times slower than its Skylake-X ones,
  * which run there at full speed. Choose those before BLIS initialises,
- * unless the user chose an architecture. */
+ * unless the user chose an architecture; when UNCLIP_CPU caps the level at
+ * AVX2 on such a CPU, BLIS's Haswell kernels. */
 static void choose_blis_kernels(void)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef UC_HAVE_X86
     static int done;
     if (done++ || getenv("BLIS_ARCH_TYPE"))
         return;
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-        char id[16];
+    char id[16];
+    if (avx512()) {
         snprintf(id, sizeof id, "%d", (int)BLIS_ARCH_SKX);
         setenv("BLIS_ARCH_TYPE", id, 0);
         bli_init();
         small_cntx = bli_gks_lookup_ind_cntx(BLIS_ARCH_ZEN3, BLIS_NAT);
-#ifdef __AVX512F__
         lin_init();
-#endif
+    } else if (__builtin_cpu_supports("avx512f")) {
+        snprintf(id, sizeof id, "%d", (int)BLIS_ARCH_HASWELL);
+        setenv("BLIS_ARCH_TYPE", id, 0);
     }
 #endif
 }
 
 int uc_threads_init(int n)
 {
+    uc_cpu_level(); /* read once, before the threads start */
     choose_blis_kernels();
     if (n <= 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
@@ -234,7 +239,7 @@ static float *thread_buffer(float **buf, size_t *cap, size_t n)
     return *buf;
 }
 
-#ifdef __AVX512F__
+#ifdef UC_HAVE_X86
 static void lin_init(void)
 {
     cntx_t *cx = bli_gks_query_cntx();
@@ -250,7 +255,7 @@ static void lin_init(void)
 }
 
 /* r[i][j] <- r[j][i]. Inlined and unrolled, so that r stays in registers. */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+static inline __attribute__((always_inline)) UC_AVX512 void transpose16(__m512 r[16])
 {
     __m512 t[16];
 #pragma GCC unroll 16
@@ -281,7 +286,7 @@ static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
 /* X[rows, kc] (row stride ld) as panels of P rows, k-major:
  * dst[(i / P) * kc * P + k * P + i % P] = X[i][k], zero past the last row;
  * 16 x 16 tiles transposed in registers. */
-static void pack_panels(float *dst, const float *X, int64_t ld, int64_t rows, int64_t kc, int64_t P)
+UC_AVX512 static void pack_panels(float *dst, const float *X, int64_t ld, int64_t rows, int64_t kc, int64_t P)
 {
     for (int64_t i0 = 0; i0 < rows; i0 += P, dst += kc * P)
         for (int64_t h = 0; h < P; h += 16) {
@@ -411,8 +416,8 @@ static void sgemm(int64_t M, int64_t N, int64_t K, float alpha, const float *A, 
                   const float *B, int64_t rsb, int64_t csb, float beta, float *C, int64_t ldc)
 {
     double flops = (double)M * (double)N * (double)K;
-#ifdef __AVX512F__
-    if (lin.ukr && M >= SMALL_ROWS && csa == 1 && rsb == 1) { /* B = W^T, W [N, K] rows contiguous */
+#ifdef UC_HAVE_X86
+    if (lin.ukr && avx512() && M >= SMALL_ROWS && csa == 1 && rsb == 1) { /* B = W^T, W [N, K] rows contiguous */
         lin_gemm(M, N, K, alpha, A, rsa, B, csb, NULL, beta, C, ldc);
         return;
     }
@@ -444,8 +449,8 @@ void uc_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64
 
 void uc_linear(float *out, const float *in, const float *W, const float *b, int64_t M, int64_t K, int64_t N)
 {
-#ifdef __AVX512F__
-    if (lin.ukr && M >= SMALL_ROWS && N > 0 && K > 0) { /* the bias copied chunk by chunk, in the parallel loop */
+#ifdef UC_HAVE_X86
+    if (lin.ukr && avx512() && M >= SMALL_ROWS && N > 0 && K > 0) { /* the bias copied chunk by chunk, in the parallel loop */
         lin_gemm(M, N, K, 1.0f, in, K, W, K, b, 0.0f, out, N);
         return;
     }
@@ -469,25 +474,36 @@ typedef struct {
     float eps;
 } ln_job;
 
+#ifdef UC_HAVE_X86
+/* dsum's sum over x[0, n / 8 * 8), in eight lanes */
+UC_AVX512 static double dsum8(const float *x, int64_t n, double c, int square)
+{
+    __m512d v = _mm512_setzero_pd();
+    for (int64_t k = 0; k + 8 <= n; k += 8) {
+        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + k)), _mm512_set1_pd(c));
+        v = square ? _mm512_fmadd_pd(d, d, v) : _mm512_add_pd(v, d);
+    }
+    return _mm512_reduce_add_pd(v);
+}
+#endif
+
 /* Sum over x[0, n) of x - c (square 0) or (x - c)^2 (square 1), in double. */
 static double dsum(const float *x, int64_t n, double c, int square)
 {
     double s = 0;
     int64_t k = 0;
-#ifdef __AVX512F__
-    __m512d v = _mm512_setzero_pd();
-    for (; k + 8 <= n; k += 8) {
-        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + k)), _mm512_set1_pd(c));
-        v = square ? _mm512_fmadd_pd(d, d, v) : _mm512_add_pd(v, d);
+#ifdef UC_HAVE_X86
+    if (avx512()) {
+        s = dsum8(x, n, c, square);
+        k = n / 8 * 8;
     }
-    s = _mm512_reduce_add_pd(v);
 #endif
     for (; k < n; k++)
         s += square ? (x[k] - c) * (x[k] - c) : x[k] - c;
     return s;
 }
 
-static void ln_rows(void *ctx, int64_t i0, int64_t i1)
+UC_INLINE void ln_body(void *ctx, int64_t i0, int64_t i1)
 {
     const ln_job *j = ctx;
     int64_t D = j->D;
@@ -501,10 +517,12 @@ static void ln_rows(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
+UC_CLONE(ln_rows, ln_body)
+
 void uc_layernorm(float *out, const float *in, const float *w, const float *b, int64_t M, int64_t D, float eps)
 {
     ln_job j = {out, in, w, b, D, eps};
-    uc_parallel_for(M, 4.0 * (double)(M * D), ln_rows, &j);
+    uc_parallel_for(M, 4.0 * (double)(M * D), uc_pick(ln_rows), &j);
 }
 
 /* Element-wise functions, run over blocks of EW_BLOCK elements. */
@@ -518,11 +536,11 @@ typedef struct {
 
 enum { EW_GELU, EW_QUICK_GELU, EW_SILU };
 
-#ifdef __AVX512F__
+#ifdef UC_HAVE_X86
 /* e^x within about 1 ulp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
  * parts), e^r by Cephes' expf polynomial, scaled by 2^n; x clamped so
  * that the result saturates to exactly 0 (e^-inf) or inf, NaN kept. */
-static __m512 exp512(__m512 x)
+UC_AVX512 static inline __m512 exp512(__m512 x)
 {
     x = _mm512_max_ps(_mm512_set1_ps(-110.0f), _mm512_min_ps(_mm512_set1_ps(89.0f), x));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
@@ -539,7 +557,7 @@ static __m512 exp512(__m512 x)
 }
 
 /* x / (1 + e^(-1.702 x)) over x[0, n). */
-static void quick_gelu_avx512(float *x, int64_t n)
+UC_AVX512 static void quick_gelu_avx512(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
@@ -548,6 +566,19 @@ static void quick_gelu_avx512(float *x, int64_t n)
         _mm512_mask_storeu_ps(x + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
     }
 }
+
+/* r[j] = e^(r[j] - mx) over r[0, n); returns their sum. */
+UC_AVX512 static float exp_sum_avx512(float *r, int64_t n, float mx)
+{
+    __m512 vs = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 m = (__mmask16)(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, r + j), _mm512_set1_ps(mx)));
+        _mm512_mask_storeu_ps(r + j, m, e);
+        vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(m, e));
+    }
+    return _mm512_reduce_add_ps(vs);
+}
 #endif
 
 static void ew_blocks(void *ctx, int64_t b0, int64_t b1)
@@ -555,8 +586,8 @@ static void ew_blocks(void *ctx, int64_t b0, int64_t b1)
     const ew_job *j = ctx;
     float *x = j->x;
     int64_t i1 = UC_MIN(j->n, b1 * EW_BLOCK);
-#ifdef __AVX512F__
-    if (j->fn == EW_QUICK_GELU) {
+#ifdef UC_HAVE_X86
+    if (j->fn == EW_QUICK_GELU && avx512()) {
         quick_gelu_avx512(x + b0 * EW_BLOCK, i1 - b0 * EW_BLOCK);
         return;
     }
@@ -587,35 +618,48 @@ void uc_add(float *x, const float *y, int64_t n)
         x[i] += y[i];
 }
 
+/* One row of uc_softmax_rows; vec: exp by exp512. */
+UC_INLINE void softmax_row(float *r, int64_t N, int vec)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < N; j++)
+        mx = r[j] > mx ? r[j] : mx;
+    if (mx == -INFINITY) { /* fully masked row: torch gives NaN; keep 0 */
+        memset(r, 0, (size_t)N * sizeof *r);
+        return;
+    }
+    float s = 0;
+    int64_t j = 0;
+#ifdef UC_HAVE_X86
+    if (vec) {
+        s = exp_sum_avx512(r, N, mx);
+        j = N;
+    }
+#endif
+    (void)vec;
+    for (; j < N; j++) {
+        r[j] = expf(r[j] - mx);
+        s += r[j];
+    }
+    float inv = 1.0f / s;
+    for (j = 0; j < N; j++)
+        r[j] *= inv;
+}
+
+#ifdef UC_HAVE_X86
+UC_AVX512 static void softmax_row_avx512(float *r, int64_t N) { softmax_row(r, N, 1); }
+#endif
+
 void uc_softmax_rows(float *x, int64_t M, int64_t N)
 {
     for (int64_t i = 0; i < M; i++) {
-        float *r = x + i * N, mx = -INFINITY;
-        for (int64_t j = 0; j < N; j++)
-            mx = r[j] > mx ? r[j] : mx;
-        if (mx == -INFINITY) { /* fully masked row: torch gives NaN; keep 0 */
-            memset(r, 0, (size_t)N * sizeof *r);
+#ifdef UC_HAVE_X86
+        if (avx512()) {
+            softmax_row_avx512(x + i * N, N);
             continue;
         }
-        float s = 0;
-        int64_t j = 0;
-#ifdef __AVX512F__
-        __m512 vs = _mm512_setzero_ps();
-        for (; j < N; j += 16) {
-            __mmask16 m = (__mmask16)(N - j >= 16 ? 0xFFFF : (1u << (N - j)) - 1);
-            __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, r + j), _mm512_set1_ps(mx)));
-            _mm512_mask_storeu_ps(r + j, m, e);
-            vs = _mm512_add_ps(vs, _mm512_maskz_mov_ps(m, e));
-        }
-        s = _mm512_reduce_add_ps(vs);
 #endif
-        for (; j < N; j++) {
-            r[j] = expf(r[j] - mx);
-            s += r[j];
-        }
-        float inv = 1.0f / s;
-        for (j = 0; j < N; j++)
-            r[j] *= inv;
+        softmax_row(x + i * N, N, 0);
     }
 }
 
@@ -626,7 +670,7 @@ typedef struct {
 } sm_job;
 
 /* Rows i0..i1 of x[., n] in place; -inf entries give 0. */
-static void softmax_items(void *ctx, int64_t i0, int64_t i1)
+UC_INLINE void softmax_body(void *ctx, int64_t i0, int64_t i1)
 {
     const sm_job *j = ctx;
     int64_t n = j->n;
@@ -669,10 +713,12 @@ static void softmax_items(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
+UC_CLONE(softmax_items, softmax_body)
+
 void uc_softmax_rows_blocked(float *x, int64_t rows, int64_t n)
 {
     sm_job j = {x, n};
-    uc_parallel_for(rows, 10.0 * (double)(rows * n), softmax_items, &j);
+    uc_parallel_for(rows, 10.0 * (double)(rows * n), uc_pick(softmax_items), &j);
 }
 
 void uc_attention_head(float *out, int64_t ldo, const float *q, int64_t ldq, const float *k, int64_t ldk,

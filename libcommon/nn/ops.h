@@ -53,7 +53,8 @@ void uc_add(float *x, const float *y, int64_t n); /* x += y */
 /* Softmax of each row of x[M,N] in place. -inf entries give 0; a row of
  * -inf gives zeros. Two kernels, as the models were recorded with them
  * (their results differ in the last ulp, which moves sampled pixels):
- * uc_softmax_rows, exp by AVX-512 exp512, for CLIP and the prior;
+ * uc_softmax_rows, exp by AVX-512 exp512 (expf on CPUs without AVX-512),
+ * for CLIP and the prior;
  * uc_softmax_rows_blocked, rows spread over the threads and exp by
  * uc_exp_f (exp.h) in 16-wide blocks, for the UNet's attention. */
 void uc_softmax_rows(float *x, int64_t M, int64_t N);

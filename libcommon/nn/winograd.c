@@ -21,12 +21,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 
 #include "formats/base.h"
 #include "libcommon/nn/bf16.h"
+#include "libcommon/nn/cpu.h"
+#ifdef UC_HAVE_X86
+#include <immintrin.h>
+#endif
 #include "libcommon/nn/ops.h"
 
 #define WM 4         /* output tile side */
@@ -196,9 +197,9 @@ static int next_run(const job *j, int64_t g0, int64_t n, run *r)
 /* V[pos][ci][t] = B^T d B for items (input channel, group of VB tiles of
  * the chunk): each input row under the tiles is split into phases and
  * transformed along x, then the six rows are combined along y. */
-#ifdef __AVX512F__
+#ifdef UC_HAVE_X86
 /* bt_1d on vectors: o[k] from x[0..5]. */
-static inline void bt_vec(__m512 o[WA], const __m512 x[WA])
+UC_AVX512 static inline void bt_vec(__m512 o[WA], const __m512 x[WA])
 {
     __m512 four = _mm512_set1_ps(4), five = _mm512_set1_ps(5), two = _mm512_set1_ps(2);
     __m512 a = x[0], b = x[1], c = x[2], d = x[3], e = x[4], f = x[5], ec = _mm512_sub_ps(e, c);
@@ -210,100 +211,117 @@ static inline void bt_vec(__m512 o[WA], const __m512 x[WA])
     o[5] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, b), _mm512_mul_ps(five, d)), f);
 }
 
+/* input_items' item (ci, g0, n lanes) into dst, on AVX-512 */
+UC_AVX512 static void input_item_avx512(const job *j, int64_t ci, int64_t g0, int64_t n, float *dst)
+{
+    int64_t h = j->h, w = j->w, cn = j->cin * j->ntp;
+    /* Per input row: R[v] (and S[v], 4 columns on) hold 64 columns
+     * from a base such that lane l's tile starts at element 4 l: each
+     * run of lanes loads the elements of its lanes that lie in the
+     * image, the rest stay zero. Phases k of the tiles' columns are
+     * then gathered from them by permutes. */
+    run runs[VB];
+    int nruns = 0;
+    for (run u = {0}; next_run(j, g0, n, &u);)
+        runs[nruns++] = u;
+    __m512i idx[4];
+    for (int k = 0; k < 4; k++)
+        idx[k] = _mm512_add_epi32(_mm512_set_epi32(60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0),
+                                  _mm512_set1_epi32(k));
+    __m512 r[WA][WA]; /* r[a][e]: row a transformed along x, phase e */
+    for (int a = 0; a < WA; a++) {
+        __m512 R[4], S[4], x[WA];
+        R[0] = R[1] = R[2] = R[3] = S[0] = S[1] = S[2] = S[3] = _mm512_setzero_ps();
+        for (int q = 0; q < nruns; q++) {
+            const run *u = &runs[q];
+            int64_t y = u->y0 - 1 + a;
+            if (y < 0 || y >= h)
+                continue;
+            int64_t base = u->x0 - 1 - WM * u->l0; /* column of element 0 */
+            int64_t lo = UC_MAX(WM * u->l0, -base), hi = UC_MIN(WM * u->l1, w - base);
+            int64_t lo4 = UC_MAX(WM * u->l0, -base - 4), hi4 = UC_MIN(WM * u->l1, w - base - 4);
+            /* elements outside [lo, hi) are never read */
+            const float *row = j->x + ((ci * j->B + u->b) * h + y) * w + base;
+            /* whole masks: merging loads into R and S then stay in registers */
+            uint64_t mr64 = hi > lo ? (~0ull >> (64 - (hi - lo))) << lo : 0;
+            uint64_t ms64 = hi4 > lo4 ? (~0ull >> (64 - (hi4 - lo4))) << lo4 : 0;
+            R[0] = _mm512_mask_loadu_ps(R[0], (__mmask16)mr64, row);
+            R[1] = _mm512_mask_loadu_ps(R[1], (__mmask16)(mr64 >> 16), row + 16);
+            R[2] = _mm512_mask_loadu_ps(R[2], (__mmask16)(mr64 >> 32), row + 32);
+            R[3] = _mm512_mask_loadu_ps(R[3], (__mmask16)(mr64 >> 48), row + 48);
+            S[0] = _mm512_mask_loadu_ps(S[0], (__mmask16)ms64, row + 4);
+            S[1] = _mm512_mask_loadu_ps(S[1], (__mmask16)(ms64 >> 16), row + 20);
+            S[2] = _mm512_mask_loadu_ps(S[2], (__mmask16)(ms64 >> 32), row + 36);
+            S[3] = _mm512_mask_loadu_ps(S[3], (__mmask16)(ms64 >> 48), row + 52);
+        }
+        for (int k = 0; k < 6; k++) {
+            const __m512 *src = k < 4 ? R : S;
+            __m512 lo8 = _mm512_permutex2var_ps(src[0], idx[k & 3], src[1]);
+            __m512 hi8 = _mm512_permutex2var_ps(src[2], idx[k & 3], src[3]);
+            x[k] = _mm512_shuffle_f32x4(lo8, hi8, 0x44);
+        }
+        bt_vec(r[a], x);
+    }
+    __mmask16 m = (__mmask16)((1u << n) - 1);
+    for (int e = 0; e < WA; e++) {
+        __m512 x[WA], o[WA];
+        for (int a = 0; a < WA; a++)
+            x[a] = r[a][e];
+        bt_vec(o, x);
+        for (int a = 0; a < WA; a++)
+            _mm512_mask_storeu_ps(dst + (a * WA + e) * cn, m, o[a]);
+    }
+}
 #endif
+
+/* the same in plain C */
+static void input_item(const job *j, int64_t ci, int64_t g0, int64_t n, float *dst)
+{
+    int64_t h = j->h, w = j->w, cn = j->cin * j->ntp;
+    /* row a under lane l: the tile's columns 0..3 at cols[a][WM * l], 4..7 at next[a][WM * l] */
+    float cols[WA][WM * VB], next[WA][WM * VB];
+    float r[WA][WA][VB], o[WA][WA][VB], p[WM][VB], q[WM][VB];
+    if (n < VB) { /* lanes past the last tile: zeros, never stored */
+        memset(cols, 0, sizeof cols);
+        memset(next, 0, sizeof next);
+    }
+    for (run u = {0}; next_run(j, g0, n, &u);) {
+        const float *xc = j->x + (ci * j->B + u.b) * h * w;
+        for (int a = 0; a < WA; a++) {
+            int64_t y = u.y0 - 1 + a;
+            const float *row = y >= 0 && y < h ? xc + y * w : NULL;
+            span(cols[a] + WM * u.l0, row, u.x0 - 1, WM * (u.l1 - u.l0), w);
+            span(next[a] + WM * u.l0, row, u.x0 + WM - 1, WM * (u.l1 - u.l0), w);
+        }
+    }
+    for (int a = 0; a < WA; a++) {
+        unzip(p, cols[a]);
+        unzip(q, next[a]);
+        bt_1d(r[a][0], VB, p[0], p[1], p[2], p[3], q[0], q[1]);
+    }
+    for (int e = 0; e < WA; e++)
+        bt_1d(o[0][e], WA * VB, r[0][e], r[1][e], r[2][e], r[3][e], r[4][e], r[5][e]);
+    for (int a = 0; a < WA; a++)
+        for (int e = 0; e < WA; e++)
+            put(dst + (a * WA + e) * cn, o[a][e], n);
+}
 
 static void input_items(void *ctx, int64_t i0, int64_t i1)
 {
     const job *j = ctx;
-    int64_t h = j->h, w = j->w, groups = (j->nt + VB - 1) / VB, cn = j->cin * j->ntp, mr = j->mr;
+    int64_t groups = (j->nt + VB - 1) / VB, mr = j->mr;
+    int vec = uc_cpu_level() >= UC_CPU_AVX512;
     for (int64_t it = i0; it < i1; it++) {
         int64_t ci = it / groups, g0 = it % groups * VB, n = UC_MIN(VB, j->nt - g0);
         float *dst = j->V + g0 / mr * j->cin * mr + ci * mr + g0 % mr;
-#ifdef __AVX512F__
-        /* Per input row: R[v] (and S[v], 4 columns on) hold 64 columns
-         * from a base such that lane l's tile starts at element 4 l: each
-         * run of lanes loads the elements of its lanes that lie in the
-         * image, the rest stay zero. Phases k of the tiles' columns are
-         * then gathered from them by permutes. */
-        run runs[VB];
-        int nruns = 0;
-        for (run u = {0}; next_run(j, g0, n, &u);)
-            runs[nruns++] = u;
-        __m512i idx[4];
-        for (int k = 0; k < 4; k++)
-            idx[k] = _mm512_add_epi32(_mm512_set_epi32(60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0),
-                                      _mm512_set1_epi32(k));
-        __m512 r[WA][WA]; /* r[a][e]: row a transformed along x, phase e */
-        for (int a = 0; a < WA; a++) {
-            __m512 R[4], S[4], x[WA];
-            R[0] = R[1] = R[2] = R[3] = S[0] = S[1] = S[2] = S[3] = _mm512_setzero_ps();
-            for (int q = 0; q < nruns; q++) {
-                const run *u = &runs[q];
-                int64_t y = u->y0 - 1 + a;
-                if (y < 0 || y >= h)
-                    continue;
-                int64_t base = u->x0 - 1 - WM * u->l0; /* column of element 0 */
-                int64_t lo = UC_MAX(WM * u->l0, -base), hi = UC_MIN(WM * u->l1, w - base);
-                int64_t lo4 = UC_MAX(WM * u->l0, -base - 4), hi4 = UC_MIN(WM * u->l1, w - base - 4);
-                /* elements outside [lo, hi) are never read */
-                const float *row = j->x + ((ci * j->B + u->b) * h + y) * w + base;
-                /* whole masks: merging loads into R and S then stay in registers */
-                uint64_t mr64 = hi > lo ? (~0ull >> (64 - (hi - lo))) << lo : 0;
-                uint64_t ms64 = hi4 > lo4 ? (~0ull >> (64 - (hi4 - lo4))) << lo4 : 0;
-                R[0] = _mm512_mask_loadu_ps(R[0], (__mmask16)mr64, row);
-                R[1] = _mm512_mask_loadu_ps(R[1], (__mmask16)(mr64 >> 16), row + 16);
-                R[2] = _mm512_mask_loadu_ps(R[2], (__mmask16)(mr64 >> 32), row + 32);
-                R[3] = _mm512_mask_loadu_ps(R[3], (__mmask16)(mr64 >> 48), row + 48);
-                S[0] = _mm512_mask_loadu_ps(S[0], (__mmask16)ms64, row + 4);
-                S[1] = _mm512_mask_loadu_ps(S[1], (__mmask16)(ms64 >> 16), row + 20);
-                S[2] = _mm512_mask_loadu_ps(S[2], (__mmask16)(ms64 >> 32), row + 36);
-                S[3] = _mm512_mask_loadu_ps(S[3], (__mmask16)(ms64 >> 48), row + 52);
-            }
-            for (int k = 0; k < 6; k++) {
-                const __m512 *src = k < 4 ? R : S;
-                __m512 lo8 = _mm512_permutex2var_ps(src[0], idx[k & 3], src[1]);
-                __m512 hi8 = _mm512_permutex2var_ps(src[2], idx[k & 3], src[3]);
-                x[k] = _mm512_shuffle_f32x4(lo8, hi8, 0x44);
-            }
-            bt_vec(r[a], x);
+#ifdef UC_HAVE_X86
+        if (vec) {
+            input_item_avx512(j, ci, g0, n, dst);
+            continue;
         }
-        __mmask16 m = (__mmask16)((1u << n) - 1);
-        for (int e = 0; e < WA; e++) {
-            __m512 x[WA], o[WA];
-            for (int a = 0; a < WA; a++)
-                x[a] = r[a][e];
-            bt_vec(o, x);
-            for (int a = 0; a < WA; a++)
-                _mm512_mask_storeu_ps(dst + (a * WA + e) * cn, m, o[a]);
-        }
-#else
-        /* row a under lane l: the tile's columns 0..3 at cols[a][WM * l], 4..7 at next[a][WM * l] */
-        float cols[WA][WM * VB], next[WA][WM * VB];
-        float r[WA][WA][VB], o[WA][WA][VB], p[WM][VB], q[WM][VB];
-        if (n < VB) { /* lanes past the last tile: zeros, never stored */
-            memset(cols, 0, sizeof cols);
-            memset(next, 0, sizeof next);
-        }
-        for (run u = {0}; next_run(j, g0, n, &u);) {
-            const float *xc = j->x + (ci * j->B + u.b) * h * w;
-            for (int a = 0; a < WA; a++) {
-                int64_t y = u.y0 - 1 + a;
-                const float *row = y >= 0 && y < h ? xc + y * w : NULL;
-                span(cols[a] + WM * u.l0, row, u.x0 - 1, WM * (u.l1 - u.l0), w);
-                span(next[a] + WM * u.l0, row, u.x0 + WM - 1, WM * (u.l1 - u.l0), w);
-            }
-        }
-        for (int a = 0; a < WA; a++) {
-            unzip(p, cols[a]);
-            unzip(q, next[a]);
-            bt_1d(r[a][0], VB, p[0], p[1], p[2], p[3], q[0], q[1]);
-        }
-        for (int e = 0; e < WA; e++)
-            bt_1d(o[0][e], WA * VB, r[0][e], r[1][e], r[2][e], r[3][e], r[4][e], r[5][e]);
-        for (int a = 0; a < WA; a++)
-            for (int e = 0; e < WA; e++)
-                put(dst + (a * WA + e) * cn, o[a][e], n);
 #endif
+        (void)vec;
+        input_item(j, ci, g0, n, dst);
     }
 }
 
@@ -328,8 +346,8 @@ static void lane_group(const wjob *j, int64_t g, int64_t *co, int64_t *n)
     *n = UC_MIN(UC_MIN(VB, j->nr - k * VB), j->nb - *co);
 }
 
-#ifdef __AVX512F__
-static inline void g_vec(__m512 o[WA], __m512 a, __m512 b, __m512 c)
+#ifdef UC_HAVE_X86
+UC_AVX512 static inline void g_vec(__m512 o[WA], __m512 a, __m512 b, __m512 c)
 {
     __m512 ac = _mm512_add_ps(a, c), q = _mm512_fmadd_ps(a, _mm512_set1_ps(1.0f / 24), _mm512_mul_ps(c, _mm512_set1_ps(1.0f / 6)));
     __m512 b12 = _mm512_mul_ps(b, _mm512_set1_ps(1.0f / 12));
@@ -342,10 +360,56 @@ static inline void g_vec(__m512 o[WA], __m512 a, __m512 b, __m512 c)
 }
 #endif
 
+/* weight_items' item: n lanes of kernels g (row stride cin * 9) into u */
+#ifdef UC_HAVE_X86
+UC_AVX512 static void weight_item_avx512(const wjob *j, const float *g, int64_t n, float *u)
+{
+    int64_t cin = j->cin;
+    __mmask16 m = (__mmask16)((1u << n) - 1);
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32((int)(cin * 9)));
+    for (int64_t ci = 0; ci < cin; ci++, g += 9, u += j->nr) {
+        __m512 k[9], r[3][WA], o[WA];
+        for (int e = 0; e < 9; e++)
+            k[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, g + e, 4);
+        for (int e = 0; e < 3; e++) /* along y: column e of the kernel */
+            g_vec(o, k[e], k[3 + e], k[6 + e]), memcpy(r[e], o, sizeof o);
+        for (int a = 0; a < WA; a++) { /* along x: row a */
+            g_vec(o, r[0][a], r[1][a], r[2][a]);
+            for (int e = 0; e < WA; e++)
+                _mm512_mask_storeu_ps(u + (a * WA + e) * j->ups, m, o[e]);
+        }
+    }
+}
+#endif
+
+static void weight_item(const wjob *j, const float *g, int64_t n, float *u)
+{
+    int64_t cin = j->cin;
+    for (int64_t ci = 0; ci < cin; ci++, u += j->nr)
+        for (int64_t l = 0; l < n; l++) {
+            const float *k = g + l * cin * 9 + ci * 9;
+            float r[3][WA], o[WA];
+            for (int e = 0; e < 3; e++) {
+                float a = k[e], b = k[3 + e], c = k[6 + e], ac = a + c, q = a * (1.0f / 24) + c * (1.0f / 6);
+                r[e][0] = a * (1.0f / 4), r[e][1] = (ac + b) * (-1.0f / 6), r[e][2] = (ac - b) * (-1.0f / 6);
+                r[e][3] = q + b * (1.0f / 12), r[e][4] = q - b * (1.0f / 12), r[e][5] = c;
+            }
+            for (int a = 0; a < WA; a++) {
+                float x0 = r[0][a], x1 = r[1][a], x2 = r[2][a], ac = x0 + x2, q = x0 * (1.0f / 24) + x2 * (1.0f / 6);
+                o[0] = x0 * (1.0f / 4), o[1] = (ac + x1) * (-1.0f / 6), o[2] = (ac - x1) * (-1.0f / 6);
+                o[3] = q + x1 * (1.0f / 12), o[4] = q - x1 * (1.0f / 12), o[5] = x2;
+                for (int e = 0; e < WA; e++)
+                    u[(a * WA + e) * j->ups + l] = o[e];
+            }
+        }
+}
+
 static void weight_items(void *ctx, int64_t i0, int64_t i1)
 {
     const wjob *j = ctx;
     int64_t cin = j->cin;
+    int vec = uc_cpu_level() >= UC_CPU_AVX512;
     for (int64_t it = i0; it < i1; it++) {
         int64_t co, n;
         lane_group(j, it, &co, &n);
@@ -358,41 +422,14 @@ static void weight_items(void *ctx, int64_t i0, int64_t i1)
         }
         const float *g = uc_wref_rows(j->wgt, j->co0 + co, n, cin * 9, rows); /* half weights widened */
         float *u = j->u + co / j->nr * cin * j->nr + co % j->nr;
-#ifdef __AVX512F__
-        __mmask16 m = (__mmask16)((1u << n) - 1);
-        __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                         _mm512_set1_epi32((int)(cin * 9)));
-        for (int64_t ci = 0; ci < cin; ci++, g += 9, u += j->nr) {
-            __m512 k[9], r[3][WA], o[WA];
-            for (int e = 0; e < 9; e++)
-                k[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, g + e, 4);
-            for (int e = 0; e < 3; e++) /* along y: column e of the kernel */
-                g_vec(o, k[e], k[3 + e], k[6 + e]), memcpy(r[e], o, sizeof o);
-            for (int a = 0; a < WA; a++) { /* along x: row a */
-                g_vec(o, r[0][a], r[1][a], r[2][a]);
-                for (int e = 0; e < WA; e++)
-                    _mm512_mask_storeu_ps(u + (a * WA + e) * j->ups, m, o[e]);
-            }
+#ifdef UC_HAVE_X86
+        if (vec) {
+            weight_item_avx512(j, g, n, u);
+            continue;
         }
-#else
-        for (int64_t ci = 0; ci < cin; ci++, u += j->nr)
-            for (int64_t l = 0; l < n; l++) {
-                const float *k = g + l * cin * 9 + ci * 9;
-                float r[3][WA], o[WA];
-                for (int e = 0; e < 3; e++) {
-                    float a = k[e], b = k[3 + e], c = k[6 + e], ac = a + c, q = a * (1.0f / 24) + c * (1.0f / 6);
-                    r[e][0] = a * (1.0f / 4), r[e][1] = (ac + b) * (-1.0f / 6), r[e][2] = (ac - b) * (-1.0f / 6);
-                    r[e][3] = q + b * (1.0f / 12), r[e][4] = q - b * (1.0f / 12), r[e][5] = c;
-                }
-                for (int a = 0; a < WA; a++) {
-                    float x0 = r[0][a], x1 = r[1][a], x2 = r[2][a], ac = x0 + x2, q = x0 * (1.0f / 24) + x2 * (1.0f / 6);
-                    o[0] = x0 * (1.0f / 4), o[1] = (ac + x1) * (-1.0f / 6), o[2] = (ac - x1) * (-1.0f / 6);
-                    o[3] = q + x1 * (1.0f / 12), o[4] = q - x1 * (1.0f / 12), o[5] = x2;
-                    for (int e = 0; e < WA; e++)
-                        u[(a * WA + e) * j->ups + l] = o[e];
-                }
-            }
 #endif
+        (void)vec;
+        weight_item(j, g, n, u);
     }
 }
 
@@ -517,7 +554,19 @@ void uc_winograd_conv3x3(const float *x, int64_t B, int64_t cin, int64_t h, int6
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static int64_t cache_held, cache_budget = -1; /* bytes */
-static int cache_explicit;                    /* the budget was set by UNCLIP_WINOGRAD_CACHE_MB */
+static int cache_explicit;                    /* the budget was set (uc_winograd_set_cache_mb) */
+
+static void set_budget(double mb, int explicit)
+{
+    pthread_mutex_lock(&cache_mu);
+    if (explicit || !cache_explicit)
+        cache_budget = (int64_t)(mb * 1048576.0);
+    cache_explicit |= explicit;
+    pthread_mutex_unlock(&cache_mu);
+}
+
+void uc_winograd_set_cache_mb(double mb) { set_budget(mb, 1); }
+void uc_winograd_default_cache_mb(double mb) { set_budget(mb, 0); }
 
 int64_t uc_winograd_packed_floats(int64_t cin, int64_t cout)
 {
@@ -536,13 +585,8 @@ int64_t uc_winograd_cache_bytes(void)
 static const float *cached_transform(uc_winograd_slot *s, uc_wref wgt, int64_t cin, int64_t cout)
 {
     pthread_mutex_lock(&cache_mu);
-    if (cache_budget < 0) {
-        const char *e = getenv("UNCLIP_WINOGRAD_CACHE_MB");
-        char *end;
-        double mb = e ? strtod(e, &end) : CACHE_MB;
-        cache_explicit = e && end != e && !*end && mb >= 0 && mb <= 1e9;
-        cache_budget = cache_explicit ? (int64_t)(mb * 1048576.0) : (int64_t)CACHE_MB << 20;
-    }
+    if (cache_budget < 0)
+        cache_budget = (int64_t)CACHE_MB << 20;
     if (!s->state && wgt.h && !cache_explicit)
         s->state = -1; /* half-precision weights were chosen to save memory: no F32 transforms by default */
     if (!s->state) {

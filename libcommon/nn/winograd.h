@@ -25,10 +25,11 @@
  * The weight transform is 4x the size of the weights (36 values per 9).
  * uc_winograd_conv3x3 makes it on every call, block by block;
  * uc_winograd_conv3x3_cached keeps it in a slot, made at the first call,
- * while the process's cache stays within UNCLIP_WINOGRAD_CACHE_MB MiB
- * (default 1024; 0 turns the cache off); past that, a slot's weights are
- * transformed per call as without one. Half-precision weights are only
- * cached when UNCLIP_WINOGRAD_CACHE_MB is set (their F32 transform is 8x
+ * while the process's cache stays within its budget (1024 MiB unless
+ * uc_winograd_set_cache_mb set one, as the tools do from
+ * UNCLIP_WINOGRAD_CACHE_MB; 0 turns the cache off); past that, a slot's
+ * weights are transformed per call as without one. Half-precision weights
+ * are only cached when a budget was set (their F32 transform is 8x
  * their size, and such files are chosen to save memory). Karlo's decoder would need 4.7 GB
  * for all of its 3x3 convolutions (1.2 GB of F32 weights), an SR UNet
  * about as much. Cached or not, the same transform and the same products
@@ -66,5 +67,9 @@ void uc_winograd_slot_free(uc_winograd_slot *slot);
 /* Floats of one weight's transform; bytes the cache holds now. */
 int64_t uc_winograd_packed_floats(int64_t cin, int64_t cout);
 int64_t uc_winograd_cache_bytes(void);
+/* The cache's budget, MiB (0 <= mb <= 1e9), set before the first run; the
+ * default, 1024 MiB, a tool may change (unless a budget was set). */
+void uc_winograd_set_cache_mb(double mb);
+void uc_winograd_default_cache_mb(double mb);
 
 #endif

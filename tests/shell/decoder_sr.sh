@@ -17,7 +17,7 @@ MKMODEL=${MKMODEL:?MKMODEL must name the test model maker}
 "$BIN/rec-dump" "$tmp/d.rec" > "$tmp/d.json"
 [ "$(wc -l < "$tmp/d.json")" -eq 4 ] || fail "decoder-diffuse -n 2: expected 4 records"
 for f in '"image":{"dtype":"U8","shape":\[8,8,3\]' '"image_f32":{"dtype":"F32","shape":\[3,8,8\]' \
-    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","best_of":1,"threads":[0-9]*,"seed":5,"noise_key":[0-9]*,"index":1}' '"tool":"decoder-diffuse"'; do
+    '"decoder":{"steps":"5","guidance":8,"sampler":"ddpm","best_of":1,"threads":[0-9]*,"cpu":"avx[0-9a-z]*","seed":5,"noise_key":[0-9]*,"index":1}' '"tool":"decoder-diffuse"'; do
     grep -q "$f" "$tmp/d.json" || fail "decoder-diffuse: output lacks $f"
 done
 e_in=$("$BIN/rec-dump" "$tmp/p.rec" | head -1 | grep -o '"image_emb":{[^}]*}')
@@ -102,7 +102,7 @@ expect 1 "CLIP embed_dim 48 is not the decoder's clip_dim 32" \
 [ "$(wc -l < "$tmp/u.json")" -eq 4 ] || fail "upsample: expected 4 records"
 grep -q '"image":{"dtype":"U8","shape":\[32,32,3\]' "$tmp/u.json" || fail "upsample: no 32x32 image"
 grep -q '"image_f32":{' "$tmp/u.json" && fail "upsample: stale image_f32 kept"
-grep -q '"sr":{"steps":"7","input":"image_f32","threads":[0-9]*,"seed":5,"noise_key":[0-9]*,"index":0,"scale":4}' "$tmp/u.json" || fail "upsample: params.sr"
+grep -q '"sr":{"steps":"7","input":"image_f32","threads":[0-9]*,"cpu":"avx[0-9a-z]*","seed":5,"noise_key":[0-9]*,"index":0,"scale":4}' "$tmp/u.json" || fail "upsample: params.sr"
 "$BIN/upsample" -m "$tmp/sr.st" "$tmp/img-0.png" "$tmp/img-1.png" | "$BIN/upsample" --fast -f record |
     "$BIN/rec-dump" > "$tmp/v.json"
 grep -q '"prompt":"two green circles"' "$tmp/v.json" || fail "upsample: provenance lost through PNGs"

@@ -117,8 +117,8 @@ kept_same "$tmp/da.png" "$tmp/alpha.png" - || fail "decoder-diffuse, alpha: kept
 
 # provenance: params.decoder.edit and params.sr.edit with the checksums
 "$BIN/rec-dump" "$tmp/u.png" > "$tmp/u.json"
-for f in '"decoder":{"steps":"4","guidance":8,"sampler":"ddpm","best_of":1,"threads":[0-9]*,"seed":5,"noise_key":[0-9]*,"index":0,"edit":{"image":"fnv1a64:[0-9a-f]\{16\}","mask":"fnv1a64:[0-9a-f]\{16\}","mask_from":"mask","resample":3,"jump":1,"kept":44,"redrawn":20,"windows":1}}' \
-    '"sr":{"steps":"3","input":"image","threads":[0-9]*,"seed":5,"noise_key":[0-9]*,"index":0,"scale":4,"edit":{"image":"fnv1a64:[0-9a-f]\{16\}","mask":"fnv1a64:[0-9a-f]\{16\}","mask_from":"mask","resample":2,"jump":2,"kept":704,"redrawn":320}}'; do
+for f in '"decoder":{"steps":"4","guidance":8,"sampler":"ddpm","best_of":1,"threads":[0-9]*,"cpu":"avx[0-9a-z]*","seed":5,"noise_key":[0-9]*,"index":0,"edit":{"image":"fnv1a64:[0-9a-f]\{16\}","mask":"fnv1a64:[0-9a-f]\{16\}","mask_from":"mask","resample":3,"jump":1,"kept":44,"redrawn":20,"windows":1}}' \
+    '"sr":{"steps":"3","input":"image","threads":[0-9]*,"cpu":"avx[0-9a-z]*","seed":5,"noise_key":[0-9]*,"index":0,"scale":4,"edit":{"image":"fnv1a64:[0-9a-f]\{16\}","mask":"fnv1a64:[0-9a-f]\{16\}","mask_from":"mask","resample":2,"jump":2,"kept":704,"redrawn":320}}'; do
     grep -q "$f" "$tmp/u.json" || { grep -o '"params":.*' "$tmp/u.json" | head -c 900 >&2; fail "provenance lacks $f"; }
 done
 # the same edit gives the same bytes; another mask another checksum

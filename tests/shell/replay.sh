@@ -106,6 +106,13 @@ for f in "$tmp"/batch-?.png "$tmp"/n-?.png "$tmp"/interp-?.png "$tmp"/textdiff-?
 done
 [ "$n" -ge 33 ] || fail "only $n pictures replayed"
 
+# a stage records its kernel level, and replay runs the stage at it
+UNCLIP_CPU=avx2 "$BIN/decoder-diffuse" "$tmp/A.rec" > "$tmp/avx2.png"
+"$BIN/rec-dump" "$tmp/avx2.png" | grep -q '"decoder":{[^}]*"cpu":"avx2"' || fail "params.decoder.cpu is not avx2"
+"$BIN/unclip-replay" -v "$tmp/avx2.png" 2> "$tmp/err" > "$tmp/again.png" || { cat "$tmp/err" >&2; fail "replay at avx2"; }
+grep -q "UNCLIP_CPU=avx2 .*decoder-diffuse" "$tmp/err" || { cat "$tmp/err" >&2; fail "replay ran the decoder at another level"; }
+cmp -s "$tmp/again.png" "$tmp/avx2.png" || fail "the picture drawn at avx2 replays differently"
+
 # replay refuses what it cannot redraw, and another model
 "$BIN/shapes-render" "a red circle" > "$tmp/render.png"
 expect 1 'params.decoder: missing' "$BIN/unclip-replay" "$tmp/render.png"
