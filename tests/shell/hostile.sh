@@ -399,6 +399,20 @@ t 1 '^prior-sample: stdin: record 1 field uncond.text_emb: element 0 is not fini
 python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); i = b.rindex(b"\xa5steps\xa12")
 open(sys.argv[2], "wb").write(b[:i + 6] + b"\xcc\x02" + b[i + 8:])' "$tmp/d.rec" "$tmp/in"
 t 1 '^unclip-replay: record 1 field params.decoder.steps: not a string$' "$tmp/empty" "$BIN/unclip-replay" "$tmp/in"
+# the kernel level a stage recorded: not a level is refused; one above this
+# CPU's (or the replay's UNCLIP_CPU) replays at this one, with a warning
+python3 - "$tmp/d.rec" "$tmp/in" "$tmp/in2" << 'PY'
+import sys
+b = open(sys.argv[1], "rb").read()
+i = b.rindex(b"\xa3cpu")
+end = i + 5 + (b[i + 4] & 0x1F)
+open(sys.argv[2], "wb").write(b[:i + 4] + b"\xa4sse9" + b[end:])
+open(sys.argv[3], "wb").write(b[:i + 4] + b"\xaaavx512bf16" + b[end:])
+PY
+t 1 "^unclip-replay: record 1 field params.decoder.cpu: 'sse9' is not a kernel level \(avx2, avx512, avx512bf16\)$" \
+    "$tmp/empty" "$BIN/unclip-replay" "$tmp/in"
+t 0 '^unclip-replay: record 1 field params.decoder.cpu: drawn with avx512bf16 kernels, replayed with avx2: the picture may differ in its last bits$' \
+    "$tmp/empty" env UNCLIP_CPU=avx2 "$BIN/unclip-replay" "$tmp/in2"
 
 # class 7: a FIFO given as a model is refused without blocking; a model
 # file that shrinks under a running tool ends it with exit 1, not SIGBUS
