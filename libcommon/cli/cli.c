@@ -342,10 +342,11 @@ FILE *uc_out_open(const uc_cli *c, const char *path)
         uc_die(c, UC_EXIT_DATA, "%s: is a directory", path);
     if (exists && !S_ISREG(sb.st_mode)) {
         /* a device or FIFO (/dev/null, a pipe) is written directly, never
-         * replaced; opened without blocking for a FIFO with no reader */
-        int fd = open(target, O_WRONLY | O_NONBLOCK);
+         * replaced; a FIFO waits for its reader, as a shell's > does (not
+         * opened without blocking: a reader still starting was refused) */
+        int fd = open(target, O_WRONLY);
         FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
-        if (!f || fcntl(fd, F_SETFL, 0) != 0)
+        if (!f)
             uc_die(c, UC_EXIT_DATA, "%s: %s", path, strerror(errno));
         final_paths[i][0] = 0; /* nothing to rename */
         tmp_paths[i][0] = 0;

@@ -610,8 +610,10 @@ t 0 '' "$tmp/empty" "$BIN/upsample" --fast -o "$tmp/o/link.png" "$tmp/r.png"
 [ -L "$tmp/o/link.png" ] || fail "-o through a symbolic link replaced the link"
 [ -s "$tmp/o/target.png" ] || fail "-o through a symbolic link did not write its target"
 [ "$(stat -c %a "$tmp/o/target.png")" = 640 ] || fail "-o did not keep the mode of the file it replaced"
+# a FIFO is written into and waits for its reader (here one that comes a
+# second late: without blocking, a reader not yet there was refused)
 mkfifo "$tmp/o/fifo"
-cat "$tmp/o/fifo" > "$tmp/o/from-fifo" &
+(sleep 1; cat "$tmp/o/fifo" > "$tmp/o/from-fifo") &
 t 0 '' "$tmp/empty" "$BIN/upsample" --fast -o "$tmp/o/fifo" "$tmp/r.png"
 wait
 [ -p "$tmp/o/fifo" ] || fail "-o to a FIFO replaced it"
