@@ -149,9 +149,11 @@ double uc_parse_double(const uc_cli *c, const char *opt, const char *s)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || v != v || v > 1e300 || v < -1e300)
+    if (end == s || *end || v != v)
         uc_die(c, UC_EXIT_USAGE, "%s: '%s' is not a number", opt, s);
-    return v;
+    if (v > 1e300 || v < -1e300) /* inf, and overflows (ERANGE) */
+        uc_die(c, UC_EXIT_USAGE, "%s: '%s' is out of range (past 1e300 in magnitude)", opt, s);
+    return v; /* an underflow (ERANGE too) is the tiny or zero value strtod rounds it to */
 }
 
 long uc_parse_long(const uc_cli *c, const char *opt, const char *s, long lo, long hi)

@@ -399,6 +399,12 @@ t 1 '^prior-sample: stdin: record 1 field uncond.text_emb: element 0 is not fini
 python3 -c 'import sys; b = open(sys.argv[1], "rb").read(); i = b.rindex(b"\xa5steps\xa12")
 open(sys.argv[2], "wb").write(b[:i + 6] + b"\xcc\x02" + b[i + 8:])' "$tmp/d.rec" "$tmp/in"
 t 1 '^unclip-replay: record 1 field params.decoder.steps: not a string$' "$tmp/empty" "$BIN/unclip-replay" "$tmp/in"
+# numbers: an underflow is its tiny value (4.9e-324 was "not a number"),
+# an overflow or infinity out of range, NaN not a number
+t 2 "^decoder-diffuse: --guidance: '1e400' is out of range \(past 1e300 in magnitude\)$" "$tmp/empty" "$BIN/decoder-diffuse" -g 1e400
+t 2 "^decoder-diffuse: --guidance: '-inf' is out of range" "$tmp/empty" "$BIN/decoder-diffuse" -g -inf
+t 2 "^decoder-diffuse: --guidance: 'nan' is not a number$" "$tmp/empty" "$BIN/decoder-diffuse" -g nan
+t 0 '' "$tmp/p.rec" "$BIN/decoder-diffuse" -g 4.9e-324 --best-of 1 -S 2
 # the kernel level a stage recorded: not a level is refused; one above this
 # CPU's (or the replay's UNCLIP_CPU) replays at this one, with a warning
 python3 - "$tmp/d.rec" "$tmp/in" "$tmp/in2" << 'PY'
