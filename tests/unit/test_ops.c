@@ -2,7 +2,8 @@
  * references: products of every shape class (few rows through BLIS, the
  * nn.Linear path on AVX-512 with partial register tiles and k blocks),
  * strided operands, bias and beta; the same bytes at 1 and 2 threads;
- * nested parallel loops; layernorm, activations and one attention head. */
+ * nested parallel loops; layernorm, activations and one attention head;
+ * the AVX-512 paths against the AVX2 ones (uc_cpu_cap). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,8 @@
 #include <string.h>
 
 #include "formats/base.h"
+#include "libcommon/nn/cpu.h"
+#include "libcommon/nn/norm.h"
 #include "libcommon/nn/ops.h"
 #include "libcommon/nn/rng.h"
 
@@ -285,13 +288,70 @@ static void test_attention_head(void **state)
     uc_free(scores);
 }
 
+/* got within tol * (1 + |want|) of want, element by element */
+static void near(const float *got, const float *want, int64_t n, double tol, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - want[i]) <= tol * (1 + fabs((double)want[i]))))
+            fail_msg("%s [%lld]: %g at this CPU's level, %g at AVX2", what, (long long)i, got[i], want[i]);
+}
+
+/* Each kernel with an AVX-512 path gives, at this CPU's level, what its
+ * AVX2 path gives (the same on a CPU without AVX-512): LayerNorm, both
+ * softmaxes, QuickGELU, GroupNorm with FiLM and SiLU, the nn.Linear
+ * products. run(level) writes every output into out[level]. */
+static void levels_run(float *out, const float *x, const float *w, const float *b)
+{
+    uc_layernorm(out, x, w, b, 37, 768, 1e-5f); /* out[0, 37 * 768) */
+    float *s = out + 37 * 768;
+    memcpy(s, x, 5 * 77 * sizeof *s);
+    uc_softmax_rows(s, 5, 77);
+    float *sb = s + 5 * 77;
+    memcpy(sb, x, 40 * 300 * sizeof *sb);
+    uc_softmax_rows_blocked(sb, 40, 300);
+    float *q = sb + 40 * 300;
+    memcpy(q, x, 5000 * sizeof *q);
+    uc_quick_gelu(q, 5000);
+    float *gn = q + 5000; /* C 64, B 2, hw 300; film [B, 2C] */
+    uc_group_norm(x, gn, 64, 2, 300, 32, 1e-5, w, b, x + 40000, 1);
+    float *lin = gn + 64 * 2 * 300;
+    uc_linear(lin, x, w, b, 130, 200, 150);
+}
+
+static void test_levels_agree(void **state)
+{
+    (void)state;
+    const int64_t n = 37 * 768 + 5 * 77 + 40 * 300 + 5000 + 64 * 2 * 300 + 130 * 150;
+    float *x = randn(60000, 20), *w = randn(40000, 21), *b = randn(768, 22);
+    float *native = uc_alloc((size_t)n, sizeof *native), *avx2 = uc_alloc((size_t)n, sizeof *avx2);
+    uc_threads_init(2);
+    levels_run(native, x, w, b);
+    uc_cpu_cap(UC_CPU_AVX2);
+    levels_run(avx2, x, w, b);
+    uc_cpu_cap(UC_CPU_AVX512BF16);
+    near(native, avx2, 37 * 768, 1e-5, "layernorm");
+    near(native + 37 * 768, avx2 + 37 * 768, 5 * 77 + 40 * 300 + 5000, 1e-6, "softmax, quick_gelu");
+    int64_t o = n - 64 * 2 * 300 - 130 * 150;
+    near(native + o, avx2 + o, 64 * 2 * 300, 1e-5, "group_norm");
+    o = n - 130 * 150;
+    near(native + o, avx2 + o, 130 * 150, 1e-5, "linear");
+    if (uc_cpu_level() >= UC_CPU_AVX512) /* the cap took the other paths: exp512 and expf differ in some ulp */
+        assert_true(memcmp(native, avx2, (size_t)n * sizeof *native) != 0);
+    uc_threads_init(1);
+    uc_free(x);
+    uc_free(w);
+    uc_free(b);
+    uc_free(native);
+    uc_free(avx2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_shapes),        cmocka_unit_test(test_gemm_strides),
         cmocka_unit_test(test_threads_same_bytes),   cmocka_unit_test(test_nested_parallel),
         cmocka_unit_test(test_layernorm_activations), cmocka_unit_test(test_softmax),
-        cmocka_unit_test(test_attention_head),
+        cmocka_unit_test(test_attention_head),       cmocka_unit_test(test_levels_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
