@@ -234,8 +234,20 @@ static void show(const uc_cli *c, const cmd *x)
 }
 
 /* Run in -> stage 1 [-> stage 2] and read the last one's record stream. */
+/* UNCLIP_CPU for the stages spawned next ("": unset) */
+static void set_cpu(const char *level)
+{
+    if (*level)
+        setenv("UNCLIP_CPU", level, 1);
+    else
+        unsetenv("UNCLIP_CPU");
+}
+
 static rec *run(const uc_cli *c, const rec *in, cmd *s1, cmd *s2)
 {
+    char own_cpu[16] = ""; /* the replay's own UNCLIP_CPU, checked by uc_cli_init */
+    const char *own = getenv("UNCLIP_CPU");
+    snprintf(own_cpu, sizeof own_cpu, "%s", own ? own : "");
     int p_in[2], p_mid[2], p_out[2];
     if (pipe(p_in) || pipe(p_out) || (s2 && pipe(p_mid)))
         uc_die(c, UC_EXIT_DATA, "pipe: %s", strerror(errno));
@@ -252,8 +264,7 @@ static rec *run(const uc_cli *c, const rec *in, cmd *s1, cmd *s2)
             if (fds[i] > 2)
                 posix_spawn_file_actions_addclose(&fa, fds[i]);
         show(c, stage[k]);
-        if (stage[k]->cpu[0])
-            setenv("UNCLIP_CPU", stage[k]->cpu, 1);
+        set_cpu(stage[k]->cpu[0] ? stage[k]->cpu : own_cpu); /* a stage without one: the replay's own */
         int e = posix_spawn(&pid[k], stage[k]->argv[0], &fa, NULL, stage[k]->argv, environ);
         posix_spawn_file_actions_destroy(&fa);
         if (e)
@@ -265,6 +276,7 @@ static rec *run(const uc_cli *c, const rec *in, cmd *s1, cmd *s2)
         close(p_mid[0]);
         close(p_mid[1]);
     }
+    set_cpu(own_cpu);
     FILE *w = fdopen(p_in[1], "wb");
     signal(SIGPIPE, SIG_IGN); /* a stage that fails early closes its input */
     int werr = !w || rec_write(in, w) || fclose(w) != 0;

@@ -33,7 +33,6 @@ enum {
     UC_AVX512 static void name##_avx512(void *ctx, int64_t i0, int64_t i1) { body(ctx, i0, i1); }             \
     static void name(void *ctx, int64_t i0, int64_t i1) { body(ctx, i0, i1); }
 #define uc_pick(name) (uc_cpu_level() >= UC_CPU_AVX512 ? name##_avx512 : name)
-#define UC_AVX512BF16 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
 #define UC_HAVE_X86 1
 #else
 #define UC_CLONE(name, body)                                                                                   \
@@ -47,7 +46,8 @@ int uc_cpu_level(void);
 const char *uc_cpu_name(int level);
 /* The level a name means (the names above and "native"), -1 for another. */
 int uc_cpu_parse(const char *name);
-/* Caps the level (before the first kernel runs: the CLI, tests). */
+/* Caps the level, for tests that run both paths in one process (the
+ * tools take UNCLIP_CPU instead). */
 void uc_cpu_cap(int level);
 
 #endif
