@@ -571,13 +571,13 @@ static int bench_sr(const opts *o, const char *name, const char *path)
     int64_t S = o->quick ? 64 : 256, oc = uc_sr_get_info(s)->out_channels;
     sr_ctx c = {s, S, random_floats(3 * S * S, 12), random_floats(3 * S * S, 13), NULL};
     c.out = uc_alloc((size_t)(oc * S * S), sizeof(float));
-    double flops = uc_sr_flops(s, 1, S, S);
+    double flops = uc_sr_flops(s, 1, S, S), done = uc_sr_flops_done(s, 1, S, S);
     double med;
     int rc = measure(o, name, sr_run, &c, 1, &med);
     if (!rc)
         rc = all_finite(c.out, oc * S * S, name);
     if (!rc)
-        emit(o, name, med, flops);
+        emit2(o, name, med, flops, done);
     uc_free(c.x);
     uc_free(c.low);
     uc_free(c.out);

@@ -70,10 +70,13 @@ int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const flo
  * group norms' statistics are those of a crop, not of the whole picture.
  * tile must be a multiple of 2^(levels-1); -1 and uc_err if not. */
 int uc_sr_set_tile(uc_sr *s, int tile);
-/* 2 * multiply-adds of one forward of B images of HxW, for benchmarks. */
 /* Bytes a sample of B images of HxW allocates (workspace and buffers). */
 double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W);
+/* 2 * multiply-adds of one forward of B images of HxW, for benchmarks:
+ * counted as direct convolution, and as done (Winograd's fewer; as
+ * uc_unet_flops_done). */
 double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W);
+double uc_sr_flops_done(const uc_sr *s, int64_t B, int64_t H, int64_t W);
 
 /* Sample x [B, 3, H, W] (in [-1, 1] up to the last step's noise-free mean)
  * given low_res [B, 3, H, W] at the output size, by o->sampler (Karlo:
