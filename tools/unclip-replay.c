@@ -233,7 +233,6 @@ static void show(const uc_cli *c, const cmd *x)
     fputc('\n', stderr);
 }
 
-/* Run in -> stage 1 [-> stage 2] and read the last one's record stream. */
 /* UNCLIP_CPU for the stages spawned next ("": unset) */
 static void set_cpu(const char *level)
 {
@@ -242,6 +241,8 @@ static void set_cpu(const char *level)
     else
         unsetenv("UNCLIP_CPU");
 }
+
+/* Run in -> stage 1 [-> stage 2] and read the last one's record stream. */
 
 static rec *run(const uc_cli *c, const rec *in, cmd *s1, cmd *s2)
 {

@@ -175,9 +175,7 @@ def check_prior(g):
         mask = io["mask"].bool()
         s = io["cf_scales"].view(-1, 1)
         trace = []
-        x = diff.sample_loop(lambda x, t: p.guided(x, t, io["txt_feat"], io["txt_feat_seq"], mask, s),
-                             tuple(io["noise_000"].shape), lambda shape: next(noises), clip_denoised=False,
-                             denoised_fn=lambda x: x.clamp(-10, 10), trace=trace)
+        x = p.sample(diff, io["txt_feat"], io["txt_feat_seq"], mask, s, lambda shape: next(noises), trace=trace)
         b = io["img_feat"].shape[0]
         compare(case, "step_pred_xstart", torch.stack([t[3] for t in trace]), io["step_pred_xstart"], cj["tolerance"])
         compare(case, "img_feat", (x * io["clip_std"] + io["clip_mean"])[:b], io["img_feat"], cj["tolerance"])

@@ -6,7 +6,7 @@ prior is where diversity is lost).
   python3 train/probe_prior.py [--runs DIR] [--guidance 4,1] [--captions K]
                                [--draws N] CKPT...
 
-For K captions with at least 24 training scenes, N draws each (25 respaced
+For K captions with at least max(N, 24) training scenes, N draws each (25 respaced
 steps, guided as prior-sample guides, seed 1), against the first N scenes
 of each caption:
   spread  mean pairwise cosine distance of a caption's draws over that of
@@ -102,9 +102,7 @@ def main():
                 tid = torch.as_tensor(text.ids([c] * N + [""] * N))
                 tf, ts, tm = text.feat[tid], text.seq[tid], text.mask[tid]
                 with torch.no_grad():
-                    x = d.sample_loop(lambda x, t: m.guided(x, t, tf, ts, tm, g), (2 * N, m.model.clip_dim),
-                                      lambda shape: torch.randn(*shape, generator=gen),
-                                      clip_denoised=False, denoised_fn=lambda x: x.clamp(-10, 10))
+                    x = m.sample(d, tf, ts, tm, g, lambda shape: torch.randn(*shape, generator=gen))
                 draws.append((c, (x * m.clip_std + m.clip_mean)[:N], None))
             sp, right, each, near = score(draws)
             print(f"{path} (step {ck['step']}) guidance {g:g}: spread {sp / real_sp:.3f} right {right:.3f} "

@@ -73,8 +73,7 @@ class Pipeline:
         # prior
         p = self.prior
         d = Diffusion.from_config(p.config["diffusion"], prior_steps)
-        x = d.sample_loop(lambda x, t: p.guided(x, t, tf, ts, mask, prior_g), (2 * b, p.model.clip_dim), draw,
-                          clip_denoised=False, denoised_fn=lambda x: x.clamp(-10, 10))
+        x = p.sample(d, tf, ts, mask, prior_g, draw)
         emb = (x * p.clip_std + p.clip_mean)[:b]
         # decoder
         net = self.dec.model

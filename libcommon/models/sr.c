@@ -322,7 +322,8 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
 static double flops(const uc_sr *s, int64_t B, int64_t H, int64_t W, int done)
 {
     int64_t C = s->cfg.unet.model_channels, E = 4 * C;
-    return (done ? uc_unet_flops_done : uc_unet_flops)(s->first, B, H, W, 0) + 2.0 * (double)B * (double)(C * E + E * E);
+    return (done ? uc_unet_flops_done : uc_unet_flops)(s->first, B, H, W, 0) +
+           2.0 * (double)B * (double)(C * E + E * E);
 }
 
 double uc_sr_flops(const uc_sr *s, int64_t B, int64_t H, int64_t W) { return flops(s, B, H, W, 0); }

@@ -138,3 +138,12 @@ class PriorDiffusionModel(nn.Module):
         c, u = out.chunk(2)
         g = u + scale * (c - u)
         return torch.cat([g, g])
+
+    def sample(self, diffusion, text_emb, text_enc, mask, scale, draw, trace=None):
+        """Karlo's guided prior sample over diffusion's steps: rows as in
+        guided (conditional text, then unconditional), x0 clamped to +-10 and
+        not to [-1, 1]. Returns the normalised sample of every row (the first
+        half are the guided draws); draw and trace as in sample_loop."""
+        return diffusion.sample_loop(lambda x, t: self.guided(x, t, text_emb, text_enc, mask, scale),
+                                     (text_emb.shape[0], self.model.clip_dim), draw, clip_denoised=False,
+                                     denoised_fn=lambda x: x.clamp(-10, 10), trace=trace)
