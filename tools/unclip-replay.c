@@ -27,7 +27,7 @@ static const char usage[] =
     "Redraw the picture of an unclip PNG (or of the first record with image\n"
     "of a record stream) from its record alone: run decoder-diffuse, then\n"
     "upsample when the record went through it, with the seed, noise key,\n"
-    "sample index, steps, guidance, sampler, eta, best-of and tile of\n"
+    "sample index, steps, guidance, sampler, eta, best-of, tile and overlap of\n"
     "params.decoder and params.sr; check that each model's checksum is the\n"
     "one in the record's models field and that every pixel comes out the\n"
     "same; then write the picture with its record (by default the same\n"
@@ -215,6 +215,8 @@ static void sr_cmd(const uc_cli *c, cmd *u, const char *dir, const rec *p, const
     }
     arg(u, "--tile"); /* absent: the whole picture, whatever the model's unclip.default_tile */
     arg(u, "%llu", rec_has(p, "tile") ? (unsigned long long)need_u64(c, p, "sr", "tile") : 0ULL);
+    arg(u, "--overlap"); /* absent: 0, as records written before --overlap */
+    arg(u, "%llu", rec_has(p, "overlap") ? (unsigned long long)need_u64(c, p, "sr", "overlap") : 0ULL);
     if (model) {
         arg(u, "-m");
         arg(u, "%s", model);

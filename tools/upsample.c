@@ -30,11 +30,14 @@ static const char usage[] =
     "      --sampler S     ddpm (default, Karlo's), ddim (eta 0) or dpm++2m\n"
     "                      (DPM-Solver++(2M), deterministic; not for edits)\n"
     "      --fast          only the bicubic resize, no model\n"
-    "      --tile N        run the model on tiles of N x N output pixels, each\n"
-    "                      pixel the mean of the tiles that hold it; 0: the\n"
+    "      --tile N        run the model on tiles of N x N output pixels; 0: the\n"
     "                      whole picture (default: the model's\n"
     "                      unclip.default_tile, the side it was trained on,\n"
     "                      else 0)\n"
+    "      --overlap N     pixels neighbouring tiles share, across which their\n"
+    "                      outputs cross-fade (0 to N/2 of the tile; default\n"
+    "                      half the tile); 0: each pixel the plain mean of\n"
+    "                      the tiles that hold it\n"
     "      --image FILE    edit: the picture at the upsampled size (PNG or image\n"
     "                      record) whose kept pixels the output keeps byte for\n"
     "                      byte; the model redraws the others (RePaint)\n"
@@ -69,12 +72,12 @@ static const char usage[] =
     "from the RNG keyed by (seed, the record's noise_key), not from its place\n"
     "in the stream. Outputs get image (U8 [H, W, 3]), seed (when absent),\n"
     "params.sr {steps, sampler (unless ddpm), input, seed, noise_key, index,\n"
-    "tile (when tiled), scale, or fast; edit},\n"
+    "tile and overlap (when tiled), scale, or fast; edit},\n"
     "models.sr {id, checksum} and a history entry; every other field passes\n"
     "through.\n"
     "Exit status: 0 ok, 1 data error, 2 usage error.\n";
 
-enum { OPT_FAST = 256, OPT_IMAGE, OPT_MASK, OPT_RESAMPLE, OPT_JUMP, OPT_SAMPLER, OPT_TILE };
+enum { OPT_FAST = 256, OPT_IMAGE, OPT_MASK, OPT_RESAMPLE, OPT_JUMP, OPT_SAMPLER, OPT_TILE, OPT_OVERLAP };
 
 #define MAX_SIDE 16384 /* output side */
 #define SR_STREAM 0x80000000u /* RNG stream of this stage, apart from the decoder's */
@@ -88,7 +91,8 @@ typedef struct {
     const char *steps;
     uc_sampler sampler;
     int fast;
-    long tile; /* --tile, -1: the model's default */
+    long tile;    /* --tile, -1: the model's default */
+    long overlap; /* --overlap, -1: half the tile */
     const char *image, *mask; /* --image, --mask */
     long resample, jump;
     uc_edit_in edit;          /* the picture to edit (with --image) */
@@ -237,8 +241,10 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
             rec_set_str(pp, "sampler", uc_sampler_name(o->sampler));
         rec_set_str(pp, "input", rec_has(r, "image_f32") ? "image_f32" : "image");
         uc_set_draw(&o->cli, pp, seed, uc_record_noise_key(&o->cli, r, src), 0);
-        if (o->tile > 0)
+        if (o->tile > 0) {
             rec_set_u64(pp, "tile", (uint64_t)o->tile);
+            rec_set_u64(pp, "overlap", (uint64_t)o->overlap);
+        }
     }
     rec_set_u64(pp, "scale", (uint64_t)o->scale);
     if (o->image) {
@@ -260,7 +266,7 @@ static void process(opts *o, rec *r, const char *src, uint64_t ordinal)
 
 int main(int argc, char **argv)
 {
-    opts o = {.steps = "7", .scale = 4, .resample = 5, .jump = 1, .tile = -1};
+    opts o = {.steps = "7", .scale = 4, .resample = 5, .jump = 1, .tile = -1, .overlap = -1};
     uc_cli_init(&o.cli, "upsample", usage, argc, argv);
     /* the SR UNets gain 1% from cached Winograd transforms, for 1 GB */
     uc_winograd_default_cache_mb(0);
@@ -269,6 +275,7 @@ int main(int argc, char **argv)
         {"steps", 1, 0, 'S'},
         {"fast", 0, 0, OPT_FAST},
         {"tile", 1, 0, OPT_TILE},
+        {"overlap", 1, 0, OPT_OVERLAP},
         {"image", 1, 0, OPT_IMAGE},
         {"mask", 1, 0, OPT_MASK},
         {"resample", 1, 0, OPT_RESAMPLE},
@@ -285,6 +292,7 @@ int main(int argc, char **argv)
         case 'S': o.steps = uc_parse_steps(&o.cli, optarg); break;
         case OPT_FAST: o.fast = 1; break;
         case OPT_TILE: o.tile = uc_parse_long(&o.cli, "--tile", optarg, 0, MAX_SIDE); break;
+        case OPT_OVERLAP: o.overlap = uc_parse_long(&o.cli, "--overlap", optarg, 0, MAX_SIDE / 2); break;
         case OPT_IMAGE: o.image = optarg; break;
         case OPT_MASK: o.mask = optarg; break;
         case OPT_RESAMPLE: o.resample = uc_parse_long(&o.cli, "--resample", optarg, 1, UC_EDIT_MAX_RESAMPLE); break;
@@ -315,12 +323,16 @@ int main(int argc, char **argv)
         int steps = uc_sr_steps(o.sr, o.steps);
         if (steps < 0)
             uc_die(&o.cli, UC_EXIT_USAGE, "--steps: %s", uc_errmsg());
-        if (o.tile >= 0 && uc_sr_set_tile(o.sr, (int)o.tile))
+        if (o.tile >= 0 && uc_sr_set_tile(o.sr, (int)o.tile, 0))
             uc_die(&o.cli, UC_EXIT_USAGE, "--tile: %s", uc_errmsg());
-        if (o.tile < 0 && uc_sr_set_tile(o.sr, o.info->model.default_tile))
+        if (o.tile < 0 && uc_sr_set_tile(o.sr, o.info->model.default_tile, 0))
             uc_die(&o.cli, UC_EXIT_DATA, "%s: metadata unclip.default_tile: %s", path, uc_errmsg());
         if (o.tile < 0)
             o.tile = o.info->model.default_tile;
+        if (o.overlap < 0)
+            o.overlap = o.tile / 2;
+        if (uc_sr_set_tile(o.sr, (int)o.tile, (int)o.overlap))
+            uc_die(&o.cli, UC_EXIT_USAGE, "--overlap: %s", uc_errmsg());
         uc_info(&o.cli, "model %s (%s): x%d, %d channels, %d levels; %d steps (%s), %s%s%s", path, o.info->model.id,
                 o.scale, o.info->channels, o.info->levels, steps, o.steps, uc_sampler_name(o.sampler), o.tile > 0 ? "; tiled" : "",
                 o.fast ? "; --fast: resize only" : "");

@@ -73,6 +73,7 @@ struct uc_sr {
     double *t;       /* sampling timesteps, t_n of them */
     int64_t t_n;
     int tile;        /* uc_sr_set_tile: the side of the tiles a sample runs on, 0: whole */
+    int overlap;     /* ... and the pixels neighbouring tiles share at least */
 };
 
 static int parse_stage(const cJSON *config, sr_config *cfg, const cJSON **diff)
@@ -245,45 +246,61 @@ int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const flo
     return uc_unet_forward(u, s->ws, in, emb, NULL, NULL, out);
 }
 
-double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W)
-{
-    double img = (double)(B * 3 * H * W) * sizeof(float);
-    /* the UNet's workspace, cat[x, low_res], and the sampler's step buffers
-     * (x0, mean, log-variance, noise, next, and the model output: 2 images
-     * for a learned variance) */
-    return uc_unet_ws_bytes(s->first, B, H, W, 0) + 2 * img + 7 * img;
-}
-
-int uc_sr_set_tile(uc_sr *s, int tile)
+int uc_sr_set_tile(uc_sr *s, int tile, int overlap)
 {
     int unit = 1 << (s->cfg.unet.nlevels - 1);
     if (tile < 0 || tile % unit)
         return uc_err("sr: tile %d: not 0 or a positive multiple of %d (the network's levels)", tile, unit);
+    if (tile == 0 && overlap != 0)
+        return uc_err("sr: overlap %d: no tiles to overlap (tile 0: the whole picture)", overlap);
+    if (overlap < 0 || overlap > tile / 2)
+        return uc_err("sr: overlap %d: not in [0, %d] (half the tile of %d)", overlap, tile / 2, tile);
     s->tile = tile;
+    s->overlap = overlap;
     return 0;
 }
 
-/* Tiles of side T along a side of L: k * T, the last one ending at L
- * (overlapping the one before when T does not divide L). */
-static int64_t tile_count(int64_t L, int64_t T) { return (L + T - 1) / T; }
-static int64_t tile_origin(int64_t L, int64_t T, int64_t k) { return UC_MIN(k * T, L - T); }
+/* Tiles of side T along a side of L, each S = T - overlap after the one
+ * before, the last one ending at L (so it may overlap more). */
+static int64_t tile_count(int64_t L, int64_t T, int64_t S) { return L <= T ? 1 : (L - T + S - 1) / S + 1; }
+static int64_t tile_origin(int64_t L, int64_t T, int64_t S, int64_t k) { return UC_MIN(k * S, L - T); }
+/* A tile's weight at its pixel i along one side: rising from 1 at its edges
+ * to overlap + 1, so across an overlap of that width two tiles cross-fade
+ * linearly; all 1 without overlap (a plain mean). */
+static float tile_weight(int64_t T, int overlap, int64_t i) { return (float)UC_MIN(UC_MIN(i + 1, T - i), overlap + 1); }
+
+typedef struct {
+    int64_t th, tw, sy, sx, ny, nx; /* tile sides, strides and counts */
+} tiling;
+
+static int tiled(const uc_sr *s, int64_t H, int64_t W, tiling *g)
+{
+    if (s->tile == 0 || (s->tile >= H && s->tile >= W))
+        return 0;
+    g->th = UC_MIN((int64_t)s->tile, H), g->tw = UC_MIN((int64_t)s->tile, W);
+    g->sy = UC_MAX(g->th - s->overlap, 1), g->sx = UC_MAX(g->tw - s->overlap, 1);
+    g->ny = tile_count(H, g->th, g->sy), g->nx = tile_count(W, g->tw, g->sx);
+    return 1;
+}
 
 /* uc_sr_forward over the tiles of s->tile (all of them one batch), each
- * output pixel the mean of the tiles that hold it. */
+ * output pixel the mean of the tiles that hold it, weighted by tile_weight
+ * along both sides. */
 static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                          const float *low_res, float *out)
 {
-    if (s->tile == 0 || (s->tile >= H && s->tile >= W))
+    tiling g;
+    if (!tiled(s, H, W, &g))
         return uc_sr_forward(s, last, B, H, W, x, t, low_res, out);
-    int64_t th = UC_MIN((int64_t)s->tile, H), tw = UC_MIN((int64_t)s->tile, W);
-    int64_t nx = tile_count(W, tw), nt = tile_count(H, th) * nx, oc = s->cfg.unet.out_channels;
+    int64_t th = g.th, tw = g.tw, nx = g.nx, nt = g.ny * nx, oc = s->cfg.unet.out_channels;
     int64_t tpx = th * tw, N = B * nt;
     float *tx = uc_alloc((size_t)(N * 3 * tpx), sizeof(float)), *tl = uc_alloc((size_t)(N * 3 * tpx), sizeof(float));
-    float *to = uc_alloc((size_t)(N * oc * tpx), sizeof(float)), *cover = uc_alloc((size_t)(H * W), sizeof(float));
+    float *to = uc_alloc((size_t)(N * oc * tpx), sizeof(float)), *wsum = uc_alloc((size_t)(H * W), sizeof(float));
+    float *wt = uc_alloc((size_t)tpx, sizeof(float));
     double *tt = uc_alloc((size_t)N, sizeof(double));
     for (int64_t b = 0; b < B; b++)
         for (int64_t k = 0; k < nt; k++) {
-            int64_t oy = tile_origin(H, th, k / nx), ox = tile_origin(W, tw, k % nx), n = b * nt + k;
+            int64_t oy = tile_origin(H, th, g.sy, k / nx), ox = tile_origin(W, tw, g.sx, k % nx), n = b * nt + k;
             tt[n] = t[b];
             for (int64_t c = 0; c < 3; c++)
                 for (int64_t y = 0; y < th; y++) {
@@ -294,29 +311,52 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
         }
     int rc = uc_sr_forward(s, last, N, th, tw, tx, tt, tl, to);
     if (rc == 0) {
+        for (int64_t y = 0; y < th; y++)
+            for (int64_t i = 0; i < tw; i++)
+                wt[y * tw + i] = tile_weight(th, s->overlap, y) * tile_weight(tw, s->overlap, i);
         memset(out, 0, (size_t)(B * oc * H * W) * sizeof(float));
         for (int64_t k = 0; k < nt; k++)
             for (int64_t y = 0; y < th; y++)
                 for (int64_t i = 0; i < tw; i++)
-                    cover[(tile_origin(H, th, k / nx) + y) * W + tile_origin(W, tw, k % nx) + i] += 1;
+                    wsum[(tile_origin(H, th, g.sy, k / nx) + y) * W + tile_origin(W, tw, g.sx, k % nx) + i] +=
+                        wt[y * tw + i];
         for (int64_t b = 0; b < B; b++)
             for (int64_t k = 0; k < nt; k++) {
-                int64_t oy = tile_origin(H, th, k / nx), ox = tile_origin(W, tw, k % nx), n = b * nt + k;
+                int64_t oy = tile_origin(H, th, g.sy, k / nx), ox = tile_origin(W, tw, g.sx, k % nx), n = b * nt + k;
                 for (int64_t c = 0; c < oc; c++)
                     for (int64_t y = 0; y < th; y++) {
                         float *o = out + ((b * oc + c) * H + oy + y) * W + ox;
-                        const float *p = to + ((n * oc + c) * th + y) * tw;
+                        const float *p = to + ((n * oc + c) * th + y) * tw, *w = wt + y * tw;
+                        const float *sum = wsum + (oy + y) * W + ox;
                         for (int64_t i = 0; i < tw; i++)
-                            o[i] += p[i] / cover[(oy + y) * W + ox + i];
+                            o[i] += p[i] * w[i] / sum[i];
                     }
             }
     }
     uc_free(tx);
     uc_free(tl);
     uc_free(to);
-    uc_free(cover);
+    uc_free(wsum);
+    uc_free(wt);
     uc_free(tt);
     return rc;
+}
+
+double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W)
+{
+    double img = (double)(B * 3 * H * W) * sizeof(float);
+    /* the UNet's workspace, cat[x, low_res], and the sampler's step buffers
+     * (x0, mean, log-variance, noise, next, and the model output: 2 images
+     * for a learned variance) */
+    tiling g;
+    if (!tiled(s, H, W, &g))
+        return uc_unet_ws_bytes(s->first, B, H, W, 0) + 2 * img + 7 * img;
+    /* on tiles: the network's workspace and cat[x, low_res] for all of them
+     * as one batch, and forward_tiled's copies (x, low_res, the outputs) */
+    int64_t N = B * g.ny * g.nx;
+    double tiles = (double)(N * 3 * g.th * g.tw) * sizeof(float);
+    return uc_unet_ws_bytes(s->first, N, g.th, g.tw, 0) + 2 * tiles + 7 * img + 4 * tiles +
+           (double)(H * W + g.th * g.tw) * sizeof(float);
 }
 
 static double flops(const uc_sr *s, int64_t B, int64_t H, int64_t W, int done)

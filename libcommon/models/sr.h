@@ -63,13 +63,16 @@ int uc_sr_steps(uc_sr *s, const char *respacing);
 int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                   const float *low_res, float *out);
 /* Sample in tiles of tile x tile pixels (0: the whole picture, the
- * default): every network call of uc_sr_sample runs on the tiles (along
- * each side at multiples of tile, the last one ending at the edge) as one
- * batch, and a pixel that two tiles hold gets the mean of their outputs.
- * A model trained on crops of that side sees what it was trained on: its
- * group norms' statistics are those of a crop, not of the whole picture.
- * tile must be a multiple of 2^(levels-1); -1 and uc_err if not. */
-int uc_sr_set_tile(uc_sr *s, int tile);
+ * default): every network call of uc_sr_sample runs on the tiles as one
+ * batch. Along each side a tile starts tile - overlap pixels after the one
+ * before, the last one ending at the edge; a pixel that several tiles hold
+ * gets the mean of their outputs weighted by how deep it lies in each
+ * (1 at a tile's edge, rising to overlap + 1), so across an overlap the
+ * tiles cross-fade (overlap 0: a plain mean). A model trained on crops of
+ * that side sees what it was trained on: its group norms' statistics are
+ * those of a crop, not of the whole picture. tile must be a multiple of
+ * 2^(levels-1) and overlap in [0, tile / 2]; -1 and uc_err if not. */
+int uc_sr_set_tile(uc_sr *s, int tile, int overlap);
 /* Bytes a sample of B images of HxW allocates (workspace and buffers). */
 double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W);
 /* 2 * multiply-adds of one forward of B images of HxW, for benchmarks:

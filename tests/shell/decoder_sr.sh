@@ -131,9 +131,17 @@ whole=$(img)
 [ "$(img --tile 0)" = "$whole" ] || fail "upsample --tile 0 changed the picture"
 [ "$(img --tile 32)" = "$whole" ] || fail "upsample --tile 32 (the whole 32 px picture) changed it"
 [ "$(img --tile 16)" != "$whole" ] || fail "upsample --tile 16 ran on the whole picture"
-"$BIN/upsample" -m "$tmp/sr.st" -f record --tile 16 "$tmp/d.rec" | "$BIN/rec-dump" | grep -q '"index":0,"tile":16,"scale":4}' ||
-    fail "upsample --tile 16: params.sr.tile missing"
+"$BIN/upsample" -m "$tmp/sr.st" -f record --tile 16 "$tmp/d.rec" | "$BIN/rec-dump" | grep -q '"index":0,"tile":16,"overlap":8,"scale":4}' ||
+    fail "upsample --tile 16: params.sr.tile and overlap (half the tile) missing"
 expect 2 "tile 3: not 0 or a positive multiple" "$BIN/upsample" -m "$tmp/sr.st" --tile 3 "$tmp/d.rec"
+# --overlap: 0 (tiles that touch, a plain mean where the last one overlaps)
+# to half the tile; any overlap is another picture, and none runs without tiles
+[ "$(img --tile 16 --overlap 0)" != "$(img --tile 16)" ] || fail "upsample --overlap 0: the default picture"
+[ "$(img --tile 16 --overlap 4)" != "$(img --tile 16)" ] || fail "upsample --overlap 4: the default picture"
+[ "$(img --tile 0 --overlap 0)" = "$whole" ] || fail "upsample --tile 0 --overlap 0 changed the picture"
+expect 2 "overlap 9: not in \[0, 8\] (half the tile of 16)" "$BIN/upsample" -m "$tmp/sr.st" --tile 16 --overlap 9 "$tmp/d.rec"
+expect 2 "overlap 4: no tiles to overlap (tile 0: the whole picture)" "$BIN/upsample" -m "$tmp/sr.st" --tile 0 --overlap 4 "$tmp/d.rec"
+expect 2 "\-\-overlap: 'x'" "$BIN/upsample" -m "$tmp/sr.st" --overlap x "$tmp/d.rec"
 # the model's unclip.default_tile stands in for --tile; --tile 0 overrides it
 "$MKMODEL" sr "$tmp/sr-t.st" $G/karlo/sr-forward-updown unclip.default_tile=16
 [ "$(img --tile 16)" = "$("$BIN/upsample" -m "$tmp/sr-t.st" -f record "$tmp/d.rec" | "$BIN/rec-dump" | grep -o '"image":{[^}]*}')" ] ||

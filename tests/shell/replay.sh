@@ -5,10 +5,10 @@
 # draws the same picture alone or 4th in a batch; stages that write N
 # records keep their indices apart; interpolation frames between one record
 # and itself are the same picture, and between two records they move less
-# than frames with fresh noise; every stage reads unclip PNGs; and 31
+# than frames with fresh noise; every stage reads unclip PNGs; and 32
 # pictures made in batches (prompts on stdin, -n at the prior and the
 # decoder, upsampled ones, interpolation, text-diff and variation frames,
-# DPM-Solver++ at the decoder and the upsampler)
+# DPM-Solver++ at the decoder and the upsampler, tiles that only touch)
 # are each redrawn byte for byte by unclip-replay from the PNG alone.
 . tests/shell/lib.sh
 fnv() { "$BIN/rec-dump" "$@" | sed 's/.*"image":{[^}]*"fnv1a":"\([0-9a-f]*\)".*/\1/'; }
@@ -85,10 +85,17 @@ for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; don
 "$BIN/decoder-diffuse" -t 1 -S ddim10 --eta 0.5 "$tmp/A.rec" | "$BIN/upsample" -t 1 -S 3 -s 9 > "$tmp/t1.png"
 "$BIN/decoder-diffuse" -f record --float "$tmp/B.rec" | "$BIN/upsample" > "$tmp/float.png"
 "$BIN/upsample" --fast "$tmp/alone.png" > "$tmp/fast.png"
-# the whole picture (--tile 0) and other tiles than the model's default:
-# replay passes the record's tile (none: the whole picture)
+# the whole picture (--tile 0), other tiles than the model's default, and
+# tiles that only touch: replay passes the record's tile (none: the whole
+# picture) and overlap
 "$BIN/upsample" --tile 0 "$tmp/alone.png" > "$tmp/whole.png"
 "$BIN/upsample" --tile 32 "$tmp/alone.png" > "$tmp/tile32.png"
+"$BIN/upsample" --overlap 0 "$tmp/alone.png" > "$tmp/touch.png"
+cmp -s "$tmp/touch.png" "$tmp/up-3.png" && fail "upsample --overlap 0 draws the default picture"
+"$BIN/unclip-replay" -v "$tmp/touch.png" 2>&1 > /dev/null | grep -q 'upsample .*--tile 64 --overlap 0' ||
+    fail "unclip-replay does not pass the record's overlap 0"
+"$BIN/unclip-replay" -v "$tmp/up-3.png" 2>&1 > /dev/null | grep -q 'upsample .*--tile 64 --overlap 32' ||
+    fail "unclip-replay does not pass the record's overlap 32"
 # DPM-Solver++ at both stages: the records name it, and replay redraws it
 "$BIN/decoder-diffuse" -S 10 --sampler dpm++2m "$tmp/A.rec" | "$BIN/upsample" -S 5 --sampler dpm++2m > "$tmp/dpm.png"
 "$BIN/rec-dump" "$tmp/dpm.png" | grep -q '"decoder":{"steps":"10","guidance":[0-9.]*,"sampler":"dpm++2m"' ||
@@ -99,12 +106,12 @@ for i in 0 1 2 3; do "$BIN/upsample" "$tmp/batch-$i.png" > "$tmp/up-$i.png"; don
 n=0
 for f in "$tmp"/batch-?.png "$tmp"/n-?.png "$tmp"/interp-?.png "$tmp"/textdiff-?.png "$tmp"/variation-?.png \
     "$tmp"/up-?.png "$tmp/alone.png" "$tmp/t1.png" "$tmp/float.png" "$tmp/fast.png" "$tmp/dpm.png" \
-    "$tmp/whole.png" "$tmp/tile32.png"; do
+    "$tmp/whole.png" "$tmp/tile32.png" "$tmp/touch.png"; do
     "$BIN/unclip-replay" "$f" > "$tmp/again.png" 2> "$tmp/err" || { cat "$tmp/err" >&2; fail "unclip-replay ${f##*/} failed"; }
     cmp -s "$tmp/again.png" "$f" || fail "unclip-replay ${f##*/}: not the same PNG bytes"
     n=$((n + 1))
 done
-[ "$n" -ge 33 ] || fail "only $n pictures replayed"
+[ "$n" -ge 34 ] || fail "only $n pictures replayed"
 
 # a stage records its kernel level, and replay runs the stage at it
 UNCLIP_CPU=avx2 "$BIN/decoder-diffuse" "$tmp/A.rec" > "$tmp/avx2.png"
