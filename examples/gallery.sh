@@ -39,12 +39,14 @@ PROMPTS
 "$BIN/shapes-render" --size 128 "a big red circle" > circle.png
 "$here/textdiff.sh" circle.png "a big red circle" "a big green circle" 5 0.5 textdiff 2> /dev/null
 # the ground: the decoder's 32 px picture, then upsampled on the whole
-# picture (--tile 0: the pale patch of issue 24) and on tiles of the 64 px
-# the upsampler trained on (its unclip.default_tile: the default)
+# picture (--tile 0: the pale patch of issue 24), on tiles of the 64 px
+# the upsampler trained on (its unclip.default_tile) that only touch
+# (--overlap 0), and on tiles that overlap by half (the default)
 i=0
-for prompt in "a small green triangle" "a yellow circle" "three orange triangles"; do
+for prompt in "a small green triangle" "a yellow circle" "three orange triangles" "a red circle above a blue square"; do
     "$BIN/clip-encode" "$prompt" | "$BIN/prior-sample" -s 1 | "$BIN/decoder-diffuse" -s 1 > "ground-$i-32.png"
     "$BIN/upsample" --tile 0 "ground-$i-32.png" > "ground-$i-whole.png"
+    "$BIN/upsample" --overlap 0 "ground-$i-32.png" > "ground-$i-touch.png"
     "$BIN/upsample" "ground-$i-32.png" > "ground-$i-tiles.png"
     i=$((i + 1))
 done

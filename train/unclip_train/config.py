@@ -57,7 +57,7 @@ SR = {
 # last step)
 TRAIN = {
     "clip":    dict(batch=256, lr=5e-4, wd=0.1, warmup=100, ema=0.0, steps=3200, hard=0.5, text_neg=True),
-    "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, steps=2000),
+    "prior":   dict(batch=128, lr=3e-4, wd=0.01, warmup=100, ema=0.999, steps=12000),
     "decoder": dict(batch=32, lr=4e-4, wd=0.0, warmup=200, ema=0.999, steps=16000,
                     kinds=dict(single=0.15, relation=0.45, count=0.4), high_t=(0.3, 900)),
     "sr":      dict(batch=16, lr=3e-4, wd=0.0, warmup=100, ema=0.999, steps=5400, crop=64),
@@ -85,9 +85,12 @@ DATA = {
 DECODER_DROP = dict(both=0.10, text_only=0.20, emb_only=0.05)
 
 # classifier-free guidance scales the tools use with this model when no -g
-# is given (model metadata unclip.default_guidance; Karlo's are 4 and 8,
-# which over-saturate this small x0 decoder)
-GUIDANCE = dict(prior=4.0, decoder=2.0)
+# is given (model metadata unclip.default_guidance). Karlo's are 4 and 8:
+# 8 over-saturates this small x0 decoder, and 4 throws the draws of a prior
+# trained to 12 000 steps off the scenes' embeddings (a third of its count
+# draws nearest another meaning, train/probe_prior.py), where 2 keeps them
+# as right as the scenes and lets them vary (models/MODEL_CARD.md)
+GUIDANCE = dict(prior=2.0, decoder=2.0)
 
 # candidates decoder-diffuse draws per picture when no --best-of is given,
 # kept by CLIP: the one whose image embedding is nearest the one it was
