@@ -269,17 +269,27 @@ static int64_t tile_origin(int64_t L, int64_t T, int64_t S, int64_t k) { return 
  * linearly; all 1 without overlap (a plain mean). */
 static float tile_weight(int64_t T, int overlap, int64_t i) { return (float)UC_MIN(UC_MIN(i + 1, T - i), overlap + 1); }
 
+/* Pixels one network call may take on tiles: the pictures' own, or this
+ * many when they have fewer (overlapping tiles hold up to 4 times the
+ * pixels of the picture; a small one still runs as one batch) */
+#define TILE_BATCH_PX (1 << 18)
+
 typedef struct {
     int64_t th, tw, sy, sx, ny, nx; /* tile sides, strides and counts */
+    int64_t n, per_call, calls;     /* tiles of B pictures, and their batches (the last padded) */
 } tiling;
 
-static int tiled(const uc_sr *s, int64_t H, int64_t W, tiling *g)
+static int tiled(const uc_sr *s, int64_t B, int64_t H, int64_t W, tiling *g)
 {
     if (s->tile == 0 || (s->tile >= H && s->tile >= W))
         return 0;
     g->th = UC_MIN((int64_t)s->tile, H), g->tw = UC_MIN((int64_t)s->tile, W);
     g->sy = UC_MAX(g->th - s->overlap, 1), g->sx = UC_MAX(g->tw - s->overlap, 1);
     g->ny = tile_count(H, g->th, g->sy), g->nx = tile_count(W, g->tw, g->sx);
+    g->n = B * g->ny * g->nx;
+    int64_t px = UC_MAX(B * H * W, (int64_t)TILE_BATCH_PX);
+    g->calls = (g->n * g->th * g->tw + px - 1) / px;
+    g->per_call = (g->n + g->calls - 1) / g->calls;
     return 1;
 }
 
@@ -290,10 +300,12 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
                          const float *low_res, float *out)
 {
     tiling g;
-    if (!tiled(s, H, W, &g))
+    if (!tiled(s, B, H, W, &g))
         return uc_sr_forward(s, last, B, H, W, x, t, low_res, out);
     int64_t th = g.th, tw = g.tw, nx = g.nx, nt = g.ny * nx, oc = s->cfg.unet.out_channels;
-    int64_t tpx = th * tw, N = B * nt;
+    /* N tiles in batches of C (the padding after the last tile: copies of
+     * the first, their outputs unused), so every call has one shape */
+    int64_t tpx = th * tw, C = g.per_call, N = C * g.calls;
     float *tx = uc_alloc((size_t)(N * 3 * tpx), sizeof(float)), *tl = uc_alloc((size_t)(N * 3 * tpx), sizeof(float));
     float *to = uc_alloc((size_t)(N * oc * tpx), sizeof(float)), *wsum = uc_alloc((size_t)(H * W), sizeof(float));
     float *wt = uc_alloc((size_t)tpx, sizeof(float));
@@ -309,7 +321,14 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
                     memcpy(tl + dst, low_res + src, (size_t)tw * sizeof(float));
                 }
         }
-    int rc = uc_sr_forward(s, last, N, th, tw, tx, tt, tl, to);
+    for (int64_t n = g.n; n < N; n++) {
+        memcpy(tx + n * 3 * tpx, tx, (size_t)(3 * tpx) * sizeof(float));
+        memcpy(tl + n * 3 * tpx, tl, (size_t)(3 * tpx) * sizeof(float));
+        tt[n] = tt[0];
+    }
+    int rc = 0;
+    for (int64_t n = 0; n < N && rc == 0; n += C)
+        rc = uc_sr_forward(s, last, C, th, tw, tx + n * 3 * tpx, tt + n, tl + n * 3 * tpx, to + n * oc * tpx);
     if (rc == 0) {
         for (int64_t y = 0; y < th; y++)
             for (int64_t i = 0; i < tw; i++)
@@ -349,14 +368,13 @@ double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W)
      * (x0, mean, log-variance, noise, next, and the model output: 2 images
      * for a learned variance) */
     tiling g;
-    if (!tiled(s, H, W, &g))
+    if (!tiled(s, B, H, W, &g))
         return uc_unet_ws_bytes(s->first, B, H, W, 0) + 2 * img + 7 * img;
-    /* on tiles: the network's workspace and cat[x, low_res] for all of them
-     * as one batch, and forward_tiled's copies (x, low_res, the outputs) */
-    int64_t N = B * g.ny * g.nx;
-    double tiles = (double)(N * 3 * g.th * g.tw) * sizeof(float);
-    return uc_unet_ws_bytes(s->first, N, g.th, g.tw, 0) + 2 * tiles + 7 * img + 4 * tiles +
-           (double)(H * W + g.th * g.tw) * sizeof(float);
+    /* on tiles: the network's workspace and cat[x, low_res] for one batch
+     * of them, and forward_tiled's copies of all (x, low_res, the outputs) */
+    double tpx = (double)(g.th * g.tw) * sizeof(float), all = (double)(g.per_call * g.calls);
+    return uc_unet_ws_bytes(s->first, g.per_call, g.th, g.tw, 0) + 6 * g.per_call * tpx + 7 * img +
+           (6 + s->cfg.unet.out_channels) * all * tpx + (double)(H * W) * sizeof(float) + tpx;
 }
 
 static double flops(const uc_sr *s, int64_t B, int64_t H, int64_t W, int done)

@@ -63,9 +63,11 @@ int uc_sr_steps(uc_sr *s, const char *respacing);
 int uc_sr_forward(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
                   const float *low_res, float *out);
 /* Sample in tiles of tile x tile pixels (0: the whole picture, the
- * default): every network call of uc_sr_sample runs on the tiles as one
- * batch. Along each side a tile starts tile - overlap pixels after the one
- * before, the last one ending at the edge; a pixel that several tiles hold
+ * default): every network call of uc_sr_sample runs on the tiles, as one
+ * batch or, when they hold more pixels than the larger of 2^18 and the
+ * pictures, in equal batches of about that many at most. Along each side a tile
+ * starts tile - overlap pixels after the one before, the last one ending
+ * at the edge; a pixel that several tiles hold
  * gets the mean of their outputs weighted by how deep it lies in each
  * (1 at a tile's edge, rising to overlap + 1), so across an overlap the
  * tiles cross-fade (overlap 0: a plain mean). A model trained on crops of

@@ -142,6 +142,14 @@ expect 2 "tile 3: not 0 or a positive multiple" "$BIN/upsample" -m "$tmp/sr.st" 
 expect 2 "overlap 9: not in \[0, 8\] (half the tile of 16)" "$BIN/upsample" -m "$tmp/sr.st" --tile 16 --overlap 9 "$tmp/d.rec"
 expect 2 "overlap 4: no tiles to overlap (tile 0: the whole picture)" "$BIN/upsample" -m "$tmp/sr.st" --tile 0 --overlap 4 "$tmp/d.rec"
 expect 2 "\-\-overlap: 'x'" "$BIN/upsample" -m "$tmp/sr.st" --overlap x "$tmp/d.rec"
+# many tiles (71 x 71 of 8 px at 288 px: 3.9 times the picture's pixels)
+# run in batches of at most 2^18 pixels, the last one padded: a 288 px
+# picture, the same at every run
+"$BIN/shapes-render" --size 72 -f record "a red circle" > "$tmp/r72.rec"
+"$BIN/upsample" -m "$tmp/sr.st" -S 2 --tile 8 -f record "$tmp/r72.rec" > "$tmp/u288.rec"
+"$BIN/rec-dump" "$tmp/u288.rec" | grep -q '"image":{"dtype":"U8","shape":\[288,288,3\]' || fail "upsample --tile 8: no 288 px picture"
+"$BIN/upsample" -m "$tmp/sr.st" -S 2 --tile 8 -f record "$tmp/r72.rec" | cmp -s - "$tmp/u288.rec" ||
+    fail "upsample --tile 8 in batches is not deterministic"
 # the model's unclip.default_tile stands in for --tile; --tile 0 overrides it
 "$MKMODEL" sr "$tmp/sr-t.st" $G/karlo/sr-forward-updown unclip.default_tile=16
 [ "$(img --tile 16)" = "$("$BIN/upsample" -m "$tmp/sr-t.st" -f record "$tmp/d.rec" | "$BIN/rec-dump" | grep -o '"image":{[^}]*}')" ] ||
