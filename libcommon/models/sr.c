@@ -269,9 +269,10 @@ static int64_t tile_origin(int64_t L, int64_t T, int64_t S, int64_t k) { return 
  * linearly; all 1 without overlap (a plain mean). */
 static float tile_weight(int64_t T, int overlap, int64_t i) { return (float)UC_MIN(UC_MIN(i + 1, T - i), overlap + 1); }
 
-/* Pixels one network call may take on tiles: the pictures' own, or this
- * many when they have fewer (overlapping tiles hold up to 4 times the
- * pixels of the picture; a small one still runs as one batch) */
+/* Pixels one network call on tiles takes at most (about): the pictures'
+ * own, or this many when they have fewer. Overlapping tiles hold up to 4
+ * times the pixels of the picture; a small picture's still run as one
+ * batch. */
 #define TILE_BATCH_PX (1 << 18)
 
 typedef struct {
@@ -293,7 +294,7 @@ static int tiled(const uc_sr *s, int64_t B, int64_t H, int64_t W, tiling *g)
     return 1;
 }
 
-/* uc_sr_forward over the tiles of s->tile (all of them one batch), each
+/* uc_sr_forward over the tiles of s->tile (in g.calls batches), each
  * output pixel the mean of the tiles that hold it, weighted by tile_weight
  * along both sides. */
 static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, const float *x, const double *t,
