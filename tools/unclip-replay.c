@@ -245,7 +245,6 @@ static void set_cpu(const char *level)
 }
 
 /* Run in -> stage 1 [-> stage 2] and read the last one's record stream. */
-
 static rec *run(const uc_cli *c, const rec *in, cmd *s1, cmd *s2)
 {
     char own_cpu[16] = ""; /* the replay's own UNCLIP_CPU, checked by uc_cli_init */

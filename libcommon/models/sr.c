@@ -311,9 +311,14 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
     float *to = uc_alloc((size_t)(N * oc * tpx), sizeof(float)), *wsum = uc_alloc((size_t)(H * W), sizeof(float));
     float *wt = uc_alloc((size_t)tpx, sizeof(float));
     double *tt = uc_alloc((size_t)N, sizeof(double));
+    int64_t *org = uc_alloc((size_t)(2 * nt), sizeof(int64_t)); /* each tile's top and left */
+    for (int64_t k = 0; k < nt; k++) {
+        org[2 * k] = tile_origin(H, th, g.sy, k / nx);
+        org[2 * k + 1] = tile_origin(W, tw, g.sx, k % nx);
+    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t k = 0; k < nt; k++) {
-            int64_t oy = tile_origin(H, th, g.sy, k / nx), ox = tile_origin(W, tw, g.sx, k % nx), n = b * nt + k;
+            int64_t oy = org[2 * k], ox = org[2 * k + 1], n = b * nt + k;
             tt[n] = t[b];
             for (int64_t c = 0; c < 3; c++)
                 for (int64_t y = 0; y < th; y++) {
@@ -338,11 +343,10 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
         for (int64_t k = 0; k < nt; k++)
             for (int64_t y = 0; y < th; y++)
                 for (int64_t i = 0; i < tw; i++)
-                    wsum[(tile_origin(H, th, g.sy, k / nx) + y) * W + tile_origin(W, tw, g.sx, k % nx) + i] +=
-                        wt[y * tw + i];
+                    wsum[(org[2 * k] + y) * W + org[2 * k + 1] + i] += wt[y * tw + i];
         for (int64_t b = 0; b < B; b++)
             for (int64_t k = 0; k < nt; k++) {
-                int64_t oy = tile_origin(H, th, g.sy, k / nx), ox = tile_origin(W, tw, g.sx, k % nx), n = b * nt + k;
+                int64_t oy = org[2 * k], ox = org[2 * k + 1], n = b * nt + k;
                 for (int64_t c = 0; c < oc; c++)
                     for (int64_t y = 0; y < th; y++) {
                         float *o = out + ((b * oc + c) * H + oy + y) * W + ox;
@@ -359,6 +363,7 @@ static int forward_tiled(uc_sr *s, int last, int64_t B, int64_t H, int64_t W, co
     uc_free(wsum);
     uc_free(wt);
     uc_free(tt);
+    uc_free(org);
     return rc;
 }
 
@@ -375,7 +380,8 @@ double uc_sr_bytes(const uc_sr *s, int64_t B, int64_t H, int64_t W)
      * of them, and forward_tiled's copies of all (x, low_res, the outputs) */
     double tpx = (double)(g.th * g.tw) * sizeof(float), all = (double)(g.per_call * g.calls);
     return uc_unet_ws_bytes(s->first, g.per_call, g.th, g.tw, 0) + 6 * g.per_call * tpx + 7 * img +
-           (6 + s->cfg.unet.out_channels) * all * tpx + (double)(H * W) * sizeof(float) + tpx;
+           (6 + s->cfg.unet.out_channels) * all * tpx + (double)(H * W) * sizeof(float) + tpx +
+           (double)(2 * g.ny * g.nx) * sizeof(int64_t);
 }
 
 static double flops(const uc_sr *s, int64_t B, int64_t H, int64_t W, int done)
